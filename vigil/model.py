@@ -87,7 +87,7 @@ class TelemetryBlock:
             if bad.size:
                 row = int(bad[0]) + 1
                 kind = "duplicate" if steps[bad[0]] == 0 else "out-of-order"
-                raise DataError(f"{kind} timestamp {self.time[row]!r}", source=where, row=row)
+                raise DataError(f"{kind} timestamp {float(self.time[row])}", source=where, row=row)
         if self.commands is not None and (self.commands.ndim != 3 or self.commands.shape[:2] != (n, c)):
             raise DataError(
                 f"commands must be [samples, channels, k] = [{n}, {c}, k], got {self.commands.shape}",
