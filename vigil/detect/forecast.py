@@ -1,0 +1,266 @@
+"""A learned detector: predict each channel from its recent values and its commands, flag large errors.
+
+:class:`ForecastDetector` fits, per channel, a ridge-regularised linear autoregression on the last
+``n_lags`` values plus the channel's command inputs (closed form, no iterations). While scoring it
+smooths the absolute one-step prediction errors with an exponentially weighted moving average
+(EWMA) and divides by a per-channel threshold learned without labels from the smoothed errors on
+the nominal history by peaks over threshold (:func:`vigil.detect.threshold.pot_threshold`). A second,
+"novelty" score measures how far a value lies outside the range seen in the nominal history. The
+larger of the two scores, after causal hysteresis, gives the alarm level (see
+:data:`vigil.detect.threshold.SEVERITY_STEPS`).
+
+Scoring is one numba pass over ``[n, c]`` per call with the stream state (the lag window, the
+EWMA, the hysteresis counters) kept in per-channel arrays, so consecutive chunks give exactly what
+one call gives. Missing (NaN) samples get level 0 and score NaN and leave the state unchanged.
+
+>>> import numpy as np
+>>> from vigil.model import TelemetryBlock
+>>> t = np.arange(3000.0)
+>>> x = np.sin(t / 20.0)[:, None]
+>>> det = ForecastDetector(n_lags=4).fit(TelemetryBlock.from_arrays(t, x, ["sine"]))
+>>> y = np.sin((t + 3000.0) / 20.0)
+>>> y[2000:2010] += 0.5                                  # a level shift for ten samples
+>>> s = det.score(TelemetryBlock.from_arrays(t + 3000.0, y[:, None], ["sine"]))
+>>> flagged = np.flatnonzero(s.level[:, 0])
+>>> int(flagged[0]), bool(flagged[-1] < 2200)
+(2000, True)
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from vigil.detect.base import Detector, Scores
+from vigil.detect.threshold import apply_hysteresis, pot_threshold
+from vigil.errors import ConfigError, DataError
+from vigil.model import TelemetryBlock
+
+
+class ForecastDetector(Detector):
+    """Ridge autoregression on lagged values and commands, EWMA-smoothed errors, POT threshold.
+
+    Args:
+        n_lags: past values used to predict the next one.
+        ridge: L2 penalty, relative to the mean diagonal of each channel's Gram matrix.
+        use_commands: also regress on ``block.commands`` (ignored where history has none).
+        span: EWMA span (samples) of the absolute prediction errors.
+        init_quantile, risk: POT parameters for the error threshold (see :func:`pot_threshold`).
+        threshold_factor: multiplies the POT threshold (a safety margin).
+        min_threshold: floor of the error threshold, in channel units (for channels that were
+            perfectly predictable in history).
+        novelty_margin: values further than this fraction of the history's range (or than
+            ``min_threshold``, if larger) outside that range score >= 1; ``None`` disables it.
+        min_violations: consecutive samples at score >= 1 that raise an alarm.
+        clear_after: consecutive samples below 1 that clear it (shorter gaps merge alarms).
+    """
+
+    name = "forecast"
+
+    def __init__(
+        self,
+        n_lags: int = 10,
+        ridge: float = 1e-3,
+        use_commands: bool = True,
+        span: int = 30,
+        init_quantile: float = 0.98,
+        risk: float = 1e-4,
+        threshold_factor: float = 1.0,
+        min_threshold: float = 0.0,
+        novelty_margin: float | None = 0.05,
+        min_violations: int = 1,
+        clear_after: int = 100,
+        adapt_span: int | None = None,
+    ) -> None:
+        self.n_lags = n_lags
+        self.ridge = ridge
+        self.use_commands = use_commands
+        self.span = span
+        self.init_quantile = init_quantile
+        self.risk = risk
+        self.threshold_factor = threshold_factor
+        self.min_threshold = min_threshold
+        self.novelty_margin = novelty_margin
+        self.min_violations = min_violations
+        self.clear_after = clear_after
+        self.adapt_span = adapt_span
+
+    def _check_params(self) -> None:
+        positive = {"n_lags": self.n_lags, "span": self.span, "threshold_factor": self.threshold_factor}
+        for key, val in positive.items():
+            if not val > 0:
+                raise ConfigError(f"must be > 0, got {val!r}", key=key)
+        if self.ridge < 0 or self.min_threshold < 0:
+            raise ConfigError("must be >= 0", key="ridge" if self.ridge < 0 else "min_threshold")
+        if self.novelty_margin is not None and not self.novelty_margin > 0:
+            raise ConfigError(f"must be > 0 or None, got {self.novelty_margin!r}", key="novelty_margin")
+
+    # --- fit --------------------------------------------------------------------------------------
+    def fit(self, history: TelemetryBlock) -> ForecastDetector:
+        """Learn coefficients, value range and error threshold per channel from nominal ``history``."""
+        self._check_params()
+        values = _finite_or_nan(history.values)
+        cmds = self._commands(history, fitting=True)
+        n, c = values.shape
+        ok = np.isfinite(values)
+        short = np.flatnonzero(ok.sum(axis=0) < self.n_lags + 2)
+        if short.size:
+            name = history.channels[int(short[0])]
+            raise DataError(
+                f"fewer than n_lags + 2 = {self.n_lags + 2} valid samples to fit on",
+                source=history.source,
+                channel=name,
+            )
+        with np.errstate(invalid="ignore"):
+            self.lo_ = np.nanmin(values, axis=0)
+            self.hi_ = np.nanmax(values, axis=0)
+            self.center_ = np.nanmean(values, axis=0)
+            scale = np.nanstd(values, axis=0)
+        self.scale_ = np.where(scale > 0, scale, 1.0)
+        self.intercept_, self.coef_lags_, self.coef_cmds_ = self._fit_ridge(values, cmds)
+        self.channels_ = history.channels
+        # Thresholds from the detector's own smoothed errors on the history, as the stream sees them.
+        self.threshold_ = np.ones(c)  # so that the score is the smoothed error itself
+        self.margin_ = np.full(c, np.inf)
+        self.baseline_ = np.full(c, np.nan)
+        self.reset()
+        smoothed = self._run(values, cmds, adapt=False)[0]
+        # The stream starts from the typical nominal error instead of its first raw error.
+        self.baseline_ = np.nan_to_num(np.nanmean(smoothed, axis=0), nan=0.0)
+        self.reset()
+        thr = pot_threshold(smoothed, self.init_quantile, self.risk) * self.threshold_factor
+        self.threshold_ = np.maximum(np.nan_to_num(thr, nan=0.0), self.min_threshold)
+        self.threshold_ = np.where(self.threshold_ > 0, self.threshold_, np.finfo(float).tiny)
+        if self.novelty_margin is None:
+            self.margin_ = np.full(c, np.inf)
+        else:
+            self.margin_ = np.maximum(self.novelty_margin * (self.hi_ - self.lo_), self.min_threshold)
+            self.margin_ = np.where(self.margin_ > 0, self.margin_, np.finfo(float).tiny)
+        return self
+
+    def _commands(self, block: TelemetryBlock, fitting: bool = False) -> np.ndarray:
+        """Command inputs ``[n, c, k]`` (k = 0 when not used)."""
+        n, c = block.values.shape
+        if fitting:
+            self.n_commands_ = block.commands.shape[2] if self.use_commands and block.commands is not None else 0
+        k = self.n_commands_
+        if k == 0:
+            return np.zeros((n, c, 0))
+        if block.commands is None or block.commands.shape[2] != k:
+            got = None if block.commands is None else block.commands.shape[2]
+            raise DataError(f"fitted with {k} command inputs per channel, block has {got}", source=block.source)
+        return np.nan_to_num(block.commands, nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _fit_ridge(self, values: np.ndarray, cmds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Closed-form ridge per channel on standardised values (missing samples skipped, as in scoring)."""
+        n, c = values.shape
+        lags, k = self.n_lags, cmds.shape[2]
+        intercept = np.zeros(c)
+        coef_lags = np.zeros((c, lags))
+        coef_cmds = np.zeros((c, k))
+        for j in range(c):
+            keep = np.isfinite(values[:, j])
+            z = (values[keep, j] - self.center_[j]) / self.scale_[j]
+            m = z.shape[0] - lags
+            windows = np.lib.stride_tricks.sliding_window_view(z, lags)[:m, ::-1]  # row t: z[t+lags-1], ..., z[t]
+            x = np.concatenate([np.ones((m, 1)), windows, cmds[keep, j][lags:]], axis=1)
+            y = z[lags:]
+            gram = x.T @ x
+            penalty = self.ridge * np.trace(gram) / gram.shape[0] * np.eye(gram.shape[0])
+            penalty[0, 0] = 0.0  # the intercept is not shrunk
+            w = np.linalg.lstsq(gram + penalty, x.T @ y, rcond=None)[0]
+            intercept[j], coef_lags[j], coef_cmds[j] = w[0], w[1 : lags + 1], w[lags + 1 :]
+        return intercept, coef_lags, coef_cmds
+
+    # --- score ------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        c = len(self.channels_)
+        self.window_ = np.zeros((c, self.n_lags))
+        self.n_seen_ = np.zeros(c, dtype=np.int64)
+        self.ewm_ = self.baseline_.copy()
+        self.level_ = self.baseline_.copy()
+        self.over_ = np.zeros(c, dtype=np.int64)
+        self.under_ = np.zeros(c, dtype=np.int64)
+        self.active_ = np.zeros(c, dtype=np.bool_)
+
+    def score(self, block: TelemetryBlock) -> Scores:
+        """Score ``block`` (continuing the stream): level, score, expected value and nominal band."""
+        self._check_channels(block)
+        values = _finite_or_nan(block.values)
+        cmds = self._commands(block)
+        score, expected, half = self._run(values, cmds)
+        out = Scores.empty(block.n_samples, block.n_channels, self.name)
+        out.score[:] = score
+        out.expected[:] = expected
+        out.low[:] = expected - half
+        out.high[:] = expected + half
+        out.level[:] = apply_hysteresis(
+            score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_
+        )
+        return out
+
+    def _run(
+        self, values: np.ndarray, cmds: np.ndarray, adapt: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, c = values.shape
+        score = np.full((n, c), np.nan)
+        expected = np.full((n, c), np.nan)
+        half = np.full((n, c), np.nan)
+        _forecast_kernel(
+            values, cmds, self.center_, self.scale_, self.intercept_, self.coef_lags_, self.coef_cmds_,
+            2.0 / (self.span + 1.0), 2.0 / (self.adapt_span + 1.0) if adapt and self.adapt_span else 0.0,
+            self.baseline_, self.threshold_, self.lo_, self.hi_, self.margin_,
+            self.window_, self.n_seen_, self.ewm_, self.level_, score, expected, half,
+        )  # fmt: skip
+        return score, expected, half
+
+
+def _finite_or_nan(values: np.ndarray) -> np.ndarray:
+    """Infinities are treated as missing, like NaN."""
+    return np.where(np.isfinite(values), values, np.nan)
+
+
+@numba.njit(cache=True)
+def _forecast_kernel(
+    values, cmds, center, scale, intercept, coef_lags, coef_cmds, alpha, adapt, baseline, threshold,
+    lo, hi, margin, window, n_seen, ewm, err_level, score, expected, half,
+):  # fmt: skip  # pragma: no cover - numba
+    n, c = values.shape
+    lags = window.shape[1]
+    k = cmds.shape[2]
+    for j in range(c):
+        e_prev = ewm[j]
+        m = err_level[j]
+        seen = n_seen[j]
+        for i in range(n):
+            x = values[i, j]
+            if np.isnan(x):
+                continue
+            z = (x - center[j]) / scale[j]
+            if seen >= lags:
+                # window[j, (seen - 1 - l) % lags] is the value l + 1 steps back.
+                pred = intercept[j]
+                for lag in range(lags):
+                    pred += coef_lags[j, lag] * window[j, (seen - 1 - lag) % lags]
+                for q in range(k):
+                    pred += coef_cmds[j, q] * cmds[i, j, q]
+                pred = center[j] + scale[j] * pred
+                err = abs(x - pred)
+                e_prev = err if np.isnan(e_prev) else e_prev + alpha * (err - e_prev)
+                thr = threshold[j]
+                if adapt > 0.0 and baseline[j] > 0.0:
+                    thr = threshold[j] * max(1.0, m / baseline[j])
+                    m += adapt * (min(e_prev, thr) - m)
+                s = e_prev / thr
+                if x > hi[j]:
+                    s = max(s, (x - hi[j]) / margin[j])
+                elif x < lo[j]:
+                    s = max(s, (lo[j] - x) / margin[j])
+                score[i, j] = s
+                expected[i, j] = pred
+                half[i, j] = thr
+            window[j, seen % lags] = z
+            seen += 1
+        ewm[j] = e_prev
+        err_level[j] = m
+        n_seen[j] = seen
