@@ -1,0 +1,461 @@
+"""The live monitor: records or blocks in, scored rows through the detector and the alarm manager.
+
+Records ``(time, channel, value)`` are grouped into rows by time: one row per distinct time, with
+NaN (missing) for channels that did not report then. A row is *final*, and gets scored, once a
+record more than ``lateness_s`` later has arrived (or on :meth:`Monitor.flush`). A record for a
+time already final is counted per channel as ``duplicate`` (that channel already had a value at
+that time) or ``out_of_order`` and is not scored; NaN/inf values are counted as ``missing``;
+lines that could not be read are ``malformed`` (per channel where the line named one, else per
+source); records of channels the detector does not know are counted under ``unknown``. Nothing
+is dropped without being counted, and nothing in the input stops the monitor.
+
+Final rows are scored in blocks (many rows per detector call when replaying fast, one row per
+tick live). Detectors and the alarm manager are streaming, so scoring a stream in any chunking
+gives exactly what scoring it as one block gives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+
+import numpy as np
+
+from vigil.detect.base import Detector
+from vigil.ingest.records import BadRecord, Record
+from vigil.model import TelemetryBlock
+from vigil.monitor.history import Rings, absorb, decimate
+
+#: Most cells (rows x channels) scored in one detector call when records are gridded.
+MAX_CELLS = 2_000_000
+#: Most distinct unknown channel names tracked; the rest are counted together.
+MAX_UNKNOWN = 1_000
+#: Emitted rows remembered to tell a late duplicate from an out-of-order record.
+RECENT_ROWS = 16
+
+COUNTERS = ("received", "scored", "missing", "out_of_order", "duplicate", "malformed", "stale")
+
+
+class Monitor:
+    """Score a live stream with ``detector`` and feed ``manager``; keep counters, latest values, history.
+
+    Args:
+        config: a ``MonitorConfig``; its channels' ``rate_hz``/``stale_after_s`` set staleness.
+        detector: any fitted :class:`~vigil.detect.base.Detector`; its channels are the monitor's.
+        manager: the alarm manager (``update(block, scores)``, ``report_stale``, ``report_fresh``).
+        history_s: seconds of history :meth:`history` returns (older samples are left out).
+        history_points: ring length per channel (samples kept at most).
+        lateness_s: how long after a later record a row still accepts records.
+        store: where the stream checkpoint is saved (``save_checkpoint``/``load_checkpoint``).
+        checkpoint_key: the checkpoint's name in the store.
+    """
+
+    def __init__(
+        self,
+        config,
+        detector: Detector,
+        manager,
+        history_s: float = 3600.0,
+        history_points: int = 1024,
+        lateness_s: float = 0.0,
+        store=None,
+        checkpoint_key: str = "monitor",
+    ) -> None:
+        channels = getattr(detector, "channels_", None)
+        if channels is None:
+            raise RuntimeError(f"{type(detector).__name__} is not fitted: call fit() first")
+        if lateness_s < 0 or history_s <= 0:
+            raise ValueError(f"lateness_s must be >= 0 and history_s > 0, got {lateness_s}, {history_s}")
+        self.config = config
+        self.detector = detector
+        self.manager = manager
+        self.history_s = history_s
+        self.lateness_s = lateness_s
+        self.store = store
+        self.checkpoint_key = checkpoint_key
+        self.channels: tuple[str, ...] = tuple(channels)
+        self._index = {name: j for j, name in enumerate(self.channels)}
+        c = len(self.channels)
+        self.stale_limit_ = _stale_limits(config, self.channels)
+        self.counts_ = {name: np.zeros(c, dtype=np.int64) for name in COUNTERS}
+        self.last_seen_ = np.full(c, np.nan)
+        self.last_value_ = np.full(c, np.nan)
+        self.last_level_ = np.zeros(c, dtype=np.int8)
+        self.stale_ = np.zeros(c, dtype=np.bool_)
+        self.rings_ = Rings(c, history_points)
+        self._recent_t = np.full(RECENT_ROWS, np.nan)
+        self._recent_has = np.zeros((RECENT_ROWS, c), dtype=np.bool_)
+        self._pend_t = np.empty(0)
+        self._pend_j = np.empty(0, dtype=np.int64)
+        self._pend_v = np.empty(0)
+        self._max_seen = -math.inf
+        self._emitted = -math.inf  # time of the last scored row
+        self._resume_t: float | None = None
+        self.unknown: Counter[str] = Counter()
+        self.unparsable = 0
+        self.replayed = 0
+        self.rows = 0
+        self.recent_errors: deque[str] = deque(maxlen=20)
+        self._subscribers: list[Callable[[dict], None]] = []
+
+    # -- input -------------------------------------------------------------------------------------
+    def feed_records(self, items: Iterable) -> list:
+        """Take records ``(time, channel, value)`` (or :class:`BadRecord`); score the rows they finalise.
+
+        Returns the alarm events raised while scoring (manager events and staleness reports).
+        """
+        ts: list[float] = []
+        js: list[int] = []
+        vs: list[float] = []
+        index = self._index
+        for item in items:
+            if isinstance(item, BadRecord):
+                self._count_bad(item.channel, str(item))
+                continue
+            try:
+                t, channel, v = item if type(item) is Record else _as_record(item)
+            except (TypeError, ValueError) as err:
+                self._count_bad(_channel_of(item), f"record {item!r}: {err}")
+                continue
+            j = index.get(channel)
+            if j is None:
+                self._count_unknown(channel)
+                continue
+            ts.append(t)
+            js.append(j)
+            vs.append(v)
+        return self._ingest(np.asarray(ts, dtype=np.float64), np.asarray(js, dtype=np.int64), np.asarray(vs))
+
+    def feed_block(self, block: TelemetryBlock) -> list:
+        """Score a block of rows (after flushing pending records before it). Returns alarm events.
+
+        Rows at or before the last scored time are counted as out-of-order and skipped; channels
+        the detector does not know are counted under ``unknown``; NaN/inf cells count as missing.
+        """
+        values = self._aligned(block)
+        if block.n_samples == 0:
+            return []
+        events = self.flush(before=float(block.time[0]))
+        if self._pend_t.size:  # records for times the block now covers arrived too early to fit in
+            np.add.at(self.counts_["out_of_order"], self._pend_j, 1)
+            self._pend_t, self._pend_j, self._pend_v = self._pend_t[:0], self._pend_j[:0], self._pend_v[:0]
+        time = block.time
+        late = time <= self._emitted
+        if late.any():
+            self.counts_["out_of_order"] += np.isfinite(values[late]).sum(axis=0)
+            time, values = time[~late], values[~late]
+        if self._resume_t is not None:
+            done = time <= self._resume_t
+            self.replayed += int(np.isfinite(values[done]).sum())
+            time, values = time[~done], values[~done]
+        if time.size == 0:
+            return events
+        finite = np.isfinite(values)
+        self.counts_["received"] += values.shape[0]
+        self.counts_["missing"] += (~finite).sum(axis=0)
+        if not finite.all():
+            values = np.where(finite, values, np.nan)
+        self._max_seen = max(self._max_seen, float(time[-1]))
+        events += self._score(time, values)
+        return events
+
+    def flush(self, before: float | None = None) -> list:
+        """Score pending rows (all, or those before ``before``) without waiting for later records."""
+        if not self._pend_t.size:
+            return []
+        done = np.ones(self._pend_t.size, dtype=bool) if before is None else self._pend_t < before
+        return self._emit(done)
+
+    # -- the record path ---------------------------------------------------------------------------
+    def _ingest(self, t: np.ndarray, j: np.ndarray, v: np.ndarray) -> list:
+        if t.size == 0:
+            return []
+        np.add.at(self.counts_["received"], j, 1)
+        if self._resume_t is not None:
+            replay = t <= self._resume_t
+            self.replayed += int(replay.sum())
+            t, j, v = t[~replay], j[~replay], v[~replay]
+        # A record is late when its row was already final on arrival: at or before the last scored
+        # row, or more than lateness_s before the latest time seen until then.
+        prev_max = np.maximum.accumulate(np.concatenate(([self._max_seen], t)))[:-1]
+        late = (t <= self._emitted) | (t < prev_max - self.lateness_s)
+        if late.any():
+            self._count_late(t, j, late)
+            t, j, v = t[~late], j[~late], v[~late]
+        if t.size == 0:
+            return []
+        self._max_seen = max(self._max_seen, float(t.max()))
+        n_old = self._pend_t.size
+        all_t = np.concatenate((self._pend_t, t))
+        all_j = np.concatenate((self._pend_j, j))
+        all_v = np.concatenate((self._pend_v, v))
+        # Pending records were de-duplicated before, and the earliest arrival is kept, so only
+        # this batch's records can repeat a (time, channel) pair.
+        dup = _repeats(all_t, all_j)[n_old:]
+        np.add.at(self.counts_["duplicate"], j[dup], 1)
+        np.add.at(self.counts_["missing"], j[~dup & ~np.isfinite(v)], 1)
+        keep = np.concatenate((np.ones(n_old, dtype=bool), ~dup))
+        all_t, all_j, all_v = all_t[keep], all_j[keep], all_v[keep]
+        all_v = np.where(np.isinf(all_v), np.nan, all_v)
+        self._pend_t, self._pend_j, self._pend_v = all_t, all_j, all_v
+        return self._emit(all_t < self._max_seen - self.lateness_s)
+
+    def _count_late(self, t: np.ndarray, j: np.ndarray, late: np.ndarray) -> None:
+        """Late records: duplicates of a sample already taken, or out-of-order."""
+        seen = set(zip(self._pend_t.tolist(), self._pend_j.tolist()))
+        for row_t, has in zip(self._recent_t.tolist(), self._recent_has):
+            if math.isfinite(row_t):
+                seen.update((row_t, int(k)) for k in np.flatnonzero(has))
+        # Records of this batch taken before a late one arrived count as seen too.
+        for k in range(t.size):
+            key = (float(t[k]), int(j[k]))
+            if late[k]:
+                name = "duplicate" if key in seen else "out_of_order"
+                self.counts_[name][j[k]] += 1
+            else:
+                seen.add(key)
+
+    def _emit(self, done: np.ndarray) -> list:
+        """Grid the pending records marked ``done`` into rows and score them."""
+        if not done.any():
+            return []
+        t, j, v = self._pend_t[done], self._pend_j[done], self._pend_v[done]
+        self._pend_t, self._pend_j, self._pend_v = self._pend_t[~done], self._pend_j[~done], self._pend_v[~done]
+        times, row = np.unique(t, return_inverse=True)
+        c = len(self.channels)
+        step = max(1, MAX_CELLS // max(c, 1))
+        events: list = []
+        for a in range(0, times.size, step):
+            b = min(a + step, times.size)
+            sel = (row >= a) & (row < b)
+            values = np.full((b - a, c), np.nan)
+            values[row[sel] - a, j[sel]] = v[sel]
+            events += self._score(times[a:b], values)
+        return events
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def _score(self, time: np.ndarray, values: np.ndarray) -> list:
+        block = TelemetryBlock(time, values, self.channels, source="monitor")
+        scores = self.detector.score(block)
+        # Alarms and the checkpoint commit together: after a kill, a restart resumes exactly after
+        # the last block whose alarms were stored.
+        with self.store.transaction() if self.store is not None else nullcontext():
+            events = self._apply(block, scores)
+        if self._subscribers:
+            self._publish(time, np.isfinite(values))
+        return events
+
+    def _apply(self, block: TelemetryBlock, scores) -> list:
+        time, values = block.time, block.values
+        events = list(self.manager.update(block, scores) or [])
+        finite = np.isfinite(values)
+        self.counts_["scored"] += finite.sum(axis=0)
+        r = self.rings_
+        a = r.arrays
+        changes = absorb(
+            time, values, scores.level, scores.expected, scores.low, scores.high,
+            self.last_seen_, self.last_value_, self.last_level_, self.stale_limit_, self.stale_,
+            a["time"], a["value"], a["expected"], a["low"], a["high"], a["level"], r.head, r.count,
+        )  # fmt: skip
+        for kind, i, j, seen in sorted(changes, key=lambda ch: (ch[1], ch[2])):
+            events += self._report_staleness(bool(kind), int(j), float(time[i]), float(seen))
+        self._remember(time, finite)
+        self._emitted = float(time[-1])
+        self.rows += time.size
+        if self._resume_t is not None and self._emitted > self._resume_t:
+            self._resume_t = None
+        self._checkpoint()
+        return events
+
+    def _report_staleness(self, stale: bool, j: int, time: float, last_seen: float) -> list:
+        channel = self.channels[j]
+        if stale:
+            self.counts_["stale"][j] += 1
+            out = self.manager.report_stale(channel, time, last_seen)
+        else:
+            out = self.manager.report_fresh(channel, time)
+        if out is None:
+            return []
+        return list(out) if isinstance(out, list | tuple) else [out]
+
+    def check_staleness(self, now: float) -> list:
+        """Report channels whose last sample is older than their limit at stream time ``now``.
+
+        For quiet periods with no rows to score (live sources call this on every idle tick).
+        """
+        age = now - self.last_seen_
+        newly = np.flatnonzero(~self.stale_ & np.isfinite(age) & (age > self.stale_limit_))
+        events: list = []
+        for j in newly.tolist():
+            self.stale_[j] = True
+            events += self._report_staleness(True, j, now, float(self.last_seen_[j]))
+        return events
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def _aligned(self, block: TelemetryBlock) -> np.ndarray:
+        if block.channels == self.channels:
+            return block.values
+        values = np.full((block.n_samples, len(self.channels)), np.nan)
+        for k, name in enumerate(block.channels):
+            j = self._index.get(name)
+            if j is None:
+                n = int(np.isfinite(block.values[:, k]).sum())
+                if n:
+                    self._count_unknown(name, n)
+            else:
+                values[:, j] = block.values[:, k]
+        return values
+
+    def _remember(self, time: np.ndarray, finite: np.ndarray) -> None:
+        k = min(RECENT_ROWS, time.size)
+        self._recent_t = np.concatenate((self._recent_t[k:], time[-k:]))
+        self._recent_has = np.concatenate((self._recent_has[k:], finite[-k:]))
+
+    def _count_bad(self, channel: str | None, message: str) -> None:
+        j = None if channel is None else self._index.get(channel)
+        if j is not None:
+            self.counts_["malformed"][j] += 1
+        elif channel is not None:
+            self._count_unknown(channel)
+        else:
+            self.unparsable += 1
+        self.recent_errors.append(message)
+
+    def _count_unknown(self, channel: str, n: int = 1) -> None:
+        key = channel if channel in self.unknown or len(self.unknown) < MAX_UNKNOWN else "<other>"
+        self.unknown[key] += n
+
+    def _checkpoint(self) -> None:
+        if self.store is not None:
+            self.store.save_checkpoint(self.checkpoint_key, {"time": self._emitted, "rows": self.rows})
+
+    def resume(self) -> float | None:
+        """Continue after the store's checkpoint: records at or before it are passed over (``replayed``).
+
+        Returns the checkpoint time, or ``None`` when the store has none.
+        """
+        if self.store is None:
+            return None
+        position = self.store.load_checkpoint(self.checkpoint_key)
+        if position is None:
+            return None
+        self._resume_t = float(position["time"])
+        self._emitted = max(self._emitted, self._resume_t)
+        self._max_seen = max(self._max_seen, self._resume_t)
+        return self._resume_t
+
+    # -- output ------------------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[dict], None]) -> None:
+        """Call ``callback`` after every scored block with a ``{"type": "values", ...}`` dict."""
+        self._subscribers.append(callback)
+
+    def _publish(self, time: np.ndarray, finite: np.ndarray) -> None:
+        idx = np.flatnonzero(finite.any(axis=0))
+        tick = {
+            "type": "values",
+            "time": float(time[-1]),
+            "channels": [self.channels[j] for j in idx.tolist()],
+            "value": self.last_value_[idx].tolist(),
+            "level": self.last_level_[idx].tolist(),
+            "stale": self.stale_[idx].tolist(),
+        }
+        for callback in list(self._subscribers):
+            callback(tick)
+
+    def latest(self) -> dict[str, tuple[float, float, int]]:
+        """Per channel that has reported: (time, value, level) of its last sample."""
+        seen = np.flatnonzero(np.isfinite(self.last_value_))
+        return {
+            self.channels[j]: (float(self.last_seen_[j]), float(self.last_value_[j]), int(self.last_level_[j]))
+            for j in seen.tolist()
+        }
+
+    def history(
+        self, channel: str, t0: float | None = None, t1: float | None = None, max_points: int = 2000
+    ) -> dict[str, list]:
+        """Recent samples of ``channel`` between ``t0`` and ``t1``, min/max-decimated to ``max_points``.
+
+        Keys: time, value, expected, low, high (NaN where undefined) and level.
+        """
+        j = self._index.get(channel)
+        if j is None:
+            raise KeyError(f"no channel {channel!r} in the monitor")
+        if max_points < 2:
+            raise ValueError(f"max_points must be >= 2, got {max_points}")
+        horizon = self._emitted - self.history_s
+        t0 = horizon if t0 is None else max(t0, horizon)
+        series = decimate(self.rings_.window(j, t0, t1), max_points)
+        return {name: a.astype(np.float64 if name != "level" else np.int64).tolist() for name, a in series.items()}
+
+    def counters(self, nonzero: bool = False) -> dict:
+        """Per-channel counts (received, scored, missing, out_of_order, duplicate, malformed, stale),
+        plus ``unknown`` channels, ``unparsable`` lines, ``replayed`` records (skipped on resume),
+        scored ``rows``, pending records and the latest error messages.
+
+        With ``nonzero``, only channels with a problem count (missing and up) are listed.
+        """
+        table = np.stack([self.counts_[k] for k in COUNTERS], axis=1).tolist()
+        rows = {}
+        for j, name in enumerate(self.channels):
+            counts = dict(zip(COUNTERS, table[j]))
+            if nonzero and not any(table[j][2:]):
+                continue
+            counts["is_stale"] = bool(self.stale_[j])
+            rows[name] = counts
+        return {
+            "channels": rows,
+            "totals": {k: int(self.counts_[k].sum()) for k in COUNTERS},
+            "unknown": dict(self.unknown),
+            "unparsable": self.unparsable,
+            "replayed": self.replayed,
+            "rows": self.rows,
+            "pending": int(self._pend_t.size),
+            "last_time": None if math.isinf(self._emitted) else self._emitted,
+            "recent_errors": list(self.recent_errors),
+        }
+
+    def state_nbytes(self, include_history: bool = True) -> int:
+        """Bytes of per-channel state held by the monitor (not the detector or manager)."""
+        arrays = [*self.counts_.values(), self.last_seen_, self.last_value_, self.last_level_, self.stale_]
+        arrays += [self.stale_limit_, self._recent_has]
+        return sum(a.nbytes for a in arrays) + (self.rings_.nbytes if include_history else 0)
+
+
+def _as_record(item) -> tuple[float, str, float]:
+    t, channel, v = item
+    v = math.nan if v is None else float(v)
+    t = float(t)
+    if not math.isfinite(t):
+        raise ValueError(f"time {t!r} is not finite")
+    return t, str(channel), v
+
+
+def _channel_of(item) -> str | None:
+    """The channel a malformed record names, if it names one."""
+    try:
+        return str(item[1])
+    except (TypeError, IndexError, KeyError):
+        return None
+
+
+def _repeats(t: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """True for each (time, channel) pair seen earlier in the arrays (the first one is kept)."""
+    order = np.lexsort((np.arange(t.size), j, t))
+    ts, js = t[order], j[order]
+    again = np.zeros(t.size, dtype=bool)
+    again[order[1:]] = (ts[1:] == ts[:-1]) & (js[1:] == js[:-1])
+    return again
+
+
+def _stale_limits(config, channels: tuple[str, ...]) -> np.ndarray:
+    """Seconds without a sample after which each channel is stale (inf: never), from the config's
+    ``stale_timeout_s`` (``stale_after_s``, else three periods of ``rate_hz``)."""
+    limits = np.full(len(channels), np.inf)
+    table = getattr(config, "channels", None) or {}
+    for j, name in enumerate(channels):
+        timeout = getattr(table.get(name), "stale_timeout_s", None)
+        if timeout is not None:
+            limits[j] = float(timeout)
+    return limits

@@ -1,0 +1,118 @@
+"""Per-channel ring buffers of recent samples and the one-pass kernel that fills them.
+
+After a block is scored, :func:`absorb` walks it once (numba, channel by channel) and, for every
+finite sample, writes value/expected/band/level into the channel's ring, updates the channel's
+latest value and last-seen time, and tracks staleness row by row: a channel is stale at a row
+when the row's time is more than its limit past the channel's last sample. Staleness is therefore
+decided on the stream's own clock, so it does not depend on how the stream was chunked.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+#: Fields kept per sample, and their dtypes (time float64; the rest compact).
+FIELDS = (("time", np.float64), ("value", np.float64), ("expected", np.float32), ("low", np.float32),
+          ("high", np.float32), ("level", np.int8))  # fmt: skip
+
+
+class Rings:
+    """``[c, size]`` ring buffers, one row per channel, written at ``head[c]``."""
+
+    def __init__(self, n_channels: int, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"history size must be >= 1, got {size}")
+        self.size = size
+        self.arrays = {name: np.zeros((n_channels, size), dtype=dt) for name, dt in FIELDS}
+        self.head = np.zeros(n_channels, dtype=np.int64)
+        self.count = np.zeros(n_channels, dtype=np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values()) + self.head.nbytes + self.count.nbytes
+
+    def window(self, j: int, t0: float | None, t1: float | None) -> dict[str, np.ndarray]:
+        """Channel ``j``'s samples in time order, limited to ``t0 <= time <= t1``."""
+        n = int(min(self.count[j], self.size))
+        idx = (int(self.head[j]) - n + np.arange(n)) % self.size
+        out = {name: a[j, idx] for name, a in self.arrays.items()}
+        keep = np.ones(n, dtype=bool)
+        if t0 is not None:
+            keep &= out["time"] >= t0
+        if t1 is not None:
+            keep &= out["time"] <= t1
+        return {name: a[keep] for name, a in out.items()}
+
+
+def decimate(series: dict[str, np.ndarray], max_points: int) -> dict[str, np.ndarray]:
+    """At most ``max_points`` samples: per bucket the minimum and maximum value, in time order.
+
+    The kept samples carry their bucket's highest level, so decimation never hides an alarm.
+
+    >>> s = {"time": np.arange(8.0), "value": np.array([0, 5, 1, 2, 9, 3, 4, 4.0]),
+    ...      "level": np.array([0, 0, 0, 3, 0, 0, 0, 0], dtype=np.int8)}
+    >>> d = decimate(s, 4)
+    >>> d["time"].tolist(), d["value"].tolist(), d["level"].tolist()
+    ([0.0, 1.0, 4.0, 6.0], [0.0, 5.0, 9.0, 4.0], [0, 0, 3, 0])
+    """
+    n = series["time"].size
+    if n <= max_points:
+        return series
+    n_buckets = max(1, max_points // 2)
+    edges = np.linspace(0, n, n_buckets + 1).astype(np.int64)
+    value = series["value"]
+    picks, levels = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b <= a:
+            continue
+        seg = value[a:b]
+        lo, hi = a + int(np.argmin(seg)), a + int(np.argmax(seg))
+        top = series["level"][a:b].max()
+        for k in sorted({lo, hi}):
+            picks.append(k)
+            levels.append(top)
+    idx = np.asarray(picks, dtype=np.int64)
+    out = {name: a[idx] for name, a in series.items()}
+    out["level"] = np.asarray(levels, dtype=series["level"].dtype)
+    return out
+
+
+@numba.njit(cache=True)
+def absorb(
+    time, values, level, expected, low, high, last_seen, last_value, last_level, limit, stale,
+    h_time, h_value, h_expected, h_low, h_high, h_level, head, count,
+):  # fmt: skip  # pragma: no cover - numba
+    """Fill rings, latest values and staleness from one scored block; returns staleness changes.
+
+    Each change is ``(kind, row, channel, last_seen)`` with kind 1 = went stale, 0 = fresh again.
+    """
+    n, c = values.shape
+    size = h_time.shape[1]
+    changes = [(np.int64(0), np.int64(0), np.int64(0), np.float64(0.0)) for _ in range(0)]
+    for j in range(c):
+        if np.isnan(last_seen[j]) and n > 0:
+            last_seen[j] = time[0]  # never seen: the stream's start is the reference
+        check = np.isfinite(limit[j])
+        for i in range(n):
+            x = values[i, j]
+            if np.isfinite(x):
+                p = head[j]
+                h_time[j, p] = time[i]
+                h_value[j, p] = x
+                h_expected[j, p] = expected[i, j]
+                h_low[j, p] = low[i, j]
+                h_high[j, p] = high[i, j]
+                h_level[j, p] = level[i, j]
+                head[j] = (p + 1) % size
+                count[j] += 1
+                last_value[j] = x
+                last_level[j] = level[i, j]
+                if stale[j]:
+                    stale[j] = False
+                    changes.append((np.int64(0), np.int64(i), np.int64(j), last_seen[j]))
+                last_seen[j] = time[i]
+            elif check and not stale[j] and time[i] - last_seen[j] > limit[j]:
+                stale[j] = True
+                changes.append((np.int64(1), np.int64(i), np.int64(j), last_seen[j]))
+    return changes
