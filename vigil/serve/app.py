@@ -1,0 +1,411 @@
+"""The operator console's HTTP/WebSocket API over a live monitor, its alarm manager and store.
+
+``create_app(monitor, manager, store, token)`` returns a FastAPI app. Reads are open; the
+Yamcs-style alarm verbs (``POST /api/alarms/{id}:acknowledge`` and friends) need the API token.
+Every call into the monitor and manager holds one lock, shared with whatever thread feeds the
+monitor, so a reader never sees a half-applied block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from vigil.detect.base import SEVERITIES
+from vigil.errors import VigilError
+from vigil.serve.auth import token_guard
+from vigil.serve.hub import Hub
+from vigil.serve.jsonable import floats, jsonable
+
+STATIC = Path(__file__).parent / "static"
+try:
+    __version__ = version("vigil-telemetry")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+Severity = Literal["watch", "warning", "distress", "critical", "severe"]
+#: Alarm states in which the operator still has something to do or see.
+CLOSED_STATES = frozenset({"cleared", "normal", "closed"})
+NAME = Annotated[str, PathParam(min_length=1, max_length=200)]
+USER = Field("operator", min_length=1, max_length=64, pattern=r"^[\w.@ -]+$")
+COMMENT = Field("", max_length=2000)
+
+
+class AcknowledgeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = USER
+    comment: str = COMMENT
+
+
+class ShelveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = USER
+    duration_s: float = Field(..., gt=0, le=7 * 86400, allow_inf_nan=False, description="how long to shelve")
+    comment: str = COMMENT
+
+
+class UserBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = USER
+
+
+class Console:
+    """The objects behind the API, and the lock that serialises access to them."""
+
+    def __init__(self, monitor: Any, manager: Any, store: Any, lock: Any = None) -> None:
+        self.monitor = monitor
+        self.manager = manager
+        self.store = store
+        self.lock = lock if lock is not None else threading.RLock()
+        self.config = getattr(monitor, "config", None) or getattr(manager, "config", None)
+
+    def channel_configs(self) -> dict[str, Any]:
+        return dict(getattr(self.config, "channels", None) or {})
+
+    def channel_names(self, latest: dict[str, Any]) -> list[str]:
+        names = list(self.channel_configs())
+        known = set(names)
+        names.extend(sorted(c for c in latest if c not in known))
+        return names
+
+    def open_alarm_levels(self) -> dict[str, int]:
+        """Per channel, the highest severity level (1..5) of its alarms that are not cleared."""
+        worst: dict[str, int] = {}
+        for alarm in self.manager.alarms():
+            if _state(alarm) in CLOSED_STATES:
+                continue
+            level = _severity_level(getattr(alarm, "severity", None))
+            channel = str(getattr(alarm, "channel", ""))
+            worst[channel] = max(worst.get(channel, 0), level)
+        return worst
+
+    def find_alarm(self, alarm_id: str) -> tuple[Any, Any]:
+        """The alarm and the id the manager knows it by (ids may be ints); 404 if unknown."""
+        for key in _id_candidates(alarm_id):
+            try:
+                alarm = self.manager.get(key)
+            except (LookupError, ValueError, TypeError):
+                continue
+            if alarm is not None:
+                return alarm, key
+        raise HTTPException(404, f"no alarm {alarm_id!r}")
+
+
+def _id_candidates(raw: str) -> list[Any]:
+    return [int(raw), raw] if raw.isdigit() and len(raw) < 19 else [raw]
+
+
+def _state(alarm: Any) -> str:
+    return str(getattr(alarm, "state", "") or "")
+
+
+def _severity_level(name: Any) -> int:
+    name = getattr(name, "value", name)
+    if isinstance(name, int):
+        return int(name)
+    return SEVERITIES.index(name) + 1 if name in SEVERITIES else 0
+
+
+def _limits_dict(limits: Any) -> dict[str, list[float | None]]:
+    if limits is None:
+        return {}
+    out = {}
+    for sev in SEVERITIES:
+        rng = getattr(limits, sev, None)
+        if rng is not None:
+            out[sev] = floats([np.nan if v is None else v for v in rng])
+    return out
+
+
+def _stale_after(cfg: Any) -> float | None:
+    """Seconds without data after which a channel is stale (from its configuration; None: never)."""
+    return None if cfg is None else getattr(cfg, "stale_timeout_s", None)
+
+
+def create_app(
+    monitor: Any,
+    manager: Any,
+    store: Any,
+    token: str,
+    *,
+    lock: Any = None,
+    hub: Hub | None = None,
+    title: str = "Vigil operator console",
+) -> FastAPI:
+    """The API and web console. ``lock`` must be the lock held by the thread that feeds ``monitor``."""
+    console = Console(monitor, manager, store, lock)
+    hub = hub or Hub()
+    require_token = token_guard(token)
+    app = FastAPI(title=title, version=__version__, docs_url="/api/docs", redoc_url=None)
+    app.state.console = console
+    app.state.hub = hub
+    for source in (monitor, manager):
+        if hasattr(source, "subscribe"):
+            source.subscribe(hub.publish)
+
+    _add_read_routes(app, console, hub)
+    _add_alarm_verbs(app, console, require_token)
+    _add_live_feed(app, hub)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    return app
+
+
+def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
+    @app.get("/api/health", tags=["status"])
+    def health() -> dict[str, Any]:
+        """Liveness, version, channel count and the data clock (latest sample time)."""
+        with console.lock:
+            latest = console.monitor.latest()
+        times = [t for t, _v, _l in latest.values() if t is not None and np.isfinite(t)]
+        return jsonable(
+            {
+                "status": "ok",
+                "version": __version__,
+                "channels": len(console.channel_names(latest)),
+                "data_time": max(times) if times else None,
+                "live_clients": hub.n_clients,
+                "live_dropped": hub.dropped_total,
+            }
+        )
+
+    @app.get("/api/channels", tags=["channels"])
+    def channels(subsystem: Annotated[str | None, Query(max_length=200)] = None) -> list[dict[str, Any]]:
+        """Every channel's configuration: subsystem, units, description, limits, expected rate."""
+        with console.lock:
+            latest = console.monitor.latest()
+        cfgs = console.channel_configs()
+        out = []
+        for name in console.channel_names(latest):
+            cfg = cfgs.get(name)
+            sub = str(getattr(cfg, "subsystem", "") or "other")
+            if subsystem is not None and sub != subsystem:
+                continue
+            out.append(
+                {
+                    "name": name,
+                    "subsystem": sub,
+                    "units": getattr(cfg, "units", ""),
+                    "description": getattr(cfg, "description", ""),
+                    "limits": _limits_dict(getattr(cfg, "limits", None)),
+                    "rate_hz": getattr(cfg, "rate_hz", None),
+                    "stale_after_s": _stale_after(cfg),
+                }
+            )
+        return jsonable(out)
+
+    @app.get("/api/latest", tags=["channels"])
+    def latest() -> dict[str, Any]:
+        """Latest value of every channel, column-wise (one entry per channel, same order as the names).
+
+        ``level`` is the detector's level at the latest sample, ``alarm`` the highest severity of the
+        channel's open alarms (0..5), ``age`` seconds behind the data clock, ``stale`` whether that age
+        exceeds the channel's staleness limit.
+        """
+        with console.lock:
+            snap = console.monitor.latest()
+            alarm_levels = console.open_alarm_levels()
+        names = console.channel_names(snap)
+        cfgs = console.channel_configs()
+        rows = [snap.get(n, (np.nan, np.nan, 0)) for n in names]
+        t = np.array([np.nan if r[0] is None else r[0] for r in rows], dtype=np.float64)
+        data_time = float(np.nanmax(t)) if np.isfinite(t).any() else np.nan
+        age = data_time - t
+        limit = np.array([_stale_after(cfgs.get(n)) or np.nan for n in names], dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            stale = (age > limit) & np.isfinite(limit)
+        return {
+            "data_time": floats([data_time])[0],
+            "channels": names,
+            "time": floats(t),
+            "value": floats([np.nan if r[1] is None else r[1] for r in rows]),
+            "level": [int(r[2] or 0) for r in rows],
+            "alarm": [alarm_levels.get(n, 0) for n in names],
+            "age": floats(age),
+            "stale": stale.tolist(),
+        }
+
+    @app.get("/api/channels/{name}/history", tags=["channels"])
+    def history(
+        name: NAME,
+        t0: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        t1: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        max_points: Annotated[int, Query(ge=10, le=20000)] = 2000,
+    ) -> dict[str, Any]:
+        """A channel's recent samples in ``[t0, t1]``, decimated (min/max) to about ``max_points``,
+        with its expected value, nominal band, detector level, limits and alarm periods."""
+        if t0 is not None and t1 is not None and t1 < t0:
+            raise HTTPException(422, f"t1 ({t1}) is before t0 ({t0})")
+        with console.lock:
+            if name not in console.channel_configs() and name not in console.monitor.latest():
+                raise HTTPException(404, f"no channel {name!r}")
+            series = console.monitor.history(name, t0=t0, t1=t1, max_points=max_points)
+            alarms = [a for a in console.manager.alarms() if str(getattr(a, "channel", "")) == name]
+        cfg = console.channel_configs().get(name)
+        periods = [
+            {
+                "id": getattr(a, "id", None),
+                "severity": getattr(a, "severity", None),
+                "state": _state(a),
+                "start": getattr(a, "first_time", None),
+                "end": getattr(a, "last_time", None),
+            }
+            for a in alarms
+        ]
+        out = {k: floats(v) if k != "level" else [int(x) for x in v] for k, v in series.items()}
+        out.update(name=name, limits=_limits_dict(getattr(cfg, "limits", None)), alarms=jsonable(periods))
+        return out
+
+    @app.get("/api/subsystems", tags=["channels"])
+    def subsystems() -> list[dict[str, Any]]:
+        """Per subsystem: channel count, worst open-alarm severity and how many channels are stale."""
+        snap = latest()
+        cfgs = console.channel_configs()
+        groups: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(snap["channels"]):
+            sub = str(getattr(cfgs.get(name), "subsystem", "") or "other")
+            g = groups.setdefault(sub, {"subsystem": sub, "channels": 0, "worst": 0, "in_alarm": 0, "stale": 0})
+            g["channels"] += 1
+            g["worst"] = max(g["worst"], snap["alarm"][i], snap["level"][i])
+            g["in_alarm"] += bool(snap["alarm"][i])
+            g["stale"] += bool(snap["stale"][i])
+        return sorted(groups.values(), key=lambda g: g["subsystem"])
+
+    @app.get("/api/alarms", tags=["alarms"])
+    def alarms(
+        state: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z_]+$")] = None,
+        severity: Severity | None = None,
+        channel: Annotated[str | None, Query(max_length=200)] = None,
+        open_only: Annotated[bool, Query(description="leave out cleared alarms")] = False,
+    ) -> list[dict[str, Any]]:
+        """Alarms, newest first, filtered by state, severity and channel."""
+        with console.lock:
+            found = console.manager.alarms(state=state, severity=severity)
+        if channel is not None:
+            found = [a for a in found if str(getattr(a, "channel", "")) == channel]
+        if open_only:
+            found = [a for a in found if _state(a) not in CLOSED_STATES]
+        found = sorted(found, key=lambda a: getattr(a, "first_time", 0) or 0, reverse=True)
+        return jsonable(found)
+
+    @app.get("/api/alarms/{alarm_id}", tags=["alarms"])
+    def alarm(alarm_id: NAME) -> dict[str, Any]:
+        """One alarm with its audit trail."""
+        with console.lock:
+            found, key = console.find_alarm(alarm_id)
+            trail = console.manager.audit(alarm_id=key)
+        return {"alarm": jsonable(found), "audit": jsonable(trail)}
+
+    @app.get("/api/incidents", tags=["alarms"])
+    def incidents() -> list[dict[str, Any]]:
+        """Incidents (alarms grouped in time within a subsystem), newest first, channels ranked."""
+        with console.lock:
+            found = list(console.manager.incidents())
+        found.sort(key=lambda i: getattr(i, "first_time", 0) or 0, reverse=True)
+        return jsonable(found)
+
+    @app.get("/api/audit", tags=["alarms"])
+    def audit(
+        alarm_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 500,
+    ) -> list[dict[str, Any]]:
+        """The audit trail (raises, escalations, operator actions), the latest ``limit`` entries."""
+        with console.lock:
+            if alarm_id is None:
+                trail = console.manager.audit()
+            else:
+                _found, key = console.find_alarm(alarm_id)
+                trail = console.manager.audit(alarm_id=key)
+        return jsonable(list(trail)[-limit:])
+
+    @app.get("/api/counters", tags=["status"])
+    def counters() -> dict[str, Any]:
+        """Per-channel counts of bad input (out-of-order, duplicate, missing, malformed, stale)."""
+        with console.lock:
+            return jsonable(console.monitor.counters())
+
+
+def _add_alarm_verbs(app: FastAPI, console: Console, require_token: Any) -> None:
+    def apply(alarm_id: str, verb: str, **kwargs: Any) -> dict[str, Any]:
+        with console.lock:
+            _found, key = console.find_alarm(alarm_id)
+            try:
+                getattr(console.manager, verb)(key, **kwargs)
+            except (ValueError, VigilError) as err:
+                raise HTTPException(409, f"cannot {verb} alarm {alarm_id}: {err}") from None
+            return jsonable(console.manager.get(key))
+
+    secured = [Depends(require_token)]
+    responses = {
+        401: {"description": "no or wrong API token"},
+        404: {"description": "no such alarm"},
+        409: {"description": "the alarm's state does not allow this verb"},
+    }
+
+    @app.post("/api/alarms/{alarm_id}:acknowledge", tags=["alarms"], dependencies=secured, responses=responses)
+    def acknowledge(alarm_id: NAME, body: AcknowledgeBody) -> dict[str, Any]:
+        """Acknowledge an alarm, with a comment."""
+        return apply(alarm_id, "acknowledge", user=body.user, comment=body.comment)
+
+    @app.post("/api/alarms/{alarm_id}:shelve", tags=["alarms"], dependencies=secured, responses=responses)
+    def shelve(alarm_id: NAME, body: ShelveBody) -> dict[str, Any]:
+        """Shelve an alarm for ``duration_s`` seconds: it stays recorded but stops demanding attention."""
+        return apply(alarm_id, "shelve", user=body.user, duration_s=body.duration_s, comment=body.comment)
+
+    @app.post("/api/alarms/{alarm_id}:unshelve", tags=["alarms"], dependencies=secured, responses=responses)
+    def unshelve(alarm_id: NAME, body: UserBody | None = None) -> dict[str, Any]:
+        """Put a shelved alarm back in the active list."""
+        return apply(alarm_id, "unshelve", user=(body or UserBody()).user)
+
+    @app.post("/api/alarms/{alarm_id}:clear", tags=["alarms"], dependencies=secured, responses=responses)
+    def clear(alarm_id: NAME, body: UserBody | None = None) -> dict[str, Any]:
+        """Clear an alarm whose channel has returned to normal (a latched alarm needs this)."""
+        return apply(alarm_id, "clear", user=(body or UserBody()).user)
+
+
+def _add_live_feed(app: FastAPI, hub: Hub) -> None:
+    @app.websocket("/api/live")
+    async def live(ws: WebSocket) -> None:
+        """Live feed: ``{"type": "values", ...}`` ticks, alarm events, and ``resync`` after overflow."""
+        await ws.accept()
+        client = hub.connect()
+        receiver = asyncio.create_task(_drain(ws))
+        try:
+            await ws.send_json({"type": "hello", "version": __version__})
+            while not receiver.done():
+                getter = asyncio.ensure_future(client.queue.get())
+                done, _pending = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                await ws.send_json(getter.result())
+                note = client.take_resync()
+                if note:
+                    await ws.send_json(note)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            hub.disconnect(client)
+            receiver.cancel()
+
+
+async def _drain(ws: WebSocket) -> None:
+    """Read (and ignore) what the client sends, so a disconnect is noticed."""
+    try:
+        while True:
+            await ws.receive_text()
+    except (WebSocketDisconnect, RuntimeError):
+        return
