@@ -1,0 +1,257 @@
+"""The live monitor: stream == batch, counters of bad input, staleness, lateness, latest values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vigil.config import MonitorConfig
+from vigil.detect import build_detector
+from vigil.detect.limits import LimitCheck
+from vigil.ingest.records import BadRecord, Record
+from vigil.model import TelemetryBlock
+from vigil.monitor import Monitor
+
+CHANNELS = ("a", "b", "c", "d")
+
+
+class Recorder:
+    """A stand-in alarm manager that records exactly what the monitor hands it."""
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.staleness: list[tuple] = []
+
+    def update(self, block, scores):
+        self.blocks.append((block.time.copy(), scores.level.copy(), scores.score.copy()))
+        return []
+
+    def report_stale(self, channel, time, last_seen):
+        self.staleness.append(("stale", channel, time, last_seen))
+        return [("stale", channel, time)]
+
+    def report_fresh(self, channel, time):
+        self.staleness.append(("fresh", channel, time))
+        return [("fresh", channel, time)]
+
+    def joined(self):
+        t = np.concatenate([b[0] for b in self.blocks])
+        return t, np.concatenate([b[1] for b in self.blocks]), np.concatenate([b[2] for b in self.blocks])
+
+
+def config(**extra) -> MonitorConfig:
+    chans = {
+        "a": {"subsystem": "power", "rate_hz": 1.0, "limits": {"warning": [-2, 2], "critical": [-4, 4]}},
+        "b": {"subsystem": "power", "rate_hz": 1.0},
+        "c": {"subsystem": "thermal", "stale_after_s": 5.0},
+        "d": {"subsystem": "thermal"},
+    }
+    return MonitorConfig.from_dict({"channels": chans, **extra})
+
+
+def signal(n: int, seed: int, t0: float = 0.0) -> TelemetryBlock:
+    rng = np.random.default_rng(seed)
+    t = t0 + np.arange(n, dtype=float)
+    x = np.stack([np.sin(t / (7 + k)) + 0.05 * rng.standard_normal(n) for k in range(len(CHANNELS))], axis=1)
+    return TelemetryBlock.from_arrays(t, x, CHANNELS)
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    """Nominal history and a test stretch with known injected problems."""
+    train = signal(1500, seed=1)
+    test = signal(300, seed=2, t0=5000.0)
+    x = test.values.copy()
+    x[100:104, 0] = 5.0  # a: critical for 4 samples (limits)
+    x[200:215, 1] += 3.0  # b: level shift (forecast)
+    x[150:160, 2] = np.nan  # c: silent for 10 s > 5 s stale limit
+    x[50, 3] = np.nan  # d: one missing sample
+    return train, TelemetryBlock.from_arrays(test.time, x, CHANNELS)
+
+
+def monitor_for(train, cfg=None, **kw) -> Monitor:
+    cfg = cfg or config()
+    det = build_detector(cfg).fit(train)
+    return Monitor(cfg, det, Recorder(), **kw)
+
+
+def records_of(block: TelemetryBlock) -> list[Record]:
+    return [
+        Record(float(t), ch, float(v))
+        for t, row in zip(block.time, block.values)
+        for ch, v in zip(block.channels, row)
+        if np.isfinite(v)
+    ]
+
+
+def test_batch_detects_the_injected_problems(scenario):
+    train, test = scenario
+    m = monitor_for(train)
+    m.feed_block(test)
+    t, level, _ = m.manager.joined()
+    assert np.array_equal(t, test.time)
+    assert (level[100:104, 0] == 4).all()  # critical = level 4
+    assert level[200:215, 1].max() > 0
+    # c's last sample is at row 149 (t=5149); the first later row more than 5 s on is t=5155.
+    assert m.manager.staleness == [("stale", "c", 5155.0, 5149.0), ("fresh", "c", 5160.0)]
+    counts = m.counters()["channels"]
+    assert counts["d"]["missing"] == 1 and counts["c"]["missing"] == 10
+    assert counts["a"]["scored"] == 300 and counts["c"]["stale"] == 1
+
+
+@pytest.mark.parametrize("mode", ["record_by_record", "random_records", "random_blocks"])
+def test_stream_equals_batch(scenario, mode):
+    train, test = scenario
+    batch = monitor_for(train)
+    batch.feed_block(test)
+    stream = monitor_for(train)
+    rng = np.random.default_rng(7)
+    recs = records_of(test)
+    if mode == "record_by_record":
+        for r in recs:
+            stream.feed_records([r])
+    elif mode == "random_records":
+        cuts = np.sort(rng.choice(len(recs), size=40, replace=False))
+        for part in np.split(np.arange(len(recs)), cuts):
+            stream.feed_records([recs[i] for i in part])
+    else:
+        cuts = np.sort(rng.choice(np.arange(1, test.n_samples), size=25, replace=False))
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, test.n_samples]):
+            stream.feed_block(test.slice(int(a), int(b)))
+    stream.flush()
+    bt, bl, bs = batch.manager.joined()
+    st, sl, ss = stream.manager.joined()
+    assert np.array_equal(bt, st)
+    assert np.array_equal(bl, sl)
+    assert np.array_equal(bs, ss, equal_nan=True)
+    assert batch.manager.staleness == stream.manager.staleness
+    assert batch.latest() == stream.latest()
+    for ch in CHANNELS:
+        np.testing.assert_equal(batch.history(ch), stream.history(ch))
+    for key in ("scored", "stale", "out_of_order", "duplicate", "malformed"):
+        assert batch.counters()["totals"][key] == stream.counters()["totals"][key]
+
+
+def limit_monitor(**kw) -> Monitor:
+    cfg = config()
+    det = LimitCheck(cfg.limits()).fit(TelemetryBlock.from_arrays([0.0], [[0.0] * 4], CHANNELS))
+    return Monitor(cfg, det, Recorder(), **kw)
+
+
+def test_bad_records_are_counted_never_raised():
+    m = limit_monitor()
+    events = m.feed_records(
+        [
+            Record(0.0, "a", 1.0),
+            Record(0.0, "b", 1.0),
+            Record(1.0, "a", 3.0),  # warning
+            Record(1.0, "a", 0.5),  # duplicate (same time, same channel), first value kept
+            Record(0.0, "b", 9.0),  # late and b had a value at t=0: duplicate
+            Record(0.0, "d", 9.0),  # late, d had none at t=0: out of order
+            Record(2.0, "b", float("nan")),  # missing
+            Record(2.0, "c", float("inf")),  # missing
+            Record(3.0, "zz", 1.0),  # unknown channel
+            BadRecord("x.csv", 7, "value 'hot' is not a number", "a"),  # malformed, per channel
+            BadRecord("x.csv", 8, "invalid JSON"),  # unparsable line
+            ("later", "b", 1.0),  # malformed tuple naming b
+            (4.0, "b", None),  # None value: missing
+        ]
+    )
+    assert events == []
+    m.flush()
+    c = m.counters()
+    ch = c["channels"]
+    assert (ch["a"]["received"], ch["a"]["scored"], ch["a"]["duplicate"], ch["a"]["malformed"]) == (3, 2, 1, 1)
+    assert (ch["b"]["duplicate"], ch["b"]["missing"], ch["b"]["malformed"]) == (1, 2, 1)
+    assert (ch["c"]["missing"], ch["d"]["out_of_order"]) == (1, 1)
+    assert c["unknown"] == {"zz": 1} and c["unparsable"] == 1
+    assert "x.csv: line 8: invalid JSON" in c["recent_errors"]
+    t, level, _ = m.manager.joined()
+    assert t.tolist() == [0.0, 1.0, 2.0, 4.0]  # t=3 held only an unknown channel
+    assert level[:, 0].tolist() == [0, 2, 0, 0]
+    assert m.latest()["a"] == (1.0, 3.0, 2)
+
+
+def test_lateness_window_accepts_slightly_late_records():
+    m = limit_monitor(lateness_s=1.0)
+    m.feed_records([Record(0.0, "a", 1.0), Record(1.0, "a", 1.0), Record(0.0, "b", 1.0)])
+    m.feed_records([Record(2.0, "a", 1.0)])  # t=0 is final now (2 - 1 > 0), t=1 is not
+    m.feed_records([Record(1.0, "b", 1.0), Record(0.0, "c", 1.0)])
+    m.flush()
+    ch = m.counters()["channels"]
+    assert ch["b"]["scored"] == 2 and ch["b"]["out_of_order"] == 0
+    assert ch["c"]["out_of_order"] == 1 and ch["c"]["scored"] == 0
+    t, _, _ = m.manager.joined()
+    assert t.tolist() == [0.0, 1.0, 2.0]
+
+
+def test_staleness_on_quiet_stream_and_recovery():
+    m = limit_monitor()
+    m.feed_records([Record(10.0, ch, 0.0) for ch in CHANNELS])
+    m.flush()
+    assert m.check_staleness(12.0) == []  # a, b: 3 s limit; c: 5 s; d: none
+    assert m.check_staleness(13.5) == [("stale", "a", 13.5), ("stale", "b", 13.5)]
+    assert m.check_staleness(14.0) == []  # reported once
+    assert m.check_staleness(16.0) == [("stale", "c", 16.0)]
+    events = m.feed_records([Record(17.0, "a", 0.0)])
+    events += m.flush()
+    assert events == [("fresh", "a", 17.0)]
+    assert m.manager.staleness[0] == ("stale", "a", 13.5, 10.0)
+    assert m.counters()["channels"]["a"]["is_stale"] is False
+    assert m.counters()["channels"]["b"]["is_stale"] is True
+
+
+def test_unknown_and_missing_columns_of_blocks():
+    m = limit_monitor()
+    block = TelemetryBlock.from_arrays([0.0, 1.0], [[1.0, 5.0], [np.inf, 6.0]], ["a", "extra"])
+    m.feed_block(block)
+    c = m.counters()
+    assert c["unknown"] == {"extra": 2}
+    assert c["channels"]["a"]["missing"] == 1 and c["channels"]["a"]["scored"] == 1
+    m.feed_block(block)  # the same times again: out of order
+    assert m.counters()["channels"]["a"]["out_of_order"] == 1
+
+
+def test_subscribers_get_value_ticks():
+    m = limit_monitor()
+    ticks = []
+    m.subscribe(ticks.append)
+    m.feed_block(TelemetryBlock.from_arrays([0.0, 1.0], [[1.0, np.nan, 1, 1], [3.0, np.nan, 1, 1]], CHANNELS))
+    assert ticks == [
+        {"type": "values", "time": 1.0, "channels": ["a", "c", "d"], "value": [3.0, 1.0, 1.0], "level": [2, 0, 0],
+         "stale": [False, False, False]}
+    ]  # fmt: skip
+
+
+def test_history_ring_keeps_the_newest_and_decimates():
+    m = limit_monitor(history_points=100)
+    t = np.arange(250.0)
+    x = np.zeros((250, 4))
+    x[:, 0] = np.sin(t)
+    x[180, 0] = 3.5  # one warning sample
+    m.feed_block(TelemetryBlock.from_arrays(t, x, CHANNELS))
+    h = m.history("a")
+    assert h["time"] == t[150:].tolist()  # ring of 100
+    assert h["high"][0] == 2.0 and h["level"][30] == 2
+    d = m.history("a", t0=160.0, max_points=10)
+    assert len(d["time"]) <= 10 and max(d["value"]) == 3.5 and max(d["level"]) == 2
+    assert d["time"] == sorted(d["time"]) and d["time"][0] >= 160.0
+    with pytest.raises(KeyError, match="zz"):
+        m.history("zz")
+
+
+def test_resume_from_store_checkpoint_skips_processed_records(tmp_path):
+    from vigil.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "s.sqlite")
+    first = limit_monitor(store=store)
+    first.feed_records([Record(float(t), "a", 0.0) for t in range(5)])
+    assert store.load_checkpoint("monitor") == {"time": 3.0, "rows": 4}  # t=4 still pending
+    second = limit_monitor(store=store)
+    assert second.resume() == 3.0
+    second.feed_records([Record(float(t), "a", 0.0) for t in range(8)])
+    second.flush()
+    t, _, _ = second.manager.joined()
+    assert t.tolist() == [4.0, 5.0, 6.0, 7.0]
+    assert second.counters()["replayed"] == 4
+    assert second.counters()["channels"]["a"]["out_of_order"] == 0

@@ -1,0 +1,153 @@
+"""Record lines and sources: CSV/JSON parsing, bad lines, file replay pacing, stdin, TCP, UDP."""
+
+from __future__ import annotations
+
+import io
+import math
+import socket
+import time
+
+import pytest
+
+from vigil.errors import ConfigError
+from vigil.ingest.records import (
+    BadRecord,
+    FileSource,
+    Record,
+    StreamSource,
+    TcpSource,
+    UdpSource,
+    open_source,
+    parse_line,
+    parse_lines,
+)
+
+
+def test_csv_json_and_iso_lines():
+    assert parse_line(" 1.5 , T-1 , -2e3 ") == Record(1.5, "T-1", -2000.0)
+    assert parse_line('{"time": 2, "channel": "P", "value": 7}') == Record(2.0, "P", 7.0)
+    assert parse_line("2026-11-24T00:00:01,P,1").time == 1795478401.0
+    assert parse_line("2026-11-24T00:00:01+01:00,P,1").time == 1795478401.0 - 3600
+    assert math.isnan(parse_line("3,P,nan").value) and math.isnan(parse_line("3,P,").value)
+    assert parse_line("") is None and parse_line("# comment") is None and parse_line("time,channel,value") is None
+
+
+@pytest.mark.parametrize(
+    ("line", "reason", "channel"),
+    [
+        ("1,P", "expected 3 comma-separated fields, got 2", None),
+        ("1,P,2,3", "expected 3 comma-separated fields, got 4", "P"),
+        ("x,P,2", "time 'x' is neither seconds nor ISO 8601", "P"),
+        ("inf,P,2", "time 'inf' is not finite", "P"),
+        ("1,P,hot", "value 'hot' is not a number", "P"),
+        ("1, ,2", "empty channel name", None),
+        ("{nope", "invalid JSON: Expecting property name enclosed in double quotes", None),
+        ("{}", "JSON record lacks ['time', 'channel', 'value']", None),
+        ('{"time": 1, "channel": "P"}', "JSON record lacks ['value']", "P"),
+        ('{"time": 1, "channel": "P", "value": true}', "value True is not a number", "P"),
+    ],
+)
+def test_bad_lines_name_source_line_and_channel(line, reason, channel):
+    bad = parse_line(line, source="feed.csv", line=12)
+    assert isinstance(bad, BadRecord)
+    assert (bad.source, bad.line, bad.reason, bad.channel) == ("feed.csv", 12, reason, channel)
+    assert str(bad).startswith("feed.csv: line 12: ")
+
+
+def test_parse_lines_numbers_lines():
+    items = parse_lines(["time,channel,value", "0,a,1", "junk", "1,a,2"], source="f")
+    assert items[0] == Record(0.0, "a", 1.0) and items[1].line == 3 and items[2] == Record(1.0, "a", 2.0)
+
+
+@pytest.fixture
+def record_file(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("time,channel,value\n0,a,1\n0,b,2\n0.2,a,3\nbad line\n0.4,a,4\n")
+    return path
+
+
+def test_file_replay_as_fast_as_possible(record_file):
+    src = open_source(f"file:{record_file}")
+    items = [item for batch in src.batches() for item in batch]
+    assert [i for i in items if isinstance(i, Record)] == [
+        Record(0.0, "a", 1.0), Record(0.0, "b", 2.0), Record(0.2, "a", 3.0), Record(0.4, "a", 4.0)
+    ]  # fmt: skip
+    assert [i.line for i in items if isinstance(i, BadRecord)] == [5]
+
+
+def test_file_replay_paced_by_speed(record_file):
+    started = time.monotonic()
+    batches = list(FileSource(record_file, speed=2.0).batches())
+    took = time.monotonic() - started
+    assert 0.19 <= took < 1.0  # 0.4 s of data at 2x
+    assert [len(b) for b in batches] == [2, 2, 1]  # t=0 (a, b); t=0.2 (a, bad line); t=0.4
+    fast = time.monotonic()
+    list(FileSource(record_file, speed=100.0).batches())
+    assert time.monotonic() - fast < 0.15
+
+
+def test_file_replay_skips_up_to_checkpoint(record_file):
+    src = FileSource(record_file, skip_until=0.2)
+    items = [i for b in src.batches() for i in b]
+    assert [i for i in items if isinstance(i, Record)] == [Record(0.4, "a", 4.0)] and src.skipped == 3
+
+
+def test_stream_source_reads_until_end_and_idles():
+    src = StreamSource(io.StringIO("0,a,1\n1,a,2\n"), idle_s=0.05)
+    items = [i for b in src.batches() for i in b]
+    assert items == [Record(0.0, "a", 1.0), Record(1.0, "a", 2.0)]
+
+
+def collect(src, n: int, timeout: float = 5.0) -> tuple[list, int]:
+    got, idle = [], 0
+    deadline = time.monotonic() + timeout
+    for batch in src.batches():
+        got += batch
+        idle += not batch
+        if len(got) >= n or time.monotonic() > deadline:
+            break
+    return got, idle
+
+
+def test_tcp_source_from_two_clients():
+    src = TcpSource(port=0, idle_s=0.05)
+    try:
+        assert src.address[0] == "127.0.0.1"
+        for payload in (b"0,a,1\n1,a,2\n", b'{"time": 0, "channel": "b", "value": 5}\nbroken\n'):
+            with socket.create_connection(src.address) as s:
+                s.sendall(payload)
+        got, _ = collect(src, 4)
+    finally:
+        src.close()
+    records = sorted(i for i in got if isinstance(i, Record))
+    assert records == [Record(0.0, "a", 1.0), Record(0.0, "b", 5.0), Record(1.0, "a", 2.0)]
+    bad = [i for i in got if isinstance(i, BadRecord)]
+    assert len(bad) == 1 and bad[0].line == 2 and bad[0].source.startswith("tcp://127.0.0.1:")
+
+
+def test_udp_source_datagrams_and_idle_ticks():
+    src = UdpSource(port=0, idle_s=0.05)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"0,a,1\n0,b,2", src.address)
+            s.sendto(b"1,a,\xff", src.address)
+        got, _ = collect(src, 3)
+        _, idle = collect(src, 1, timeout=0.2)
+    finally:
+        src.close()
+    assert got[:2] == [Record(0.0, "a", 1.0), Record(0.0, "b", 2.0)]
+    assert isinstance(got[2], BadRecord) and got[2].channel == "a"
+    assert idle >= 1  # a quiet socket yields empty batches
+
+
+def test_open_source_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="source: unknown source 'data.csv'"):
+        open_source("data.csv")
+    with pytest.raises(ConfigError, match="needs a port"):
+        open_source("tcp://127.0.0.1")
+    with pytest.raises(ConfigError, match="unknown source scheme 'kafka'"):
+        open_source("kafka://x:1")
+    with pytest.raises(ConfigError, match="no such record file"):
+        open_source(f"file:{tmp_path / 'none.csv'}")
+    with pytest.raises(ConfigError, match="speed"):
+        FileSource(tmp_path, speed=0)
