@@ -1,0 +1,5 @@
+"""Persistence: the embedded SQLite store (WAL) for alarms, incidents, acknowledgements, audit, checkpoints."""
+
+from vigil.store.sqlite import SqliteStore
+
+__all__ = ["SqliteStore"]

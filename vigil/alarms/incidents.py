@@ -1,0 +1,98 @@
+"""Incidents: alarms on related channels that start close together, read as one event.
+
+Two alarms belong to one incident when their channels share a subsystem in the channel
+configuration and their first times are within ``window_s`` of each other (single linkage: an
+alarm joins an incident if it starts within the window of the incident's latest onset). Channels
+without a subsystem form incidents of their own.
+
+Contributing channels are ranked by ``rank_score = peak level + earliness``, where earliness
+``1 - (onset - incident start) / window_s`` lies in [0, 1]: the most severe channels first, and
+among equally severe ones the earliest, which is usually nearest the cause. Ties go to the larger
+peak score, then the channel name.
+
+>>> from vigil.alarms.model import Incident, RankedChannel
+>>> inc = Incident(id=1, subsystem="hyd", first_time=0.0, last_time=0.0)
+>>> add_member(inc, RankedChannel("P1", 1, 0.0, "critical", 0.0, 2.0, "low"), window_s=10.0)
+>>> add_member(inc, RankedChannel("P2", 2, 0.0, "critical", 5.0, 3.0, "low"), window_s=10.0)
+>>> [(c.channel, c.rank_score) for c in inc.channels]
+[('P1', 5.0), ('P2', 4.5)]
+>>> inc.explanation
+'2 channels in subsystem hyd went low (below their nominal bands) within 5 s: P1 (critical, onset t=0, 2x threshold), P2 (critical, onset t=5, 3x threshold)'
+"""
+
+from __future__ import annotations
+
+import math
+
+from vigil.alarms.model import Alarm, Incident, RankedChannel
+from vigil.detect.base import SEVERITIES
+
+
+def joins(incident: Incident, alarm: Alarm, window_s: float) -> bool:
+    """Whether ``alarm`` belongs to ``incident``: same (non-empty) subsystem, onset within the window."""
+    if not alarm.subsystem or incident.subsystem != alarm.subsystem:
+        return False
+    return incident.first_time - window_s <= alarm.first_time <= incident.last_time + window_s
+
+
+def member_of(alarm: Alarm) -> RankedChannel:
+    """The alarm's entry in its incident (``rank_score`` is filled in by :func:`add_member`)."""
+    return RankedChannel(
+        channel=alarm.channel,
+        alarm_id=alarm.id,
+        rank_score=0.0,
+        severity=alarm.severity,
+        onset=alarm.first_time,
+        peak_score=alarm.peak_score,
+        direction=alarm.direction,
+    )
+
+
+def add_member(incident: Incident, member: RankedChannel, window_s: float) -> None:
+    """Add (or update, for an alarm already in) ``member``, then re-rank and re-explain."""
+    if member.alarm_id not in incident.alarm_ids:
+        incident.alarm_ids.append(member.alarm_id)
+    others = [c for c in incident.channels if c.alarm_id != member.alarm_id]
+    entries = others + [member]
+    incident.first_time = min(c.onset for c in entries)
+    incident.last_time = max(c.onset for c in entries)
+    # A channel with several alarms in the incident is listed once, by its best-ranked alarm.
+    best: dict[str, RankedChannel] = {}
+    for c in _ranked(entries, incident.first_time, window_s):
+        best.setdefault(c.channel, c)
+    incident.channels = list(best.values())
+    incident.severity = max((c.severity for c in incident.channels), key=SEVERITIES.index)
+    incident.explanation = explain(incident)
+
+
+def _ranked(entries: list[RankedChannel], start: float, window_s: float) -> list[RankedChannel]:
+    scored = []
+    for c in entries:
+        earliness = min(1.0, max(0.0, 1.0 - (c.onset - start) / window_s))
+        level = SEVERITIES.index(c.severity) + 1
+        scored.append(RankedChannel(**{**c.__dict__, "rank_score": round(level + earliness, 6)}))
+    peak = lambda c: c.peak_score if math.isfinite(c.peak_score) else -math.inf  # noqa: E731
+    return sorted(scored, key=lambda c: (-c.rank_score, -peak(c), c.channel))
+
+
+def explain(incident: Incident) -> str:
+    """What happened, in one line: how many channels, where, which way, how fast, ranked."""
+    chans = incident.channels
+    where = f"subsystem {incident.subsystem}" if incident.subsystem else "no subsystem"
+    sides = {c.direction for c in chans}
+    way = {"low": "went low (below their nominal bands)", "high": "went high (above their nominal bands)"}.get(
+        sides.pop() if len(sides) == 1 else "", "left nominal"
+    )
+    listed = ", ".join(
+        f"{c.channel} ({c.severity}, onset t={_fmt(c.onset)}"
+        + (f", {_fmt(c.peak_score)}x threshold)" if math.isfinite(c.peak_score) else ")")
+        for c in chans
+    )
+    if len(chans) == 1:
+        return f"1 channel in {where} {way.replace('their nominal bands', 'its nominal band')}: {listed}"
+    span = incident.last_time - incident.first_time
+    return f"{len(chans)} channels in {where} {way} within {_fmt(span)} s: {listed}"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}" if math.isfinite(x) else "-"

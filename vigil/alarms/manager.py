@@ -1,0 +1,673 @@
+"""The alarm manager: detections in, Yamcs / ISA-18.2 alarms, incidents and an audit trail out.
+
+Per channel, in sample order (so feeding a block in chunks gives the same alarms as one call):
+
+* a sample flagged at any level extends the violation run; after ``min_violations`` consecutive
+  flagged samples an alarm is raised (or, if the channel's previous alarm has returned to normal
+  but is not finished, that alarm is *reactivated*: no second alarm);
+* a higher level during the alarm escalates it (severity keeps the peak);
+* after ``min_conformance`` consecutive nominal samples the alarm returns to normal (RTN); an
+  acknowledged, non-latching alarm then ends (``cleared``); a latching one waits for an operator
+  ``clear``; an unacknowledged one waits for an acknowledgement;
+* missing samples (NaN/inf values) neither count nor break a run.
+
+Operator verbs (acknowledge, shelve, unshelve, clear) and every automatic change write the audit
+trail with time, user (``"system"`` when automatic), action, from-state, to-state and comment.
+Each ``update()`` and each verb is one store transaction, committed before subscribers hear of it.
+
+Times: data-driven changes carry the telemetry time of the sample; operator verbs and shelve
+expiry use ``clock()`` (wall-clock seconds by default, injectable for tests and replays). Every
+audit entry also records ``clock()`` as ``wall_time``.
+
+After a restart the manager reloads open alarms and active incidents from the store and ignores
+samples at or before each channel's latest stored transition, so a monitor that replays from its
+checkpoint raises no alarm twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time as _time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from vigil.alarms.incidents import add_member, joins, member_of
+from vigil.alarms.memory import AlarmStore, MemoryStore
+from vigil.alarms.model import STALE, STATES, Alarm, AlarmError, AlarmEvent, AuditEntry, Incident, UnknownAlarmError
+from vigil.config import MonitorConfig
+from vigil.detect.base import SEVERITIES, Scores
+from vigil.errors import DataError
+from vigil.model import TelemetryBlock
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "system"
+#: Severity of a staleness alarm (a channel that stopped arriving).
+STALE_LEVEL = SEVERITIES.index("warning") + 1
+
+
+class AlarmManager:
+    """Turns per-sample detector levels into alarms with a lifecycle; see the module docstring.
+
+    Args:
+        config: channel configuration (subsystem, limits, min_violations, min_conformance, latching,
+            incident_window_s). Channels not in it get subsystem ``""`` and the defaults.
+        store: where alarms, incidents, acknowledgements and the audit trail persist, for example
+            :class:`vigil.store.sqlite.SqliteStore`; in memory when ``None``.
+        clock: wall-clock time source for operator verbs and shelve expiry.
+    """
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        store: AlarmStore | None = None,
+        clock: Callable[[], float] = _time.time,
+    ) -> None:
+        self.config = config
+        self.store: AlarmStore = MemoryStore() if store is None else store
+        self.clock = clock
+        self.callback_errors = 0
+        self._lock = threading.RLock()
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self._names: list[str] = []
+        self._index: dict[str, int] = {}
+        self._columns_cache: dict[tuple[str, ...], np.ndarray] = {}
+        empty_i = np.zeros(0, dtype=np.int64)
+        self._min_viol, self._min_conf, self._viol_run, self._conf_run = (empty_i.copy() for _ in range(4))
+        self._open = empty_i.copy()  # id of the channel's unfinished value alarm, -1 if none
+        self._violating = np.zeros(0, dtype=bool)  # that alarm is out of nominal (not RTN)
+        self._peak_level = np.zeros(0, dtype=np.int8)
+        self._peak_score, self._last_t, self._last_v, self._watermark = (np.zeros(0) for _ in range(4))
+        self._alarms: dict[int, Alarm] = {}  # unfinished alarms
+        self._stale: dict[str, int] = {}  # channel -> unfinished staleness alarm
+        self._incidents: dict[int, Incident] = {}  # incidents new alarms may still join
+        self._reset_pending()
+        self._add_channels(list(config.channels))
+        self._restore()
+
+    # --- feeding ------------------------------------------------------------------------------
+    def update(self, block: TelemetryBlock, scores: Scores) -> list[AlarmEvent]:
+        """Apply one scored block; returns the events it caused (also sent to subscribers)."""
+        if scores.level.shape != block.values.shape:
+            raise DataError(
+                f"scores of shape {scores.level.shape} for a block of shape {block.values.shape}", source=block.source
+            )
+        with self._step():
+            self._expire_shelves()
+            if block.n_samples:
+                self._apply(block, scores)
+            events = self._commit()
+        self._publish(events)
+        return events
+
+    def report_stale(self, channel: str, time: float, last_seen: float | None) -> list[AlarmEvent]:
+        """The channel stopped arriving: raise (or reactivate) its staleness alarm at ``time``."""
+        with self._step():
+            self._expire_shelves()
+            self._add_channels([channel])
+            seen = math.nan if last_seen is None else float(last_seen)
+            alarm = self._alarms.get(self._stale.get(channel, -1))
+            sample = _Sample(float(time), seen, STALE_LEVEL, math.nan, math.nan, math.nan, math.nan, STALE)
+            if alarm is None:
+                self._raise(channel, sample, stale=True)
+            elif not alarm.violating:
+                self._reactivate(alarm, sample)
+            events = self._commit()
+        self._publish(events)
+        return events
+
+    def report_fresh(self, channel: str, time: float) -> list[AlarmEvent]:
+        """Samples of ``channel`` arrive again: its staleness alarm returns to normal."""
+        with self._step():
+            alarm = self._alarms.get(self._stale.get(channel, -1))
+            if alarm is not None and alarm.violating:
+                self._rtn(alarm, float(time))
+            events = self._commit()
+        self._publish(events)
+        return events
+
+    # --- operator verbs ---------------------------------------------------------------------------
+    def acknowledge(self, alarm_id: int, user: str, comment: str = "") -> Alarm:
+        """Record who acknowledged, when and why. A non-latching alarm already back to normal ends.
+        Acknowledging an acknowledged alarm changes nothing (safe to retry)."""
+        with self._step():
+            self._expire_shelves()
+            alarm = self._unfinished(alarm_id, "acknowledge")
+            if not alarm.acknowledged:
+                now = self.clock()
+
+                def ack() -> None:
+                    alarm.acknowledged_by, alarm.acknowledged_at, alarm.acknowledged_comment = user, now, comment
+                    if not alarm.violating and not alarm.latching:
+                        self._end(alarm)
+
+                self._change(alarm, "acknowledged", now, ack, user=user, comment=comment)
+                self._txn_store().add_acknowledgement(alarm.id, user, now, comment)
+            events = self._commit()
+        self._publish(events)
+        return alarm
+
+    def shelve(self, alarm_id: int, user: str, duration_s: float, comment: str = "") -> Alarm:
+        """Hide the alarm from notification for ``duration_s`` seconds (it keeps its lifecycle)."""
+        if not (isinstance(duration_s, int | float) and math.isfinite(duration_s) and duration_s > 0):
+            raise AlarmError(f"shelve duration must be a positive number of seconds, got {duration_s!r}")
+        with self._step():
+            self._expire_shelves()
+            alarm = self._unfinished(alarm_id, "shelve")
+            now = self.clock()
+
+            def shelve() -> None:
+                alarm.shelved_by, alarm.shelved_until = user, now + float(duration_s)
+
+            self._change(alarm, "shelved", now, shelve, user=user, comment=comment or f"for {duration_s:g} s")
+            events = self._commit()
+        self._publish(events)
+        return alarm
+
+    def unshelve(self, alarm_id: int, user: str) -> Alarm:
+        with self._step():
+            self._expire_shelves()
+            alarm = self._unfinished(alarm_id, "unshelve")
+            if alarm.shelved_until is None:
+                raise AlarmError(f"alarm {alarm_id} is not shelved")
+            self._unshelve(alarm, user, self.clock(), "")
+            events = self._commit()
+        self._publish(events)
+        return alarm
+
+    def clear(self, alarm_id: int, user: str, comment: str = "") -> Alarm:
+        """End an alarm that is back to normal and acknowledged (the operator's reset of a latch)."""
+        with self._step():
+            self._expire_shelves()
+            alarm = self._unfinished(alarm_id, "clear")
+            if alarm.violating:
+                raise AlarmError(f"alarm {alarm_id} cannot be cleared: {alarm.channel} is still out of nominal")
+            if not alarm.acknowledged:
+                raise AlarmError(f"alarm {alarm_id} cannot be cleared before it is acknowledged")
+            now = self.clock()
+
+            def clear() -> None:
+                alarm.cleared_by, alarm.cleared_at = user, now
+                self._end(alarm)
+
+            self._change(alarm, "cleared", now, clear, user=user, comment=comment)
+            events = self._commit()
+        self._publish(events)
+        return alarm
+
+    # --- queries ------------------------------------------------------------------------------
+    def get(self, alarm_id: int) -> Alarm:
+        """The alarm with that id, finished or not; raises :class:`UnknownAlarmError`."""
+        self._expire_shelves_now()
+        with self._lock:
+            alarm = self._alarms.get(int(alarm_id))
+            if alarm is not None:
+                return self._synced(alarm)
+            stored = self.store.get_alarm(int(alarm_id))
+        if stored is None:
+            raise UnknownAlarmError(f"no alarm {alarm_id}")
+        return stored
+
+    def alarms(
+        self, state: str | Iterable[str] | None = None, severity: str | Iterable[str] | None = None
+    ) -> list[Alarm]:
+        """Alarms by id. ``state=None``: every unfinished alarm; ``"all"``: finished ones too;
+        else one state name (see :data:`vigil.alarms.model.STATES`) or several. ``severity``
+        filters by Yamcs severity name(s)."""
+        states = _names(state, STATES + ("all",), "state")
+        sevs = _names(severity, SEVERITIES, "severity")
+        self._expire_shelves_now()
+        with self._lock:
+            found = [self._synced(a) for a in self._alarms.values()]
+            if states and ("all" in states or "cleared" in states):
+                found += [a for a in self.store.load_alarms() if a.ended]
+        if states and "all" not in states:
+            found = [a for a in found if a.state in states]
+        if sevs:
+            found = [a for a in found if a.severity in sevs]
+        return sorted(found, key=lambda a: a.id)
+
+    def incidents(self, active_only: bool = False) -> list[Incident]:
+        """Incidents by id (all that the store holds, or only those with unfinished alarms)."""
+        with self._lock:
+            return self.store.load_incidents(active_only=active_only)
+
+    def audit(self, alarm_id: int | None = None, limit: int | None = None) -> list[AuditEntry]:
+        """The audit trail, oldest first (of one alarm, and the newest ``limit`` entries, if given)."""
+        with self._lock:
+            return self.store.audit(alarm_id=alarm_id, limit=limit)
+
+    def acknowledgements(self, alarm_id: int | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return self.store.acknowledgements(alarm_id)
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``callback(event.to_dict())`` for every event after it is committed. Returns an
+        unsubscribe function. A failing callback is logged and counted, never breaks the manager."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    # --- the per-sample state machine -----------------------------------------------------------
+    def _apply(self, block: TelemetryBlock, scores: Scores) -> None:
+        idx = self._columns(block.channels)
+        t = block.time
+        valid = np.isfinite(block.values) & (t[:, None] > self._watermark[idx][None, :])
+        level = np.where(valid, scores.level, 0)
+        flagged = level > 0
+        nominal = valid & ~flagged
+        n_flag, n_nom = flagged.sum(axis=0), nominal.sum(axis=0)
+        violating = self._violating[idx]
+        # Fast path 1: not in alarm and nothing flagged: only the conformance run moves.
+        quiet = ~violating & (n_flag == 0)
+        q = idx[quiet]
+        self._conf_run[q] += n_nom[quiet]
+        self._viol_run[q[n_nom[quiet] > 0]] = 0
+        # Fast path 2: in alarm, every sample flagged, none above the peak: run, last value, peak score.
+        steady = violating & (n_nom == 0) & (level.max(axis=0) <= self._peak_level[idx]) & (n_flag > 0)
+        if steady.any():
+            self._steady(block, scores, idx, np.flatnonzero(steady), flagged)
+        # Everything else changes state: walk its samples in order.
+        for k in np.flatnonzero(~quiet & ~steady & valid.any(axis=0)):
+            self._walk(block, scores, int(idx[k]), int(k), np.flatnonzero(valid[:, k]))
+
+    def _steady(self, block: TelemetryBlock, scores: Scores, idx: np.ndarray, cols: np.ndarray, flagged) -> None:
+        j = idx[cols]
+        self._viol_run[j] += flagged[:, cols].sum(axis=0)
+        self._conf_run[j] = 0
+        last = block.n_samples - 1 - np.argmax(flagged[::-1, cols], axis=0)
+        self._last_t[j] = block.time[last]
+        self._last_v[j] = block.values[last, cols]
+        # A new peak: a larger score at the peak level.
+        at_peak = (scores.level[:, cols] == self._peak_level[j][None, :]) & flagged[:, cols]
+        sc = np.where(at_peak, np.nan_to_num(scores.score[:, cols], nan=-np.inf), -np.inf)
+        best = np.argmax(sc, axis=0)
+        best_score = sc[best, np.arange(cols.size)]
+        for m in np.flatnonzero(best_score > np.nan_to_num(self._peak_score[j], nan=-np.inf)):
+            self._new_peak(self._alarms[int(self._open[j[m]])], self._sample(block, scores, int(best[m]), int(cols[m])))
+
+    def _walk(self, block: TelemetryBlock, scores: Scores, j: int, k: int, rows: np.ndarray) -> None:
+        channel = self._names[j]
+        for i in rows:
+            lv = int(scores.level[i, k])
+            if lv > 0:
+                self._viol_run[j] += 1
+                self._conf_run[j] = 0
+                self._last_t[j], self._last_v[j] = block.time[i], block.values[i, k]
+                if self._violating[j]:
+                    alarm = self._alarms[int(self._open[j])]
+                    if lv > self._peak_level[j]:
+                        self._escalate(alarm, self._sample(block, scores, int(i), k))
+                    elif lv == self._peak_level[j] and _gt(scores.score[i, k], self._peak_score[j]):
+                        self._new_peak(alarm, self._sample(block, scores, int(i), k))
+                elif self._viol_run[j] >= self._min_viol[j]:
+                    sample = self._sample(block, scores, int(i), k)
+                    alarm = self._alarms.get(int(self._open[j]))
+                    if alarm is None:
+                        self._raise(channel, sample)
+                    else:
+                        self._reactivate(alarm, sample)
+            else:
+                self._conf_run[j] += 1
+                self._viol_run[j] = 0
+                if self._violating[j] and self._conf_run[j] >= self._min_conf[j]:
+                    self._rtn(self._alarms[int(self._open[j])], float(block.time[i]))
+
+    def _sample(self, block: TelemetryBlock, scores: Scores, i: int, k: int) -> _Sample:
+        return _Sample(
+            float(block.time[i]),
+            float(block.values[i, k]),
+            int(scores.level[i, k]),
+            float(scores.score[i, k]),
+            float(scores.expected[i, k]),
+            float(scores.low[i, k]),
+            float(scores.high[i, k]),
+            scores.detector[int(scores.by[i, k])],
+        )
+
+    # --- transitions ------------------------------------------------------------------------------
+    def _raise(self, channel: str, s: _Sample, stale: bool = False) -> None:
+        ch = self.config.channels.get(channel)
+        alarm = Alarm(
+            id=0,
+            key=f"{channel}|{'stale' if stale else 'value'}|{s.time!r}",
+            channel=channel,
+            subsystem=self.config.subsystem_of(channel),
+            severity=SEVERITIES[s.level - 1],
+            level=s.level,
+            detector=s.detector,
+            first_time=s.time,
+            trigger_value=s.value,
+            expected=s.expected,
+            low=s.low,
+            high=s.high,
+            threshold=self._threshold(channel, s),
+            score=s.score,
+            peak_value=s.value,
+            peak_time=s.time,
+            peak_score=s.score,
+            last_time=s.time,
+            last_value=s.value,
+            event_time=s.time,
+            latching=bool(ch.latching) if ch is not None else False,
+            units=ch.units if ch is not None else "",
+        )
+        alarm.id, existing = self._txn_store().insert_alarm(alarm)
+        if existing is not None:  # raised before a restart, replayed now: adopt, do not duplicate
+            if not existing.ended:
+                self._track(existing)
+            return
+        self._track(alarm)
+        self._join_incident(alarm)
+        self._record(alarm, "raised", s.time, SYSTEM, None, "", notify=True)
+
+    def _escalate(self, alarm: Alarm, s: _Sample) -> None:
+        def escalate() -> None:
+            alarm.level, alarm.severity = s.level, SEVERITIES[s.level - 1]
+            alarm.detector = s.detector
+            alarm.threshold = self._threshold(alarm.channel, s)
+            alarm.expected, alarm.low, alarm.high = s.expected, s.low, s.high
+            self._set_peak(alarm, s)
+            alarm.event_time = s.time
+
+        self._change(alarm, "escalated", s.time, escalate, comment=f"to {SEVERITIES[s.level - 1]}")
+        self._join_incident(alarm, update_only=True)
+
+    def _new_peak(self, alarm: Alarm, s: _Sample) -> None:
+        self._set_peak(alarm, s)
+        self._dirty_alarms[alarm.id] = alarm
+
+    def _set_peak(self, alarm: Alarm, s: _Sample) -> None:
+        alarm.peak_value, alarm.peak_time, alarm.peak_score = s.value, s.time, s.score
+        alarm.score = s.score
+        if alarm.detector != STALE:
+            j = self._index[alarm.channel]
+            self._peak_level[j], self._peak_score[j] = alarm.level, s.score
+
+    def _reactivate(self, alarm: Alarm, s: _Sample) -> None:
+        def reactivate() -> None:
+            alarm.violating, alarm.rtn_time = True, None
+            alarm.occurrences += 1
+            alarm.event_time = s.time
+            # A new occurrence needs a new acknowledgement (the old one stays in the audit trail).
+            alarm.acknowledged_by = alarm.acknowledged_at = alarm.acknowledged_comment = None
+            self._mark_violating(alarm, True)
+            if s.level > alarm.level:
+                alarm.level, alarm.severity = s.level, SEVERITIES[s.level - 1]
+                alarm.threshold = self._threshold(alarm.channel, s)
+                self._set_peak(alarm, s)
+
+        self._change(alarm, "reactivated", s.time, reactivate, comment=f"{SEVERITIES[s.level - 1]} again")
+
+    def _rtn(self, alarm: Alarm, t: float) -> None:
+        def rtn() -> None:
+            alarm.violating, alarm.rtn_time, alarm.event_time = False, t, t
+            self._mark_violating(alarm, False)
+            if alarm.acknowledged and not alarm.latching:
+                self._end(alarm)
+
+        self._change(alarm, "rtn", t, rtn)
+
+    def _unshelve(self, alarm: Alarm, user: str, t: float, comment: str) -> None:
+        def unshelve() -> None:
+            alarm.shelved_by = alarm.shelved_until = None
+
+        self._change(alarm, "unshelved", t, unshelve, user=user, comment=comment)
+
+    def _end(self, alarm: Alarm) -> None:
+        alarm.ended, alarm.shelved_until = True, None
+        if alarm.detector == STALE:
+            self._stale.pop(alarm.channel, None)
+        else:
+            j = self._index[alarm.channel]
+            if self._open[j] == alarm.id:
+                self._open[j], self._violating[j], self._peak_level[j] = -1, False, 0
+                self._peak_score[j] = np.nan
+        self._ended.append(alarm.id)
+
+    def _mark_violating(self, alarm: Alarm, violating: bool) -> None:
+        if alarm.detector != STALE:
+            self._violating[self._index[alarm.channel]] = violating
+
+    def _track(self, alarm: Alarm) -> None:
+        """Hold an unfinished alarm and point its channel's state at it."""
+        self._alarms[alarm.id] = alarm
+        if alarm.detector == STALE:
+            self._stale[alarm.channel] = alarm.id
+            return
+        self._add_channels([alarm.channel])
+        j = self._index[alarm.channel]
+        self._open[j], self._violating[j] = alarm.id, alarm.violating
+        self._peak_level[j], self._peak_score[j] = alarm.level, alarm.peak_score
+        if math.isfinite(alarm.last_time):
+            self._last_t[j], self._last_v[j] = alarm.last_time, alarm.last_value
+
+    def _change(
+        self, alarm: Alarm, action: str, t: float, mutate: Callable[[], None], user: str = SYSTEM, comment: str = ""
+    ) -> None:
+        before = alarm.state
+        shelved = alarm.shelved_until is not None
+        mutate()
+        self._record(alarm, action, t, user, before, comment, notify=not shelved or action == "unshelved")
+
+    def _record(self, alarm: Alarm, action: str, t: float, user: str, before: str | None, comment: str, notify: bool):
+        self._synced(alarm)
+        self._audit.append(AuditEntry(alarm.id, t, user, action, before, alarm.state, comment, self.clock()))
+        self._dirty_alarms[alarm.id] = alarm
+        self._events.append(AlarmEvent(action, alarm.id, t, alarm.to_dict(), notify))
+
+    def _threshold(self, channel: str, s: _Sample) -> float:
+        """The bound crossed: the configured limit of that severity for the limit check, else the band edge."""
+        ch = self.config.channels.get(channel)
+        lo, hi = s.low, s.high
+        if s.detector == "limits" and ch is not None and ch.limits is not None:
+            rng = getattr(ch.limits, SEVERITIES[s.level - 1]) or (None, None)
+            lo, hi = (math.nan if v is None else float(v) for v in rng)
+        if math.isfinite(lo) and s.value < lo:
+            return lo
+        if math.isfinite(hi) and s.value > hi:
+            return hi
+        return math.nan
+
+    # --- incidents ------------------------------------------------------------------------------
+    def _join_incident(self, alarm: Alarm, update_only: bool = False) -> None:
+        window = self.config.incident_window_s
+        incident = self._incidents.get(alarm.incident_id or -1)
+        if incident is None:
+            if update_only:
+                return
+            candidates = [i for i in self._incidents.values() if joins(i, alarm, window)]
+            incident = max(candidates, key=lambda i: i.last_time) if candidates else None
+        if incident is None:
+            incident = Incident(
+                id=0, subsystem=alarm.subsystem, first_time=alarm.first_time, last_time=alarm.first_time
+            )
+            incident.id = self._txn_store().insert_incident(incident)
+            self._incidents[incident.id] = incident
+            self._forget_old_incidents(alarm.first_time - window)
+        alarm.incident_id = incident.id
+        add_member(incident, member_of(alarm), window)
+        incident.active = True
+        self._dirty_incidents[incident.id] = incident
+        self._dirty_alarms[alarm.id] = alarm
+
+    def _forget_old_incidents(self, before: float) -> None:
+        for inc_id in [i.id for i in self._incidents.values() if not i.active and i.last_time < before]:
+            del self._incidents[inc_id]
+
+    def _close_incidents(self) -> None:
+        """Incidents whose alarms all ended are no longer active."""
+        for alarm_id in self._ended:
+            alarm = self._alarms.pop(alarm_id, None)
+            inc = self._incidents.get(alarm.incident_id or -1) if alarm is not None else None
+            if inc is not None and not any(a in self._alarms for a in inc.alarm_ids):
+                inc.active = False
+                self._dirty_incidents[inc.id] = inc
+
+    # --- shelving -------------------------------------------------------------------------------
+    def _expire_shelves(self) -> None:
+        now = self.clock()
+        for alarm in list(self._alarms.values()):
+            if alarm.shelved_until is not None and alarm.shelved_until <= now:
+                self._unshelve(alarm, SYSTEM, now, "shelve expired")
+
+    def _expire_shelves_now(self) -> None:
+        """Queries apply expired shelves first (their own transaction, events published)."""
+        with self._lock:
+            if not any(a.shelved_until is not None and a.shelved_until <= self.clock() for a in self._alarms.values()):
+                return
+            with self._step():
+                self._expire_shelves()
+                events = self._commit()
+        self._publish(events)
+
+    # --- transactions and notification ------------------------------------------------------------
+    @contextmanager
+    def _step(self) -> Iterator[None]:
+        """One public call: the lock, one store transaction (opened on first write), and pending
+        changes dropped if anything fails before the commit."""
+        with self._lock, ExitStack() as txn:
+            self._txn = txn
+            try:
+                yield
+            except BaseException:
+                self._reset_pending()
+                raise
+
+    def _txn_store(self) -> AlarmStore:
+        """The store, inside this call's transaction (opened on first write)."""
+        if not self._in_txn:
+            self._txn.enter_context(self.store.transaction())
+            self._in_txn = True
+        return self.store
+
+    def _commit(self) -> list[AlarmEvent]:
+        """Write everything this call changed in one transaction; return its events."""
+        events = list(self._events)
+        if self._events or self._dirty_alarms or self._dirty_incidents:
+            self._close_incidents()
+            store = self._txn_store()
+            store.save_alarms([self._synced(a) for a in self._dirty_alarms.values()])
+            store.add_audit(self._audit)
+            store.save_incidents(self._dirty_incidents.values())
+            for inc in self._dirty_incidents.values():
+                events.append(AlarmEvent("incident", inc.alarm_ids[-1], inc.last_time, inc.to_dict()))
+        self._txn.close()  # commits (an exception before this point rolls back instead)
+        self._reset_pending()
+        return events
+
+    def _reset_pending(self) -> None:
+        self._events: list[AlarmEvent] = []
+        self._audit: list[AuditEntry] = []
+        self._dirty_alarms: dict[int, Alarm] = {}
+        self._dirty_incidents: dict[int, Incident] = {}
+        self._ended: list[int] = []
+        self._in_txn = False
+
+    def _publish(self, events: list[AlarmEvent]) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for event in events:
+            payload = event.to_dict()
+            for callback in subscribers:
+                try:
+                    callback(payload)
+                except Exception:  # a broken console must not stop the monitor
+                    self.callback_errors += 1
+                    log.exception("alarm subscriber %r failed", callback)
+
+    # --- channels and restart -------------------------------------------------------------------
+    def _add_channels(self, names: list[str]) -> None:
+        new = [n for n in names if n not in self._index]
+        if not new:
+            return
+        for n in new:
+            self._index[n] = len(self._names)
+            self._names.append(n)
+        cfg = [self.config.channels.get(n) for n in new]
+        m = len(new)
+        self._min_viol = np.concatenate([self._min_viol, [c.min_violations if c else 1 for c in cfg]])
+        self._min_conf = np.concatenate([self._min_conf, [c.min_conformance if c else 1 for c in cfg]])
+        self._viol_run = np.concatenate([self._viol_run, np.zeros(m, dtype=np.int64)])
+        self._conf_run = np.concatenate([self._conf_run, np.zeros(m, dtype=np.int64)])
+        self._open = np.concatenate([self._open, np.full(m, -1, dtype=np.int64)])
+        self._violating = np.concatenate([self._violating, np.zeros(m, dtype=bool)])
+        self._peak_level = np.concatenate([self._peak_level, np.zeros(m, dtype=np.int8)])
+        self._peak_score = np.concatenate([self._peak_score, np.full(m, np.nan)])
+        self._last_t = np.concatenate([self._last_t, np.full(m, np.nan)])
+        self._last_v = np.concatenate([self._last_v, np.full(m, np.nan)])
+        self._watermark = np.concatenate([self._watermark, np.full(m, -np.inf)])
+        self._columns_cache.clear()
+
+    def _columns(self, channels: tuple[str, ...]) -> np.ndarray:
+        idx = self._columns_cache.get(channels)
+        if idx is None:
+            self._add_channels(list(channels))
+            idx = np.array([self._index[c] for c in channels], dtype=np.int64)
+            self._columns_cache[channels] = idx
+        return idx
+
+    def _restore(self) -> None:
+        """Pick up where a previous manager on the same store stopped."""
+        for alarm in self.store.load_alarms(open_only=True):
+            self._track(alarm)
+        marks = self.store.watermarks()
+        self._add_channels(list(marks))
+        for channel, t in marks.items():
+            self._watermark[self._index[channel]] = t
+        for inc in self.store.load_incidents(active_only=True):
+            self._incidents[inc.id] = inc
+
+    def _unfinished(self, alarm_id: int, verb: str) -> Alarm:
+        alarm = self._alarms.get(int(alarm_id))
+        if alarm is not None:
+            return alarm
+        if self.store.get_alarm(int(alarm_id)) is not None:
+            raise AlarmError(f"cannot {verb} alarm {alarm_id}: it is cleared")
+        raise UnknownAlarmError(f"no alarm {alarm_id}")
+
+    def _synced(self, alarm: Alarm) -> Alarm:
+        """Copy the vectorised per-channel latest sample into the channel's open alarm."""
+        if alarm.detector != STALE and not alarm.ended:
+            j = self._index[alarm.channel]
+            if self._open[j] == alarm.id and math.isfinite(self._last_t[j]):
+                alarm.last_time, alarm.last_value = float(self._last_t[j]), float(self._last_v[j])
+        return alarm
+
+
+class _Sample(NamedTuple):
+    """One sample of one channel as the detector saw it."""
+
+    time: float
+    value: float
+    level: int
+    score: float
+    expected: float
+    low: float
+    high: float
+    detector: str
+
+
+def _gt(a: float, b: float) -> bool:
+    return math.isfinite(a) and (not math.isfinite(b) or a > b)
+
+
+def _names(value: str | Iterable[str] | None, allowed: tuple[str, ...], what: str) -> set[str]:
+    if value is None:
+        return set()
+    names = {value} if isinstance(value, str) else set(value)
+    bad = sorted(names - set(allowed))
+    if bad:
+        raise AlarmError(f"unknown {what} {bad[0]!r}; use one of {', '.join(allowed)}")
+    return names

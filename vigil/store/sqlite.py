@@ -1,0 +1,314 @@
+"""The embedded store: alarms, incidents, acknowledgements, the audit trail and stream checkpoints.
+
+SQLite in WAL mode with ``synchronous=FULL`` by default. WAL alone (with ``NORMAL``) already
+survives a killed process: a committed transaction is in the WAL file before ``COMMIT`` returns.
+``FULL`` also syncs the WAL on every commit, so an acknowledgement the operator saw confirmed
+survives a power cut or kernel crash too; it costs one fsync per commit, and the alarm manager
+commits once per ``update()`` and once per operator verb, not once per sample.
+
+Alarm rows carry a unique ``key`` (channel, detector kind, first time): a monitor that restarts and
+replays samples it already processed finds the alarm it raised before instead of raising a second
+one. Ids come from ``AUTOINCREMENT`` and are never reused, even after rows are deleted.
+
+>>> store = SqliteStore()
+>>> store.save_checkpoint("replay", {"time": 12.5})
+>>> store.load_checkpoint("replay"), store.load_checkpoint("nothing")
+({'time': 12.5}, None)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from vigil.alarms.model import STALE, Alarm, AuditEntry, Incident
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS alarms (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL,
+    detector TEXT NOT NULL,
+    state TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    first_time REAL,
+    event_time REAL,
+    ended INTEGER NOT NULL DEFAULT 0,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alarms_open ON alarms (ended, channel);
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subsystem TEXT NOT NULL,
+    first_time REAL,
+    last_time REAL,
+    active INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS acknowledgements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alarm_id INTEGER NOT NULL REFERENCES alarms (id),
+    user TEXT NOT NULL,
+    time REAL NOT NULL,
+    comment TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alarm_id INTEGER NOT NULL,
+    time REAL,
+    wall_time REAL,
+    user TEXT NOT NULL,
+    action TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    comment TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_alarm ON audit (alarm_id);
+CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, position TEXT NOT NULL, wall_time REAL NOT NULL);
+"""
+
+
+class SqliteStore:
+    """Alarm store on one SQLite file (or ``":memory:"``), safe to share between threads."""
+
+    def __init__(self, path: str | Path = ":memory:", synchronous: str = "FULL", timeout_s: float = 10.0) -> None:
+        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
+        self.path = str(path)
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        with self.transaction():
+            for statement in _statements(_SCHEMA):
+                self._conn.execute(statement)
+            self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        found = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        if int(found) != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: store schema version {found}, this Vigil reads {SCHEMA_VERSION}")
+
+    # --- plumbing -------------------------------------------------------------------------------
+    @property
+    def journal_mode(self) -> str:
+        """``"wal"`` for a file store (an in-memory database reports ``"memory"``)."""
+        with self._lock:
+            return self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+    @property
+    def synchronous(self) -> int:
+        """SQLite's code: 1 NORMAL, 2 FULL, 3 EXTRA."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, durable unit; nested uses join the outermost transaction."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- alarms ---------------------------------------------------------------------------------
+    def insert_alarm(self, alarm: Alarm) -> tuple[int, Alarm | None]:
+        """Reserve an id for a new alarm by its key. Returns ``(id, None)`` for a new row, or the
+        id and the stored alarm when one with the same key exists (a replay after a restart)."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT id, data FROM alarms WHERE key = ?", (alarm.key,)).fetchone()
+            if row is not None and row[1] == "{}":  # reserved but never written: reuse the id
+                return int(row[0]), None
+            if row is not None:
+                return int(row[0]), Alarm.from_dict(json.loads(row[1]))
+            cur = conn.execute(
+                "INSERT INTO alarms (key, channel, detector, state, severity, first_time, event_time, ended, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 0, '{}')",
+                (
+                    alarm.key,
+                    alarm.channel,
+                    alarm.detector,
+                    alarm.state,
+                    alarm.severity,
+                    _real(alarm.first_time),
+                    _real(alarm.event_time),
+                ),
+            )
+            return int(cur.lastrowid), None
+
+    def save_alarms(self, alarms: Iterable[Alarm]) -> None:
+        """Write the current state of alarms that already have an id."""
+        rows = [(a.state, a.severity, _real(a.event_time), int(a.ended), _dumps(a.to_dict()), a.id) for a in alarms]
+        if rows:
+            with self.transaction() as conn:
+                conn.executemany(
+                    "UPDATE alarms SET state=?, severity=?, event_time=?, ended=?, data=? WHERE id=?", rows
+                )
+
+    def load_alarms(self, open_only: bool = False) -> list[Alarm]:
+        """Alarms by id; with ``open_only`` only those that have not ended."""
+        sql = "SELECT data FROM alarms" + (" WHERE ended = 0" if open_only else "") + " ORDER BY id"
+        with self._lock:
+            return [Alarm.from_dict(json.loads(r[0])) for r in self._conn.execute(sql) if r[0] != "{}"]
+
+    def get_alarm(self, alarm_id: int) -> Alarm | None:
+        with self._lock:
+            row = self._conn.execute("SELECT data FROM alarms WHERE id = ?", (int(alarm_id),)).fetchone()
+        return None if row is None or row[0] == "{}" else Alarm.from_dict(json.loads(row[0]))
+
+    def watermarks(self) -> dict[str, float]:
+        """Per channel, the telemetry time of its latest data-driven alarm transition: samples up to it
+        were applied before a restart. Staleness alarms are left out (their times may be wall-clock)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT channel, MAX(event_time) FROM alarms WHERE detector != ? GROUP BY channel", (STALE,)
+            ).fetchall()
+        return {ch: float(t) for ch, t in rows if t is not None}
+
+    # --- incidents ------------------------------------------------------------------------------
+    def insert_incident(self, incident: Incident) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO incidents (subsystem, first_time, last_time, active, data) VALUES (?, ?, ?, ?, '{}')",
+                (incident.subsystem, incident.first_time, incident.last_time, int(incident.active)),
+            )
+            return int(cur.lastrowid)
+
+    def save_incidents(self, incidents: Iterable[Incident]) -> None:
+        rows = [
+            (i.subsystem, _real(i.first_time), _real(i.last_time), int(i.active), _dumps(i.to_dict()), i.id)
+            for i in incidents
+        ]
+        if rows:
+            with self.transaction() as conn:
+                conn.executemany(
+                    "UPDATE incidents SET subsystem=?, first_time=?, last_time=?, active=?, data=? WHERE id=?", rows
+                )
+
+    def load_incidents(self, active_only: bool = False) -> list[Incident]:
+        sql = "SELECT data FROM incidents" + (" WHERE active = 1" if active_only else "") + " ORDER BY id"
+        with self._lock:
+            return [Incident.from_dict(json.loads(r[0])) for r in self._conn.execute(sql) if r[0] != "{}"]
+
+    # --- acknowledgements and audit -------------------------------------------------------------
+    def add_acknowledgement(self, alarm_id: int, user: str, time_: float, comment: str = "") -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO acknowledgements (alarm_id, user, time, comment) VALUES (?, ?, ?, ?)",
+                (int(alarm_id), user, float(time_), comment),
+            )
+
+    def acknowledgements(self, alarm_id: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT id, alarm_id, user, time, comment FROM acknowledgements"
+        args: tuple = ()
+        if alarm_id is not None:
+            sql, args = sql + " WHERE alarm_id = ?", (int(alarm_id),)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY id", args).fetchall()
+        return [dict(zip(("id", "alarm_id", "user", "time", "comment"), r)) for r in rows]
+
+    def add_audit(self, entries: Iterable[AuditEntry]) -> None:
+        rows = [
+            (e.alarm_id, _real(e.time), _real(e.wall_time), e.user, e.action, e.from_state, e.to_state, e.comment)
+            for e in entries
+        ]
+        if rows:
+            with self.transaction() as conn:
+                conn.executemany(
+                    "INSERT INTO audit (alarm_id, time, wall_time, user, action, from_state, to_state, comment) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+    def audit(self, alarm_id: int | None = None, limit: int | None = None) -> list[AuditEntry]:
+        """Audit entries in the order they happened (the newest ``limit`` when given)."""
+        sql = "SELECT id, alarm_id, time, wall_time, user, action, from_state, to_state, comment FROM audit"
+        args: list[Any] = []
+        if alarm_id is not None:
+            sql += " WHERE alarm_id = ?"
+            args.append(int(alarm_id))
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [
+            AuditEntry(
+                id=r[0],
+                alarm_id=r[1],
+                time=_float(r[2]),
+                wall_time=_float(r[3]),
+                user=r[4],
+                action=r[5],
+                from_state=r[6],
+                to_state=r[7],
+                comment=r[8],
+            )
+            for r in reversed(rows)
+        ]
+
+    # --- stream checkpoints ---------------------------------------------------------------------
+    def save_checkpoint(self, key: str, position: Any) -> None:
+        """Remember how far a stream got (any JSON value), atomically with the current transaction."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO checkpoints (key, position, wall_time) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET position = excluded.position, wall_time = excluded.wall_time",
+                (key, _dumps(position), time.time()),
+            )
+
+    def load_checkpoint(self, key: str) -> Any | None:
+        with self._lock:
+            row = self._conn.execute("SELECT position FROM checkpoints WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, allow_nan=False, separators=(",", ":"))
+
+
+def _real(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _float(x: float | None) -> float:
+    return math.nan if x is None else float(x)
