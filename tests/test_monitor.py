@@ -255,3 +255,29 @@ def test_resume_from_store_checkpoint_skips_processed_records(tmp_path):
     assert t.tolist() == [4.0, 5.0, 6.0, 7.0]
     assert second.counters()["replayed"] == 4
     assert second.counters()["channels"]["a"]["out_of_order"] == 0
+
+
+@pytest.mark.parametrize("mode", ["record_by_record", "random_blocks"])
+def test_stream_equals_batch_with_the_alarm_manager(scenario, mode):
+    from vigil.alarms import AlarmManager
+
+    train, test = scenario
+    cfg = config()
+
+    def fresh() -> Monitor:
+        return Monitor(cfg, build_detector(cfg).fit(train), AlarmManager(cfg, clock=lambda: 0.0))
+
+    batch, stream = fresh(), fresh()
+    batch_events = batch.feed_block(test)
+    if mode == "record_by_record":
+        stream_events = [e for r in records_of(test) for e in stream.feed_records([r])]
+    else:
+        stream_events = [e for a in range(0, test.n_samples, 17) for e in stream.feed_block(test.slice(a, a + 17))]
+    stream_events += stream.flush()
+    alarms = [a.to_dict() for a in batch.manager.alarms()]
+    assert {a["channel"] for a in alarms} == {"a", "b", "c"}  # limits, forecast, staleness
+    assert alarms == [a.to_dict() for a in stream.manager.alarms()]
+    key = lambda e: (e.time, e.alarm_id, e.kind)  # noqa: E731
+    assert [(e.time, e.alarm_id, e.kind) for e in sorted(batch_events, key=key)] == [
+        (e.time, e.alarm_id, e.kind) for e in sorted(stream_events, key=key)
+    ]

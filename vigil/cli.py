@@ -28,6 +28,65 @@ def bench_smap_msl(
 
 
 # --- live monitoring (issue 3) --------------------------------------------------------------------
+@app.command("monitor")
+def monitor(
+    config: Path = typer.Option(..., help="channel configuration (TOML)"),
+    source: str = typer.Option("stdin", help="file:PATH, stdin, tcp://127.0.0.1:PORT or udp://127.0.0.1:PORT"),
+    fit: Path | None = typer.Option(None, help="nominal history (CSV/Parquet) to fit the learned detector on"),
+    speed: str = typer.Option("1", help="file replay speed: 1, 10, ... or max (as fast as possible)"),
+    store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
+    lateness: float = typer.Option(0.0, help="seconds a time step still accepts records after a later one"),
+    report_every: float = typer.Option(10.0, help="seconds between counter lines"),
+    resume: bool = typer.Option(True, help="continue after the store's checkpoint (no duplicate alarms)"),
+    serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
+    host: str = typer.Option("127.0.0.1", help="API bind address"),
+    token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
+) -> None:
+    """Score telemetry as it arrives; print alarm changes and counters."""
+    import signal
+    import threading
+
+    from vigil.ingest.records import open_source
+    from vigil.monitor.runner import build_session, event_line, run
+
+    rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
+    session = build_session(config, fit_path=fit, store_path=store, lateness_s=lateness)
+    session.manager.subscribe(lambda event: typer.echo(event_line(event)))
+    start = session.monitor.resume() if resume else None
+    if start is not None:
+        typer.echo(f"resuming after t={start} (checkpoint in {store})")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if serve is not None:
+        _serve_in_background(session, host, serve, token_file)
+    src = open_source(source, speed=rate, skip_until=start)
+    typer.echo(f"monitoring {len(session.monitor.channels)} channels from {src.name}")
+    try:
+        run(session, src, echo=typer.echo, report_every_s=report_every, stop=stop)
+    except KeyboardInterrupt:
+        typer.echo("interrupted")
+    finally:
+        session.store.close()
+    if getattr(src, "skipped", 0):
+        typer.echo(f"skipped {src.skipped} records at or before the checkpoint")
+
+
+def _serve_in_background(session, host: str, port: int, token_file: Path | None) -> None:
+    import threading
+
+    import uvicorn
+
+    from vigil.serve.app import create_app
+    from vigil.serve.auth import resolve_token
+
+    token, where = resolve_token(token_file)
+    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock)
+    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
+    threading.Thread(target=server.run, name="vigil-api", daemon=True).start()
+    typer.echo(f"API on http://{host}:{port}/ (token from {where})")
+    if where == "generated":
+        typer.echo(f"API token: {token}")
+
 
 # --- operator console (issue 4) -------------------------------------------------------------------
 

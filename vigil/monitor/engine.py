@@ -23,7 +23,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from vigil.detect.base import Detector
+from vigil.detect.base import Detector, Scores
 from vigil.ingest.records import BadRecord, Record
 from vigil.model import TelemetryBlock
 from vigil.monitor.history import Rings, absorb, decimate
@@ -247,9 +247,8 @@ class Monitor:
             self._publish(time, np.isfinite(values))
         return events
 
-    def _apply(self, block: TelemetryBlock, scores) -> list:
+    def _apply(self, block: TelemetryBlock, scores: Scores) -> list:
         time, values = block.time, block.values
-        events = list(self.manager.update(block, scores) or [])
         finite = np.isfinite(values)
         self.counts_["scored"] += finite.sum(axis=0)
         r = self.rings_
@@ -259,8 +258,17 @@ class Monitor:
             self.last_seen_, self.last_value_, self.last_level_, self.stale_limit_, self.stale_,
             a["time"], a["value"], a["expected"], a["low"], a["high"], a["level"], r.head, r.count,
         )  # fmt: skip
+        # The manager hears rows and staleness changes in time order, whatever the chunking: rows up
+        # to a change's row, then the change.
+        events: list = []
+        done = 0
         for kind, i, j, seen in sorted(changes, key=lambda ch: (ch[1], ch[2])):
+            if i + 1 > done:
+                events += self._update(block, scores, done, i + 1)
+                done = i + 1
             events += self._report_staleness(bool(kind), int(j), float(time[i]), float(seen))
+        if done < time.size:
+            events += self._update(block, scores, done, time.size)
         self._remember(time, finite)
         self._emitted = float(time[-1])
         self.rows += time.size
@@ -268,6 +276,16 @@ class Monitor:
             self._resume_t = None
         self._checkpoint()
         return events
+
+    def _update(self, block: TelemetryBlock, scores: Scores, a: int, b: int) -> list:
+        if a > 0 or b < block.n_samples:
+            block = block.slice(a, b)
+            scores = Scores(
+                *(getattr(scores, f)[a:b] for f in ("level", "score", "expected", "low", "high")),
+                detector=scores.detector,
+                by=scores.by[a:b],
+            )
+        return list(self.manager.update(block, scores) or [])
 
     def _report_staleness(self, stale: bool, j: int, time: float, last_seen: float) -> list:
         channel = self.channels[j]
