@@ -72,7 +72,8 @@ class AlarmManager:
         self.store: AlarmStore = MemoryStore() if store is None else store
         self.clock = clock
         self.callback_errors = 0
-        self._lock = threading.RLock()
+        # The store's lock, so the manager and the store are always locked in the same order.
+        self._lock = getattr(self.store, "lock", None) or threading.RLock()
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
         self._names: list[str] = []
         self._index: dict[str, int] = {}
@@ -278,9 +279,13 @@ class AlarmManager:
         steady = violating & (n_nom == 0) & (level.max(axis=0) <= self._peak_level[idx]) & (n_flag > 0)
         if steady.any():
             self._steady(block, scores, idx, np.flatnonzero(steady), flagged)
-        # Everything else changes state: walk its samples in order.
-        for k in np.flatnonzero(~quiet & ~steady & valid.any(axis=0)):
-            self._walk(block, scores, int(idx[k]), int(k), np.flatnonzero(valid[:, k]))
+        # Everything else changes state: walk its samples in time order (then column order), so
+        # ids, incidents and events come out the same however the stream is cut into blocks.
+        walk = np.flatnonzero(~quiet & ~steady & valid.any(axis=0))
+        if walk.size:
+            rows, pos = np.nonzero(valid[:, walk])
+            for i, k in zip(rows.tolist(), walk[pos].tolist()):
+                self._step_sample(block, scores, int(idx[k]), k, i)
 
     def _steady(self, block: TelemetryBlock, scores: Scores, idx: np.ndarray, cols: np.ndarray, flagged) -> None:
         j = idx[cols]
@@ -297,32 +302,31 @@ class AlarmManager:
         for m in np.flatnonzero(best_score > np.nan_to_num(self._peak_score[j], nan=-np.inf)):
             self._new_peak(self._alarms[int(self._open[j[m]])], self._sample(block, scores, int(best[m]), int(cols[m])))
 
-    def _walk(self, block: TelemetryBlock, scores: Scores, j: int, k: int, rows: np.ndarray) -> None:
-        channel = self._names[j]
-        for i in rows:
-            lv = int(scores.level[i, k])
-            if lv > 0:
-                self._viol_run[j] += 1
-                self._conf_run[j] = 0
-                self._last_t[j], self._last_v[j] = block.time[i], block.values[i, k]
-                if self._violating[j]:
-                    alarm = self._alarms[int(self._open[j])]
-                    if lv > self._peak_level[j]:
-                        self._escalate(alarm, self._sample(block, scores, int(i), k))
-                    elif lv == self._peak_level[j] and _gt(scores.score[i, k], self._peak_score[j]):
-                        self._new_peak(alarm, self._sample(block, scores, int(i), k))
-                elif self._viol_run[j] >= self._min_viol[j]:
-                    sample = self._sample(block, scores, int(i), k)
-                    alarm = self._alarms.get(int(self._open[j]))
-                    if alarm is None:
-                        self._raise(channel, sample)
-                    else:
-                        self._reactivate(alarm, sample)
+    def _step_sample(self, block: TelemetryBlock, scores: Scores, j: int, k: int, i: int) -> None:
+        """One valid sample ``i`` of block column ``k`` (channel ``j``) through the state machine."""
+        lv = int(scores.level[i, k])
+        if lv == 0:
+            self._conf_run[j] += 1
+            self._viol_run[j] = 0
+            if self._violating[j] and self._conf_run[j] >= self._min_conf[j]:
+                self._rtn(self._alarms[int(self._open[j])], float(block.time[i]))
+            return
+        self._viol_run[j] += 1
+        self._conf_run[j] = 0
+        self._last_t[j], self._last_v[j] = block.time[i], block.values[i, k]
+        if self._violating[j]:
+            alarm = self._alarms[int(self._open[j])]
+            if lv > self._peak_level[j]:
+                self._escalate(alarm, self._sample(block, scores, i, k))
+            elif lv == self._peak_level[j] and _gt(scores.score[i, k], self._peak_score[j]):
+                self._new_peak(alarm, self._sample(block, scores, i, k))
+        elif self._viol_run[j] >= self._min_viol[j]:
+            sample = self._sample(block, scores, i, k)
+            alarm = self._alarms.get(int(self._open[j]))
+            if alarm is None:
+                self._raise(self._names[j], sample)
             else:
-                self._conf_run[j] += 1
-                self._viol_run[j] = 0
-                if self._violating[j] and self._conf_run[j] >= self._min_conf[j]:
-                    self._rtn(self._alarms[int(self._open[j])], float(block.time[i]))
+                self._reactivate(alarm, sample)
 
     def _sample(self, block: TelemetryBlock, scores: Scores, i: int, k: int) -> _Sample:
         return _Sample(

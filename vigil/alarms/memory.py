@@ -18,7 +18,14 @@ from vigil.alarms.model import STALE, Alarm, AuditEntry, Incident
 
 
 class AlarmStore(Protocol):
-    """What the manager needs from a store. Every method may be called inside ``transaction()``."""
+    """What the manager needs from a store. Every method may be called inside ``transaction()``.
+
+    ``lock`` is the store's re-entrant lock; the manager takes the same lock, so a monitor thread
+    that opens a store transaction around ``update()`` and an API thread acknowledging an alarm
+    can never wait on each other in opposite order.
+    """
+
+    lock: Any
 
     def transaction(self) -> AbstractContextManager[Any]: ...
     def insert_alarm(self, alarm: Alarm) -> tuple[int, Alarm | None]: ...
@@ -39,7 +46,7 @@ class MemoryStore:
     """Dicts behind the :class:`AlarmStore` interface; ids are never reused within the process."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         self._alarms: dict[int, Alarm | None] = {}
         self._keys: dict[str, int] = {}
         self._incidents: dict[int, Incident | None] = {}
@@ -49,11 +56,11 @@ class MemoryStore:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._lock:
+        with self.lock:
             yield
 
     def insert_alarm(self, alarm: Alarm) -> tuple[int, Alarm | None]:
-        with self._lock:
+        with self.lock:
             if alarm.key in self._keys:
                 found = self._alarms[self._keys[alarm.key]]
                 return self._keys[alarm.key], None if found is None else copy.copy(found)
@@ -63,70 +70,70 @@ class MemoryStore:
             return new_id, None
 
     def save_alarms(self, alarms: Iterable[Alarm]) -> None:
-        with self._lock:
+        with self.lock:
             for a in alarms:
                 self._alarms[a.id] = copy.copy(a)
 
     def load_alarms(self, open_only: bool = False) -> list[Alarm]:
-        with self._lock:
+        with self.lock:
             return [copy.copy(a) for a in self._alarms.values() if a is not None and not (open_only and a.ended)]
 
     def get_alarm(self, alarm_id: int) -> Alarm | None:
-        with self._lock:
+        with self.lock:
             a = self._alarms.get(int(alarm_id))
             return None if a is None else copy.copy(a)
 
     def watermarks(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        with self._lock:
+        with self.lock:
             for a in self._alarms.values():
                 if a is not None and a.detector != STALE and math.isfinite(a.event_time):
                     out[a.channel] = max(out.get(a.channel, -math.inf), a.event_time)
         return out
 
     def insert_incident(self, incident: Incident) -> int:
-        with self._lock:
+        with self.lock:
             new_id = len(self._incidents) + 1
             self._incidents[new_id] = None
             return new_id
 
     def save_incidents(self, incidents: Iterable[Incident]) -> None:
-        with self._lock:
+        with self.lock:
             for i in incidents:
                 self._incidents[i.id] = copy.deepcopy(i)
 
     def load_incidents(self, active_only: bool = False) -> list[Incident]:
-        with self._lock:
+        with self.lock:
             return [
                 copy.deepcopy(i) for i in self._incidents.values() if i is not None and (i.active or not active_only)
             ]
 
     def add_acknowledgement(self, alarm_id: int, user: str, time_: float, comment: str = "") -> None:
-        with self._lock:
+        with self.lock:
             self._acks.append(
                 {"id": len(self._acks) + 1, "alarm_id": alarm_id, "user": user, "time": time_, "comment": comment}
             )
 
     def acknowledgements(self, alarm_id: int | None = None) -> list[dict[str, Any]]:
-        with self._lock:
+        with self.lock:
             return [dict(a) for a in self._acks if alarm_id is None or a["alarm_id"] == alarm_id]
 
     def add_audit(self, entries: Iterable[AuditEntry]) -> None:
-        with self._lock:
+        with self.lock:
             for e in entries:
                 self._audit.append(
                     AuditEntry(**{**e.__dict__, "id": len(self._audit) + 1})  # frozen: rebuild with the id
                 )
 
     def audit(self, alarm_id: int | None = None, limit: int | None = None) -> list[AuditEntry]:
-        with self._lock:
+        with self.lock:
             found = [e for e in self._audit if alarm_id is None or e.alarm_id == alarm_id]
         return found[-limit:] if limit else found
 
     def save_checkpoint(self, key: str, position: Any) -> None:
-        with self._lock:
+        with self.lock:
             self._checkpoints[key] = copy.deepcopy(position)
 
     def load_checkpoint(self, key: str) -> Any | None:
-        with self._lock:
+        with self.lock:
             return copy.deepcopy(self._checkpoints.get(key))

@@ -85,7 +85,7 @@ class SqliteStore:
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
         self.path = str(path)
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         self._depth = 0
         self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -103,19 +103,19 @@ class SqliteStore:
     @property
     def journal_mode(self) -> str:
         """``"wal"`` for a file store (an in-memory database reports ``"memory"``)."""
-        with self._lock:
+        with self.lock:
             return self._conn.execute("PRAGMA journal_mode").fetchone()[0]
 
     @property
     def synchronous(self) -> int:
         """SQLite's code: 1 NORMAL, 2 FULL, 3 EXTRA."""
-        with self._lock:
+        with self.lock:
             return int(self._conn.execute("PRAGMA synchronous").fetchone()[0])
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic, durable unit; nested uses join the outermost transaction."""
-        with self._lock:
+        with self.lock:
             if self._depth:
                 self._depth += 1
                 try:
@@ -136,7 +136,7 @@ class SqliteStore:
                 self._depth = 0
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             self._conn.close()
 
     def __enter__(self) -> SqliteStore:
@@ -182,18 +182,18 @@ class SqliteStore:
     def load_alarms(self, open_only: bool = False) -> list[Alarm]:
         """Alarms by id; with ``open_only`` only those that have not ended."""
         sql = "SELECT data FROM alarms" + (" WHERE ended = 0" if open_only else "") + " ORDER BY id"
-        with self._lock:
+        with self.lock:
             return [Alarm.from_dict(json.loads(r[0])) for r in self._conn.execute(sql) if r[0] != "{}"]
 
     def get_alarm(self, alarm_id: int) -> Alarm | None:
-        with self._lock:
+        with self.lock:
             row = self._conn.execute("SELECT data FROM alarms WHERE id = ?", (int(alarm_id),)).fetchone()
         return None if row is None or row[0] == "{}" else Alarm.from_dict(json.loads(row[0]))
 
     def watermarks(self) -> dict[str, float]:
         """Per channel, the telemetry time of its latest data-driven alarm transition: samples up to it
         were applied before a restart. Staleness alarms are left out (their times may be wall-clock)."""
-        with self._lock:
+        with self.lock:
             rows = self._conn.execute(
                 "SELECT channel, MAX(event_time) FROM alarms WHERE detector != ? GROUP BY channel", (STALE,)
             ).fetchall()
@@ -221,7 +221,7 @@ class SqliteStore:
 
     def load_incidents(self, active_only: bool = False) -> list[Incident]:
         sql = "SELECT data FROM incidents" + (" WHERE active = 1" if active_only else "") + " ORDER BY id"
-        with self._lock:
+        with self.lock:
             return [Incident.from_dict(json.loads(r[0])) for r in self._conn.execute(sql) if r[0] != "{}"]
 
     # --- acknowledgements and audit -------------------------------------------------------------
@@ -237,7 +237,7 @@ class SqliteStore:
         args: tuple = ()
         if alarm_id is not None:
             sql, args = sql + " WHERE alarm_id = ?", (int(alarm_id),)
-        with self._lock:
+        with self.lock:
             rows = self._conn.execute(sql + " ORDER BY id", args).fetchall()
         return [dict(zip(("id", "alarm_id", "user", "time", "comment"), r)) for r in rows]
 
@@ -265,7 +265,7 @@ class SqliteStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
-        with self._lock:
+        with self.lock:
             rows = self._conn.execute(sql, args).fetchall()
         return [
             AuditEntry(
@@ -293,7 +293,7 @@ class SqliteStore:
             )
 
     def load_checkpoint(self, key: str) -> Any | None:
-        with self._lock:
+        with self.lock:
             row = self._conn.execute("SELECT position FROM checkpoints WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
