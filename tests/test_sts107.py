@@ -1,0 +1,175 @@
+"""The STS-107 scenario and its replay: shape, events at their times, alarms, incidents, JSON."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vigil.cli import app
+from vigil.scenarios import sts107
+from vigil.scenarios.sts107 import EI_EPOCH, HYDRAULIC_RETURN_LINES, INJECTIONS, SENSORS
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "scenarios" / "sts107"
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return sts107.build_scenario(seed=0)
+
+
+@pytest.fixture(scope="module")
+def result(scenario):
+    return sts107.run_replay(scenario=scenario)
+
+
+def _from_ei(block, epoch=EI_EPOCH):
+    return block.time - epoch
+
+
+def test_scenario_shape_rate_and_window(scenario):
+    f = scenario.failed
+    assert 30 <= f.n_channels == len(SENSORS) <= 80
+    assert len(scenario.nominal_train) == 21 and len(scenario.nominal_holdout) == 6
+    t = _from_ei(f)
+    assert t[0] == -300.0 and t[-1] == 923.0  # the stream ends with the last frame before LOS
+    assert np.all(np.diff(t) == 1.0)  # 1 Hz
+    for block, epoch in zip(scenario.nominal_train + scenario.nominal_holdout, scenario.nominal_ei_epochs):
+        assert block.channels == f.channels
+        assert np.array_equal(_from_ei(block, epoch), t)
+        assert epoch < EI_EPOCH
+
+
+def test_channels_have_subsystems_and_left_right_counterparts(scenario):
+    cfg = scenario.config.channels
+    assert {cfg[c].subsystem for c in HYDRAULIC_RETURN_LINES} == {"left-wing-hydraulics"}
+    assert len(HYDRAULIC_RETURN_LINES) == 4
+    for name in cfg:
+        if name.startswith(("LMG_", "LH_", "LW_", "L_")):
+            twin = "R" + name[1:]
+            assert twin in cfg, f"no right-side counterpart for {name}"
+
+
+def test_failed_entry_equals_its_twin_before_each_event_and_differs_after(scenario):
+    """The injected events start at the timeline's times (the twin has the same noise, no anomalies)."""
+    t = _from_ei(scenario.failed)
+    ok = np.isfinite(scenario.failed.values[:, 0])
+    for inj in INJECTIONS:
+        for k, ch in enumerate(inj.channels):
+            onset = inj.event_s + (inj.offsets_s[k] if inj.offsets_s else 0.0)
+            diff = scenario.failed.column(ch) - scenario.failed_twin.column(ch)
+            first = min(i.event_s for i in INJECTIONS if ch in i.channels)
+            assert np.all(diff[ok & (t < first)] == 0.0), ch
+            assert np.any(diff[ok & (t >= onset) & (t <= onset + 120)] != 0.0), (ch, onset)
+
+
+def test_hydraulic_return_lines_go_off_scale_low_within_five_seconds_of_ei_561(scenario):
+    t = _from_ei(scenario.failed)
+    for ch in HYDRAULIC_RETURN_LINES:
+        x = scenario.failed.column(ch)
+        pinned = np.flatnonzero(x == -100.0)  # bottom of the sensor range
+        assert 561 + 2 <= t[pinned[0]] <= 561 + 4 + 2
+        after = x[pinned[0] :]
+        assert np.all(after[np.isfinite(after)] == -100.0)
+        before = x[t < 561]
+        assert np.all(before[np.isfinite(before)] > 20.0)
+
+
+def test_brake_line_rise_is_a_few_degrees_per_minute_not_a_step(scenario):
+    """3.5 F/min reached over 30 s: 3.5 / 60 * (15 + 270) = 16.6 F extra after 300 s, 0.9 F after 20 s."""
+    t = _from_ei(scenario.failed)
+    diff = scenario.failed.column("LMG_BRAKE_LINE_T_A") - scenario.failed_twin.column("LMG_BRAKE_LINE_T_A")
+    at = {s: diff[np.flatnonzero(t == 488 + s)[0]] for s in (20, 300)}
+    assert abs(at[20] - 0.9) <= 1.0  # within one 1 F count of quantisation
+    assert abs(at[300] - 16.6) <= 1.0
+
+
+def test_onboard_only_events_are_left_out_of_the_stream(scenario):
+    by_time = {e["t_from_ei_s"]: e for e in scenario.events}
+    for t in (270, 290, 420, 425):  # OEX/MADS recorder events
+        assert by_time[t]["stream"].startswith("left out")
+    for inj in INJECTIONS:
+        assert by_time[inj.event_s]["stream"] == "injected"
+    assert by_time[923]["stream"] == "end of the stream"
+
+
+def test_nominal_entries_vary_and_hold_no_off_scale_readings(scenario):
+    lows = np.array([s.range[0] for s in SENSORS])
+    starts = []
+    for block in scenario.nominal_train + scenario.nominal_holdout:
+        v = block.values
+        ok = np.isfinite(v)
+        assert not np.any((v == lows) & ok & np.isfinite(lows) & (lows < 0))
+        starts.append(block.column("LMG_BRAKE_LINE_T_A")[0])
+    assert np.ptp(starts) > 10.0  # flight-to-flight variation of the soak temperature
+
+
+def test_limits_never_trip_on_nominal_entries(scenario):
+    """The flight-controller limits are set from the sensors and hardware, wide of nominal behaviour."""
+    from vigil.detect.limits import LimitCheck
+
+    det = LimitCheck(scenario.config.limits()).fit(scenario.failed)
+    for block in scenario.nominal_train + scenario.nominal_holdout:
+        det.reset()
+        assert det.score(block).level.max() == 0, block.source
+
+
+def test_replay_json_has_the_agreed_keys(result):
+    for key in ("first_alarm_s_from_ei", "first_incident_s_from_ei", "nominal_false_alarms", "incidents", "alarms"):
+        assert key in result
+    json.dumps(result)  # JSON-ready
+    assert result["reference"]["mmacs_call_est"] == "08:54:24"
+    assert result["reference"]["los_est"] == "08:59:32"
+
+
+def test_first_alarm_comes_before_mmacs_call(result):
+    assert result["first_alarm_s_from_ei"] < 615
+    assert result["first_injected_alarm_s_from_ei"] < 615
+    first = result["alarms"][0]
+    assert first["first_est"] == sts107.est_clock(first["first_s_from_ei"])
+
+
+def test_four_hydraulic_return_lines_form_one_incident(result):
+    holding = [i for i in result["incidents"] if set(HYDRAULIC_RETURN_LINES) & set(i["channels"])]
+    assert len(holding) == 1
+    assert set(HYDRAULIC_RETURN_LINES) <= set(holding[0]["channels"])
+    assert holding[0]["subsystem"] == "left-wing-hydraulics"
+    assert 561 <= holding[0]["first_s_from_ei"] <= 570
+
+
+def test_every_injected_channel_alarm_is_attributed_and_no_alarm_precedes_the_first_event(result):
+    for a in result["alarms"]:
+        if a["caused_by_injection"]:
+            assert a["first_s_from_ei"] >= a["injected_event_s_from_ei"]
+    assert all(a["first_s_from_ei"] >= 457 for a in result["alarms"])
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="known: the default forecast detector's range-novelty check flags held-out nominal entries whose "
+    "soak temperatures fall outside the training entries' range (see BENCHMARKS.md, STS-107)",
+)
+def test_held_out_nominal_entries_raise_no_alarm(result):
+    assert result["nominal_false_alarms"] == 0
+
+
+def test_cli_prints_the_moments_and_writes_json(tmp_path, monkeypatch, result):
+    monkeypatch.setattr(sts107, "run_replay", lambda seed=0: result)
+    out = tmp_path / "r.json"
+    run = CliRunner().invoke(app, ["replay", "sts-107", "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    assert "MMACS first call" in run.output and "08:54:24 EST" in run.output
+    assert "not flight data" in run.output
+    assert json.loads(out.read_text())["first_alarm_s_from_ei"] == result["first_alarm_s_from_ei"]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the shared reconstruction is not beside the repository")
+def test_shipped_event_table_is_derived_from_the_shared_files():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "build_sts107_data.py"
+    spec = importlib.util.spec_from_file_location("build_sts107_data", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.build(SHARED) == sts107._data()
