@@ -88,6 +88,28 @@ def _serve_in_background(session, host: str, port: int, token_file: Path | None)
         typer.echo(f"API token: {token}")
 
 
+replay_app = typer.Typer(help="Replay generated scenarios through the monitor.", no_args_is_help=True)
+app.add_typer(replay_app, name="replay")
+
+
+@replay_app.command("sts-107")
+def replay_sts107(
+    out: Path | None = typer.Option(None, help="JSON file for the full result (alarms, incidents, events)"),
+    seed: int = typer.Option(0, help="seed of the synthetic entries"),
+) -> None:
+    """Columbia's entry (a reconstruction, not flight data): first alarm and incident vs MMACS's call."""
+    import json
+
+    from vigil.scenarios.replay import summary_lines
+    from vigil.scenarios.sts107 import run_replay
+
+    result = run_replay(seed=seed)
+    typer.echo("\n".join(summary_lines(result)))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        typer.echo(f"wrote {out}")
+
+
 # --- operator console (issue 4) -------------------------------------------------------------------
 
 # --- ground-segment ingest (issue 5) --------------------------------------------------------------
