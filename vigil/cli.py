@@ -111,6 +111,76 @@ def replay_sts107(
 
 
 # --- operator console (issue 4) -------------------------------------------------------------------
+@app.command("serve")
+def serve(
+    config: Path = typer.Option(..., help="channel configuration (TOML)"),
+    source: str | None = typer.Option(None, help="file:PATH, stdin, tcp://HOST:PORT or udp://HOST:PORT to monitor"),
+    fit: Path | None = typer.Option(None, help="nominal history (CSV/Parquet) to fit the learned detector on"),
+    speed: str = typer.Option("1", help="file replay speed: 1, 10, ... or max"),
+    store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
+    host: str = typer.Option("127.0.0.1", help="bind address (127.0.0.1: this machine only)"),
+    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
+    token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else a random one)"),
+) -> None:
+    """Serve the operator console and API over a live monitor and its alarm store."""
+    from vigil.ingest.records import open_source
+    from vigil.monitor.runner import build_session
+    from vigil.serve.app import create_app
+    from vigil.serve.auth import resolve_token
+    from vigil.serve.runner import SessionPump, serve_app
+
+    token, where = resolve_token(token_file)
+    session = build_session(config, fit_path=fit, store_path=store)
+    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock)
+    if source is not None:
+        rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
+        pump = SessionPump(session, open_source(source, speed=rate, skip_until=session.monitor.resume()))
+        api.state.feeders.append(pump)
+        pump.start()
+    _announce(host, port, token, where)
+    try:
+        serve_app(api, host, port)
+    finally:
+        for feeder in api.state.feeders:
+            feeder.stop()
+        session.store.close()
+
+
+@app.command("demo")
+def demo(
+    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
+    host: str = typer.Option("127.0.0.1", help="bind address (127.0.0.1: this machine only)"),
+    speed: float = typer.Option(10.0, min=0.01, help="replay speed (times real time; the entry is ~20 min)"),
+    store: Path | None = typer.Option(None, help="alarm store (default: a new file in a temporary folder)"),
+    token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else a random one)"),
+    seed: int = typer.Option(0, help="seed of the generated data"),
+) -> None:
+    """Replay Columbia's STS-107 entry (reconstructed) and SMAP/MSL-like channels into the console."""
+    from vigil.serve.auth import resolve_token
+    from vigil.serve.demo import build_demo
+    from vigil.serve.runner import serve_app
+
+    token, where = resolve_token(token_file)
+    typer.echo("generating the STS-107 scenario and fitting the detector ...")
+    session = build_demo(token, speed=speed, store_path=store, seed=seed)
+    typer.echo(f"replaying {session.replay.block.n_samples} s of telemetry at {speed:g}x; alarms in {session.store_path}")
+    session.replay.start()
+    _announce(host, port, token, where)
+    try:
+        serve_app(session.app, host, port)
+    finally:
+        session.replay.stop()
+        session.store.close()
+
+
+def _announce(host: str, port: int, token: str, where: str) -> None:
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    typer.echo(f"Vigil console: http://{shown}:{port}/   (API schema: http://{shown}:{port}/openapi.json)")
+    if where == "generated":
+        typer.echo(f"API token (needed to acknowledge/shelve/clear; generated for this run): {token}")
+    else:
+        typer.echo(f"API token from {where}")
+
 
 # --- ground-segment ingest (issue 5) --------------------------------------------------------------
 

@@ -33,8 +33,9 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 Severity = Literal["watch", "warning", "distress", "critical", "severe"]
+AlarmState = Literal["active", "acknowledged", "rtn_unacknowledged", "latched", "shelved", "cleared", "all"]
 #: Alarm states in which the operator still has something to do or see.
-CLOSED_STATES = frozenset({"cleared", "normal", "closed"})
+CLOSED_STATES = frozenset({"cleared"})
 NAME = Annotated[str, PathParam(min_length=1, max_length=200)]
 USER = Field("operator", min_length=1, max_length=64, pattern=r"^[\w.@ -]+$")
 COMMENT = Field("", max_length=2000)
@@ -126,6 +127,23 @@ def _limits_dict(limits: Any) -> dict[str, list[float | None]]:
     return out
 
 
+def _monitor_stale(monitor: Any) -> set[str]:
+    """Channels the monitor itself marked stale (it judges against the live clock)."""
+    flags = getattr(monitor, "stale_", None)
+    channels = getattr(monitor, "channels", None)
+    if flags is None or channels is None:
+        return set()
+    return {channels[j] for j in np.flatnonzero(flags).tolist()}
+
+
+def _period_end(alarm: Any) -> float | None:
+    """When an alarm period ended: its return to normal, or None while still out of nominal."""
+    rtn = getattr(alarm, "rtn_time", None)
+    if rtn is not None:
+        return rtn
+    return None if getattr(alarm, "violating", True) else getattr(alarm, "last_time", None)
+
+
 def _stale_after(cfg: Any) -> float | None:
     """Seconds without data after which a channel is stale (from its configuration; None: never)."""
     return None if cfg is None else getattr(cfg, "stale_timeout_s", None)
@@ -148,6 +166,7 @@ def create_app(
     app = FastAPI(title=title, version=__version__, docs_url="/api/docs", redoc_url=None)
     app.state.console = console
     app.state.hub = hub
+    app.state.feeders = []  # background threads feeding the monitor; their status shows at /api/health
     for source in (monitor, manager):
         if hasattr(source, "subscribe"):
             source.subscribe(hub.publish)
@@ -164,7 +183,7 @@ def create_app(
     return app
 
 
-def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
+def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa: C901 - one route each
     @app.get("/api/health", tags=["status"])
     def health() -> dict[str, Any]:
         """Liveness, version, channel count and the data clock (latest sample time)."""
@@ -179,6 +198,7 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
                 "data_time": max(times) if times else None,
                 "live_clients": hub.n_clients,
                 "live_dropped": hub.dropped_total,
+                "feeders": [f.status() for f in app.state.feeders],
             }
         )
 
@@ -218,6 +238,7 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
         with console.lock:
             snap = console.monitor.latest()
             alarm_levels = console.open_alarm_levels()
+            flagged = _monitor_stale(console.monitor)
         names = console.channel_names(snap)
         cfgs = console.channel_configs()
         rows = [snap.get(n, (np.nan, np.nan, 0)) for n in names]
@@ -227,6 +248,8 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
         limit = np.array([_stale_after(cfgs.get(n)) or np.nan for n in names], dtype=np.float64)
         with np.errstate(invalid="ignore"):
             stale = (age > limit) & np.isfinite(limit)
+        if flagged:
+            stale |= np.array([n in flagged for n in names], dtype=bool)
         return {
             "data_time": floats([data_time])[0],
             "channels": names,
@@ -253,7 +276,7 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
             if name not in console.channel_configs() and name not in console.monitor.latest():
                 raise HTTPException(404, f"no channel {name!r}")
             series = console.monitor.history(name, t0=t0, t1=t1, max_points=max_points)
-            alarms = [a for a in console.manager.alarms() if str(getattr(a, "channel", "")) == name]
+            alarms = [a for a in console.manager.alarms(state="all") if str(getattr(a, "channel", "")) == name]
         cfg = console.channel_configs().get(name)
         periods = [
             {
@@ -261,7 +284,7 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
                 "severity": getattr(a, "severity", None),
                 "state": _state(a),
                 "start": getattr(a, "first_time", None),
-                "end": getattr(a, "last_time", None),
+                "end": _period_end(a),
             }
             for a in alarms
         ]
@@ -286,18 +309,17 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
 
     @app.get("/api/alarms", tags=["alarms"])
     def alarms(
-        state: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z_]+$")] = None,
+        state: Annotated[
+            AlarmState | None, Query(description="one state, or 'all' to include cleared; default: unfinished")
+        ] = None,
         severity: Severity | None = None,
         channel: Annotated[str | None, Query(max_length=200)] = None,
-        open_only: Annotated[bool, Query(description="leave out cleared alarms")] = False,
     ) -> list[dict[str, Any]]:
         """Alarms, newest first, filtered by state, severity and channel."""
         with console.lock:
             found = console.manager.alarms(state=state, severity=severity)
         if channel is not None:
             found = [a for a in found if str(getattr(a, "channel", "")) == channel]
-        if open_only:
-            found = [a for a in found if _state(a) not in CLOSED_STATES]
         found = sorted(found, key=lambda a: getattr(a, "first_time", 0) or 0, reverse=True)
         return jsonable(found)
 
