@@ -140,8 +140,10 @@ class PacketDecoder:
 
 
 def _calibrated(raw: np.ndarray, calibrator) -> np.ndarray:
-    x = np.asarray(raw, dtype=np.float64)
-    return x if calibrator is None else np.asarray(calibrator.calibrate(x), dtype=np.float64)
+    # Corrupted floats decode to NaN or inf: kept, so the monitor counts them as missing.
+    with np.errstate(invalid="ignore", over="ignore"):
+        x = np.asarray(raw, dtype=np.float64)
+        return x if calibrator is None else np.asarray(calibrator.calibrate(x), dtype=np.float64)
 
 
 def _number(value) -> float:

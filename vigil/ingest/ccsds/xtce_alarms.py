@@ -10,7 +10,7 @@ Mapped (per parameter, from its parameter type):
   converted to their raw numbers, which are the channel values).
 * ``EnumerationAlarmList/EnumerationAlarm`` (+ ``defaultAlarmLevel``): a level per state.
 * ``SequenceContainer/DefaultRateInStream@minimumValue`` (basis ``perSecond``): expected rate and
-  staleness check (stale when no packet for ``1 / minimumValue`` seconds).
+  staleness check (stale when no packet for ``max(1 / minimumValue, 1)`` seconds).
 
 Everything else that defines an alarm (``ChangePerSecondAlarmRanges``, ``AlarmMultiRanges``,
 ``CustomAlarm``, ``rangeForm="inside"``, ``BooleanExpression`` contexts, alarms on string or
@@ -101,9 +101,41 @@ class XtceAlarms:
     subsystems: dict[str, str] = field(default_factory=dict)
 
     def stale_after_s(self, parameter: str) -> float | None:
-        """Seconds without a sample after which the parameter is stale (from its minimum rate)."""
+        """Seconds without a sample after which the parameter is stale.
+
+        One period at the minimum rate, but never under the rate's one-second basis: XTCE counts
+        packets per second, so a gap shorter than a second is not yet a rate violation.
+        """
         rate = self.rate_hz.get(parameter)
-        return None if not rate else 1.0 / rate
+        return None if not rate else max(1.0 / rate, 1.0)
+
+    def to_toml(self) -> str:
+        """The channel configuration ``vigil monitor --config`` reads: ranges, debounce, rates.
+
+        Context and enumeration alarms have no place there; ``vigil packets monitor`` checks them.
+        """
+        lines = [f"# Generated from {self.source} by vigil packets config.", ""]
+        for name in self.units:
+            a = self.alarms.get(name)
+            lines.append(f"[channels.{_toml_key(name)}]")
+            lines.append(f"subsystem = {_toml_str(self.subsystems.get(name) or 'mission')}")
+            for key, table in (("units", self.units), ("description", self.descriptions)):
+                if table.get(name):
+                    lines.append(f"{key} = {_toml_str(table[name])}")
+            if name in self.rate_hz:
+                lines.append(f"rate_hz = {self.rate_hz[name]!r}")
+                lines.append(f"stale_after_s = {self.stale_after_s(name)!r}")
+            if a is not None:
+                lines.append(f"min_violations = {a.min_violations}")
+                lines.append(f"min_conformance = {a.min_conformance}")
+            if a is not None and a.ranges:
+                lines.append(f"[channels.{_toml_key(name)}.limits]")
+                for level in LEVELS:
+                    if level in a.ranges:
+                        lo, hi = a.ranges[level]
+                        lines.append(f"{level} = [{_toml_float(lo, '-inf')}, {_toml_float(hi, 'inf')}]")
+            lines.append("")
+        return "\n".join(lines)
 
     def report(self) -> str:
         """What was imported and what was not, one line each."""
@@ -330,3 +362,15 @@ def _level(text: str, key: str, src: str) -> int:
     if text not in _XTCE_LEVELS:
         raise ConfigError(f"unknown alarm level {text!r} (expected one of {list(_XTCE_LEVELS)})", key=key, source=src)
     return _XTCE_LEVELS[text]
+
+
+def _toml_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _toml_key(name: str) -> str:
+    return name if name.replace("_", "").replace("-", "").isalnum() else _toml_str(name)
+
+
+def _toml_float(value: float | None, open_side: str) -> str:
+    return open_side if value is None else repr(float(value))
