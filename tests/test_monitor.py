@@ -130,6 +130,7 @@ def test_stream_equals_batch(scenario, mode):
         np.testing.assert_equal(batch.history(ch), stream.history(ch))
     for key in ("scored", "stale", "out_of_order", "duplicate", "malformed"):
         assert batch.counters()["totals"][key] == stream.counters()["totals"][key]
+    assert batch.counters()["errors"] == stream.counters()["errors"] == 0
 
 
 def limit_monitor(**kw) -> Monitor:
@@ -281,3 +282,23 @@ def test_stream_equals_batch_with_the_alarm_manager(scenario, mode):
     assert [(e.time, e.alarm_id, e.kind) for e in sorted(batch_events, key=key)] == [
         (e.time, e.alarm_id, e.kind) for e in sorted(stream_events, key=key)
     ]
+
+
+def test_a_failing_detector_is_counted_and_the_stream_goes_on():
+    m = limit_monitor()
+    real = m.detector.score
+
+    def flaky(block):
+        if block.time[0] == 1.0:
+            raise ZeroDivisionError("boom")
+        return real(block)
+
+    m.detector.score = flaky
+    for t in range(3):
+        m.feed_block(TelemetryBlock.from_arrays([float(t)], [[3.0, 0.0, np.nan, 0.0]], CHANNELS))
+    c = m.counters()
+    assert c["errors"] == 1 and "detector failed on rows t=1.0..1.0: ZeroDivisionError: boom" in c["recent_errors"]
+    assert c["channels"]["a"]["unscored"] == 1 and c["channels"]["a"]["scored"] == 2
+    t, level, _ = m.manager.joined()
+    assert t.tolist() == [0.0, 2.0] and level[:, 0].tolist() == [2, 2]
+    assert m.history("a")["time"] == [0.0, 1.0, 2.0]

@@ -16,6 +16,7 @@ gives exactly what scoring it as one block gives.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -35,7 +36,9 @@ MAX_UNKNOWN = 1_000
 #: Emitted rows remembered to tell a late duplicate from an out-of-order record.
 RECENT_ROWS = 16
 
-COUNTERS = ("received", "scored", "missing", "out_of_order", "duplicate", "malformed", "stale")
+COUNTERS = ("received", "scored", "missing", "out_of_order", "duplicate", "malformed", "stale", "unscored")
+
+log = logging.getLogger(__name__)
 
 
 class Monitor:
@@ -96,6 +99,7 @@ class Monitor:
         self.unknown: Counter[str] = Counter()
         self.unparsable = 0
         self.replayed = 0
+        self.errors = 0
         self.rows = 0
         self.recent_errors: deque[str] = deque(maxlen=20)
         self._subscribers: list[Callable[[dict], None]] = []
@@ -238,7 +242,11 @@ class Monitor:
     # -- scoring -----------------------------------------------------------------------------------
     def _score(self, time: np.ndarray, values: np.ndarray) -> list:
         block = TelemetryBlock(time, values, self.channels, source="monitor")
-        scores = self.detector.score(block)
+        try:
+            scores = self.detector.score(block)
+        except Exception as err:  # a running monitor keeps going; the rows are counted as unscored
+            self._fault("detector", err, block)
+            scores = None
         # Alarms and the checkpoint commit together: after a kill, a restart resumes exactly after
         # the last block whose alarms were stored.
         with self.store.transaction() if self.store is not None else nullcontext():
@@ -247,10 +255,15 @@ class Monitor:
             self._publish(time, np.isfinite(values))
         return events
 
-    def _apply(self, block: TelemetryBlock, scores: Scores) -> list:
+    def _apply(self, block: TelemetryBlock, scores: Scores | None) -> list:
         time, values = block.time, block.values
         finite = np.isfinite(values)
-        self.counts_["scored"] += finite.sum(axis=0)
+        self.counts_["scored" if scores is not None else "unscored"] += finite.sum(axis=0)
+        if scores is None:
+            scores = Scores.empty(time.size, values.shape[1], "none")
+            skip_manager = True
+        else:
+            skip_manager = False
         r = self.rings_
         a = r.arrays
         changes = absorb(
@@ -263,11 +276,11 @@ class Monitor:
         events: list = []
         done = 0
         for kind, i, j, seen in sorted(changes, key=lambda ch: (ch[1], ch[2])):
-            if i + 1 > done:
+            if i + 1 > done and not skip_manager:
                 events += self._update(block, scores, done, i + 1)
                 done = i + 1
             events += self._report_staleness(bool(kind), int(j), float(time[i]), float(seen))
-        if done < time.size:
+        if done < time.size and not skip_manager:
             events += self._update(block, scores, done, time.size)
         self._remember(time, finite)
         self._emitted = float(time[-1])
@@ -285,7 +298,17 @@ class Monitor:
                 detector=scores.detector,
                 by=scores.by[a:b],
             )
-        return list(self.manager.update(block, scores) or [])
+        try:
+            return list(self.manager.update(block, scores) or [])
+        except Exception as err:  # counted and reported; the stream goes on
+            self._fault("alarm manager", err, block)
+            return []
+
+    def _fault(self, where: str, err: Exception, block: TelemetryBlock) -> None:
+        self.errors += 1
+        message = f"{where} failed on rows t={block.time[0]}..{block.time[-1]}: {type(err).__name__}: {err}"
+        self.recent_errors.append(message)
+        log.error(message, exc_info=err)
 
     def _report_staleness(self, stale: bool, j: int, time: float, last_seen: float) -> list:
         channel = self.channels[j]
@@ -408,9 +431,10 @@ class Monitor:
         return {name: a.astype(np.float64 if name != "level" else np.int64).tolist() for name, a in series.items()}
 
     def counters(self, nonzero: bool = False) -> dict:
-        """Per-channel counts (received, scored, missing, out_of_order, duplicate, malformed, stale),
-        plus ``unknown`` channels, ``unparsable`` lines, ``replayed`` records (skipped on resume),
-        scored ``rows``, pending records and the latest error messages.
+        """Per-channel counts (received, scored, missing, out_of_order, duplicate, malformed, stale,
+        unscored: rows a failing detector could not score), plus ``unknown`` channels,
+        ``unparsable`` lines, ``replayed`` records (skipped on resume), ``errors`` (detector or
+        manager failures), scored ``rows``, pending records and the latest error messages.
 
         With ``nonzero``, only channels with a problem count (missing and up) are listed.
         """
@@ -428,6 +452,7 @@ class Monitor:
             "unknown": dict(self.unknown),
             "unparsable": self.unparsable,
             "replayed": self.replayed,
+            "errors": self.errors,
             "rows": self.rows,
             "pending": int(self._pend_t.size),
             "last_time": None if math.isinf(self._emitted) else self._emitted,
