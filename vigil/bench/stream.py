@@ -1,0 +1,138 @@
+"""Streaming benchmark: many channels through the monitor, detector and alarm manager.
+
+Generates ``channels`` synthetic channels (an orbit-like sine per channel plus noise, with limits
+and a few injected excursions so the alarm manager has work), fits the default detector
+(:func:`vigil.detect.build_detector`) on nominal history, then measures:
+
+* ``samples_per_s``: channel-samples scored per second, fed as blocks of ``block_rows`` rows
+  through :meth:`vigil.monitor.Monitor.feed_block` (detector + alarm manager + counters + history);
+* ``tick_latency_*_ms``: wall time of one 1-row tick of every channel (a 1 Hz tick scored live),
+  over ``ticks`` consecutive ticks;
+* ``state_bytes_per_channel``: detector, manager and monitor state (without the plotting history,
+  which is reported separately as ``history_bytes_per_channel``).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from vigil.config import MonitorConfig
+from vigil.model import TelemetryBlock
+
+
+def make_channels(n_channels: int, n_rows: int, seed: int, t0: float = 0.0) -> TelemetryBlock:
+    """Sines of varied period and phase plus noise, one per channel, 1 Hz."""
+    rng = np.random.default_rng(seed)
+    t = t0 + np.arange(n_rows, dtype=np.float64)
+    period = rng.uniform(60.0, 600.0, n_channels)
+    phase = rng.uniform(0.0, 2 * np.pi, n_channels)
+    values = np.sin(2 * np.pi * t[:, None] / period + phase) + rng.normal(0.0, 0.05, (n_rows, n_channels))
+    names = [f"ch{j:05d}" for j in range(n_channels)]
+    return TelemetryBlock.from_arrays(t, values, names, source="bench")
+
+
+def make_config(channels: tuple[str, ...]) -> MonitorConfig:
+    """Every channel with limits, a 1 Hz expected rate and a subsystem of 100 channels."""
+    table = {
+        name: {
+            "subsystem": f"sub{j // 100:03d}",
+            "rate_hz": 1.0,
+            "limits": {"warning": [-1.5, 1.5], "critical": [-3.0, 3.0]},
+        }
+        for j, name in enumerate(channels)
+    }
+    return MonitorConfig.from_dict({"channels": table})
+
+
+def _inject(block: TelemetryBlock, seed: int, n_events: int) -> TelemetryBlock:
+    """Excursions of 20 samples on random channels (limit and forecast alarms)."""
+    rng = np.random.default_rng(seed)
+    values = block.values.copy()
+    n, c = values.shape
+    for _ in range(n_events):
+        j, i = int(rng.integers(c)), int(rng.integers(0, max(1, n - 20)))
+        values[i : i + 20, j] += rng.choice([-4.0, 4.0])
+    return TelemetryBlock(block.time, values, block.channels, source=block.source)
+
+
+def _array_bytes(obj) -> int:
+    return sum(v.nbytes for v in vars(obj).values() if isinstance(v, np.ndarray))
+
+
+def run_stream_bench(
+    channels: int = 10_000,
+    rows: int = 1_000,
+    block_rows: int = 100,
+    ticks: int = 300,
+    train_rows: int = 1_000,
+    seed: int = 0,
+) -> dict:
+    """Run the benchmark and return its results (see the module docstring)."""
+    from vigil.alarms import AlarmManager
+    from vigil.detect import build_detector
+    from vigil.monitor import Monitor
+
+    train = make_channels(channels, train_rows, seed)
+    config = make_config(train.channels)
+    started = time.perf_counter()
+    detector = build_detector(config).fit(train)
+    fit_s = time.perf_counter() - started
+    manager = AlarmManager(config, clock=lambda: 0.0)
+    monitor = Monitor(config, detector, manager)
+    test = _inject(make_channels(channels, rows + ticks, seed + 1, t0=float(train_rows)), seed + 2, channels // 100)
+
+    # Warm-up (numba compilation, first allocations): one tick, not timed.
+    monitor.feed_block(test.slice(0, 1))
+    started = time.perf_counter()
+    for a in range(1, rows, block_rows):
+        monitor.feed_block(test.slice(a, min(a + block_rows, rows)))
+    elapsed = time.perf_counter() - started
+    scored = (rows - 1) * channels
+
+    lat = np.empty(ticks)
+    for k in range(ticks):
+        tick = test.slice(rows + k, rows + k + 1)
+        t0 = time.perf_counter()
+        monitor.feed_block(tick)
+        lat[k] = time.perf_counter() - t0
+
+    state = detector.state_nbytes() + _array_bytes(manager) + monitor.state_nbytes(include_history=False)
+    return {
+        "benchmark": "stream",
+        "channels": channels,
+        "block_rows": block_rows,
+        "samples_scored": scored,
+        "seconds": round(elapsed, 3),
+        "samples_per_s": round(scored / elapsed),
+        "ticks": ticks,
+        "tick_latency_p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
+        "tick_latency_p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
+        "tick_latency_max_ms": round(float(lat.max()) * 1e3, 3),
+        "state_bytes_per_channel": round(state / channels, 1),
+        "detector_bytes_per_channel": round(detector.state_nbytes() / channels, 1),
+        "history_bytes_per_channel": round(monitor.rings_.nbytes / channels, 1),
+        "detector": getattr(detector, "name", type(detector).__name__),
+        "fit_seconds": round(fit_s, 3),
+        "alarms": len(manager.alarms()),
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+
+
+def write_results(result: dict, out: str | Path) -> None:
+    Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def summary(result: dict) -> str:
+    return (
+        f"{result['channels']} channels: {result['samples_per_s']:,} samples/s in blocks of "
+        f"{result['block_rows']} rows; 1-row tick p50 {result['tick_latency_p50_ms']} ms, "
+        f"p99 {result['tick_latency_p99_ms']} ms; state {result['state_bytes_per_channel']} B/channel "
+        f"(+ {result['history_bytes_per_channel']} B/channel plotting history); {result['alarms']} alarms"
+    )
