@@ -30,6 +30,11 @@ function fmtTime(t) {
   return `t=${t.toFixed(1)}`;
 }
 
+function fmtClock(t) {
+  if (t == null) return "—";
+  return isEpoch(t) ? new Date(t * 1000).toISOString().slice(11, 19) : t.toFixed(0);
+}
+
 function fmtNum(x) {
   if (x == null) return "—";
   const a = Math.abs(x);
@@ -158,7 +163,8 @@ function renderTiles() {
   const counts = [0, 0, 0, 0, 0, 0];
   s.alarm.forEach((l) => counts[l]++);
   $("#counts").innerHTML = SEV.slice(1).map((name, k) =>
-    `<span class="pill" style="background:${SEV_COLOUR[k + 1]}" title="channels with an open ${name} alarm">${counts[k + 1]}</span>`).join("");
+    `<span class="sevkey">${name}</span><span class="pill" style="background:${SEV_COLOUR[k + 1]}"
+      title="channels whose worst open alarm is ${name}">${counts[k + 1]}</span>`).join("");
 }
 
 function filterRows() {
@@ -236,7 +242,7 @@ function alarmShading(periods) {
   };
 }
 
-function makePlot(el, h, { title, height, sync }) {
+function makePlot(el, h, { title, height, sync, legend = true }) {
   const n = h.time.length;
   const units = state.meta.get(h.name)?.units || "";
   const lims = limitSeries(h.limits, n);
@@ -264,7 +270,7 @@ function makePlot(el, h, { title, height, sync }) {
     bands: [{ series: [2, 1], fill: "rgba(91,156,240,0.13)" }],
     axes: [{ ...axis }, { ...axis, label: units, size: 60 }],
     cursor: sync ? { sync: { key: sync } } : {},
-    legend: { live: true },
+    legend: { show: legend, live: true },
     plugins: [alarmShading(h.alarms || [])],
   };
   return new uPlot(opts, data, holder);
@@ -308,11 +314,11 @@ async function drawSelected() {
       getJSON(`/api/channels/${encodeURIComponent(n)}/history?max_points=800&t0=${t0}&t1=${t1}`)));
     $("#plot-head").innerHTML = `<b>incident #${esc(inc.id)}</b> · ${esc(inc.subsystem || "")} · ${names.length} contributing channels, ranked`;
     clearPlots();
-    const height = Math.max(110, Math.floor((box.clientHeight - 10) / hs.length) - 46);
+    const height = Math.max(120, Math.floor((box.clientHeight - 10) / hs.length) - 24);
     hs.forEach((h, k) => {
       const rank = inc.channels[k];
       const score = Array.isArray(rank) ? rank[1] : rank?.score ?? rank?.rank_score;
-      state.plots.push(makePlot(box, h, { title: `<b>${k + 1}. ${esc(h.name)}</b> ${score != null ? `rank score ${fmtNum(score)}` : ""}`, height, sync: "incident" }));
+      state.plots.push(makePlot(box, h, { title: `<b>${k + 1}. ${esc(h.name)}</b> ${score != null ? `rank score ${fmtNum(score)}` : ""}`, height, sync: "incident", legend: false }));
     });
     $("#detail").innerHTML = `<b>explanation</b><br>${esc(inc.explanation || "").replace(/\n/g, "<br>")}`;
   }
@@ -323,8 +329,7 @@ async function refreshAlarms() {
   const st = $("#alarm-state").value;
   const sev = $("#alarm-severity").value;
   const q = new URLSearchParams();
-  if (st && st !== "open") q.set("state", st);
-  if (st === "open") q.set("open_only", "true");
+  if (st !== "open") q.set("state", st); // the API's default is every unfinished alarm
   if (sev) q.set("severity", sev);
   state.alarms = await getJSON(`/api/alarms?${q}`);
   const body = $("#alarms tbody");
@@ -335,11 +340,11 @@ async function refreshAlarms() {
     if (a.state === "active" || a.state === "rtn_unacknowledged") verbs.push("acknowledge");
     if (a.state !== "shelved" && a.state !== "cleared") verbs.push("shelve");
     if (a.state === "shelved") verbs.push("unshelve");
-    if (a.state !== "cleared") verbs.push("clear");
+    if (a.state === "latched") verbs.push("clear"); // back to normal and acknowledged: waits for a reset
     return `<tr class="alarm state-${esc(a.state)}${a.id === selId ? " sel" : ""}" data-k="${k}" data-id="${esc(a.id)}"
       title="${esc(a.explanation || "")}">
-      <td><span class="sev ${esc(a.severity)}">${esc(a.severity)}</span></td><td>${esc(a.channel)}</td>
-      <td class="state">${esc(a.state)}</td><td class="num">${fmtNum(value)}</td><td>${fmtTime(a.first_time)}</td>
+      <td><span class="sev ${esc(a.severity)}">${esc(a.severity)}</span></td><td title="${esc(a.channel)}">${esc(a.channel)}</td>
+      <td class="state">${esc(a.state)}</td><td class="num">${fmtNum(value)}</td><td title="${fmtTime(a.first_time)}">${fmtClock(a.first_time)}</td>
       <td>${verbs.map((v) => `<button type="button" data-verb="${v}">${v === "acknowledge" ? "ack" : v}</button>`).join("")}</td></tr>`;
   }).join("");
   const more = state.alarms.length > MAX_ALARM_ROWS ? ` (first ${MAX_ALARM_ROWS})` : "";

@@ -1,0 +1,143 @@
+"""The console in a real browser: Debian's headless Chromium driven by Playwright.
+
+A real server (uvicorn, on a free local port) serves the demo stack; the page is loaded before the
+replay starts, so the alarms must arrive through the live feed. Then one alarm is acknowledged
+through the page's dialogs with the token, and a screenshot is checked for content.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "browser-test-token-0123456789"
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+if shutil.which("chromium") is None:
+    pytest.skip("chromium is not installed (run scripts/install-test-deps.sh as root)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def console():
+    import uvicorn
+
+    from vigil.serve.demo import build_demo
+
+    demo = build_demo(TOKEN, speed=150.0)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(demo.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield demo, f"http://127.0.0.1:{port}"
+    demo.replay.stop()
+    server.should_exit = True
+    thread.join(timeout=10)
+    demo.store.close()
+
+
+@pytest.fixture(scope="module")
+def page(console):
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        pg = browser.new_page(viewport={"width": 1600, "height": 900})
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.errors = errors
+        yield pg
+        browser.close()
+
+
+def test_alarms_appear_live_and_acknowledge_with_token(console, page, tmp_path):
+    demo, url = console
+    page.goto(url)
+    page.wait_for_selector("#link[data-state=live]", timeout=15_000)
+    assert page.locator("#alarms tbody tr").count() == 0  # nothing replayed yet
+
+    demo.replay.start()
+    # Alarms arrive through the WebSocket feed while the replay runs (the entry's hydraulic
+    # return-line temperatures go off-scale low about 8 minutes after entry interface).
+    page.wait_for_selector("#alarms tbody tr.alarm", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#chanlist .row.l4, #chanlist .row.l5').length > 0")
+
+    row = page.locator("#alarms tbody tr.state-active").first
+    alarm_id = int(row.get_attribute("data-id"))
+    row.locator("button[data-verb=acknowledge]").click()
+    page.fill("#verb-comment", "seen by the browser test")
+    page.click("#verb-ok")
+    page.fill("#token-input", TOKEN)
+    page.click("#token-ok")
+    page.wait_for_function(
+        "id => { const r = document.querySelector(`#alarms tr[data-id='${id}']`);"
+        " return !r || !r.classList.contains('state-active'); }",
+        arg=alarm_id,
+        timeout=10_000,
+    )
+    alarm = demo.manager.get(alarm_id)
+    assert alarm.acknowledged_by == "operator" and alarm.acknowledged_comment == "seen by the browser test"
+    assert alarm.state in ("acknowledged", "cleared", "latched")
+
+    # Select the alarm's channel: its plot (uPlot canvas) appears with the channel's name.
+    page.locator("#alarms tbody tr.alarm").first.click()
+    page.wait_for_selector("#plots canvas")
+    assert page.locator("#plot-head b").first.inner_text()
+
+    shot = page.screenshot(path=str(tmp_path / "console.png"))
+    _assert_not_blank(shot)
+    assert page.errors == []
+
+
+def test_token_is_required_by_the_page(console, page):
+    """Without a stored token the page asks; a wrong token is refused (401) and not kept."""
+    demo, url = console
+    page.evaluate("sessionStorage.clear()")
+    page.goto(url)
+    page.wait_for_selector("#alarms tbody tr.alarm", timeout=30_000)
+    row = page.locator("#alarms tbody tr.alarm:has(button[data-verb=shelve])").first
+    alarm_id = int(row.get_attribute("data-id"))
+    before = demo.manager.get(alarm_id).state
+    row.locator("button[data-verb=shelve]").click()
+    page.click("#verb-ok")
+    page.fill("#token-input", "not-the-token-0000000000")
+    page.click("#token-ok")
+    page.wait_for_selector("#toast.err")
+    assert "token refused" in page.inner_text("#toast")
+    assert demo.manager.get(alarm_id).state == before
+    assert page.evaluate("sessionStorage.getItem('vigil-token')") is None
+
+
+def _assert_not_blank(png: bytes) -> None:
+    """Enough distinct colours and enough non-background pixels that something was drawn."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB").resize((400, 225))
+    pixels = list(img.get_flattened_data()) if hasattr(img, "get_flattened_data") else list(img.getdata())
+    background = max(set(pixels), key=pixels.count)
+    share = sum(p != background for p in pixels) / len(pixels)
+    assert len(set(pixels)) > 200, "screenshot has almost no colours"
+    assert share > 0.05, f"only {share:.1%} of the screenshot differs from the background"
