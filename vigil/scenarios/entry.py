@@ -195,10 +195,7 @@ def render(
             frac = np.clip((t - a.t0) / max(a.fall_s, 1e-9), 0.0, 1.0)
             x = np.where(t >= a.t0, x + frac * (lo - x), x)
     x = np.clip(x, lo, hi)
-    if sensor.quantum > 0:
-        x = (
-            lo + np.round((x - lo) / sensor.quantum) * sensor.quantum
-            if np.isfinite(lo)
-            else np.round(x / sensor.quantum) * sensor.quantum
-        )
+    if sensor.quantum > 0:  # counts from the bottom of the range (or from zero for an open range)
+        origin = lo if np.isfinite(lo) else 0.0
+        x = origin + np.round((x - origin) / sensor.quantum) * sensor.quantum
     return x

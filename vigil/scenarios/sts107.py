@@ -198,8 +198,10 @@ INJECTIONS: tuple[Injection, ...] = (
               note="the strut actuator's rise is placed at its precise EI+764 event"),
     Injection(591, "rising", ("L_MIDFUS_BONDLINE_T",), "ramp", {"rate": 9.0, "ramp_s": 30.0},
               note="+60 F in five minutes where the right side rose about +15 F"),
-    Injection(611, "trend_change", ("AIL_TRIM", "ROLL_MOMENT"), "ramp", {"rate": 0.05, "ramp_s": 30.0},
-              note="slow trim change; the rolling moment's trend turns (magnitudes assumed)"),
+    Injection(611, "trend_change", ("AIL_TRIM",), "ramp", {"rate": 0.05, "ramp_s": 30.0},
+              note="slow trim change (magnitude assumed)"),
+    Injection(611, "trend_change", ("ROLL_MOMENT",), "ramp", {"rate": 3.0, "ramp_s": 30.0},
+              note="the rolling moment's trend reverses: -1.5/min becomes +1.5/min"),
     Injection(681, "rising", ("LMG_WHEEL_WELL_T",), "ramp", {"rate": 15.0, "ramp_s": 10.0},
               note="'sharp' rise; rate assumed"),
     Injection(764, "rising", ("LMG_STRUT_ACT_T",), "ramp", {"rate": 11.2, "ramp_s": 5.0},
@@ -211,15 +213,13 @@ INJECTIONS: tuple[Injection, ...] = (
     Injection(799, "off_scale_low", ("LW_LOWER_SKIN_T",), "off_scale_low"),
     Injection(831, "trend_change", ("AIL_TRIM",), "ramp", {"rate": 0.5, "ramp_s": 20.0},
               note="growing right roll trim; magnitude assumed"),
-    Injection(831, "off_scale_low", ("LW_STRUCT_T_1", "LW_STRUCT_T_2", "LW_STRUCT_T_3"), "off_scale_low",
+    Injection(831, "trend_change", ("LW_STRUCT_T_1", "LW_STRUCT_T_2", "LW_STRUCT_T_3"), "off_scale_low",
               offsets_s=(0.0, 5.0, 10.0), note="three more left-side temperatures lost"),
     Injection(891, "off_scale_low", (*_TIRES, "LMG_WHEEL_T_IB", "LMG_WHEEL_T_OB"), "off_scale_low",
               offsets_s=(0.0, 2.0, 4.0, 6.0, 8.0, 10.0), note="all lost before MMACS's EI+906 call"),
     Injection(897, "discrete", ("LMG_DOWNLOCK_1",), "set", {"value": 1.0},
               note="one of the gear position sensors reads down-and-locked"),
 )  # fmt: skip
-#: The roll-moment trend reverses at EI+611: it gains +3/min, turning -1.5/min into +1.5/min.
-_ROLL_REVERSAL = Injection(611, "trend_change", ("ROLL_MOMENT",), "ramp", {"rate": 3.0, "ramp_s": 30.0})
 
 
 # --- scenario --------------------------------------------------------------------------------------
@@ -289,7 +289,7 @@ def build_scenario(seed: int = 0, n_train: int = 21, n_holdout: int = 6, config:
     ]  # fmt: skip
     events = _events(data["events"])
     anomalies: dict[str, list] = {}
-    for inj in (*INJECTIONS, _ROLL_REVERSAL):
+    for inj in INJECTIONS:
         for ch, items in inj.anomalies().items():
             anomalies.setdefault(ch, []).extend(items)
     failed_flight = make_flight(t, shape, list(MANOEUVRES), seeds[-1], nominal_timing=True)
@@ -351,9 +351,10 @@ def _events(timeline: list[dict]) -> list[dict]:
         else:
             item["stream"] = "reference only (no telemetry channel in the scenario)"
         out.append(item)
-    missing = {i.event_s for i in INJECTIONS} - {e["t_from_ei_s"] for e in timeline}
-    if missing:
-        raise ValueError(f"injections for events not in the timeline: {sorted(missing)}")
+    kinds = {(e["t_from_ei_s"], e["kind"]) for e in timeline if e["realtime"]}
+    stray = sorted((i.event_s, i.kind) for i in INJECTIONS if (i.event_s, i.kind) not in kinds)
+    if stray:
+        raise ValueError(f"injections that match no real-time event (time, kind) of the timeline: {stray}")
     return out
 
 
