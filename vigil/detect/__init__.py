@@ -1,0 +1,41 @@
+"""Detectors: one small fit/score interface (:mod:`vigil.detect.base`), one module per detector."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vigil.detect.base import Detector
+
+if TYPE_CHECKING:  # vigil.config imports this package; import it only when type checking.
+    from vigil.config import MonitorConfig
+
+__all__ = ["build_detector"]
+
+
+def build_detector(config: MonitorConfig | None = None, **forecast_options: Any) -> Detector:
+    """The default detector: limit checks from ``config`` (where any channel has limits) + forecast.
+
+    Forecast options come from the configuration's ``[detector.forecast]`` table, then from
+    ``forecast_options`` (which win). With ``config=None`` only the forecast detector is built.
+
+    >>> build_detector(None).name
+    'forecast'
+    >>> from vigil.config import MonitorConfig
+    >>> cfg = MonitorConfig.from_dict({"channels": {"T-1": {"subsystem": "thermal", "limits": {"warning": [0, 10]}}}})
+    >>> [d.name for d in build_detector(cfg).detectors]
+    ['limits', 'forecast']
+    """
+    from vigil.detect.ensemble import Ensemble
+    from vigil.detect.forecast import ForecastDetector
+    from vigil.detect.limits import LimitCheck
+    from vigil.errors import ConfigError
+
+    options = dict(config.detector.get("forecast", {})) if config is not None else {}
+    options.update(forecast_options)
+    try:
+        forecast = ForecastDetector(**options)
+    except TypeError as err:
+        raise ConfigError(str(err), key="detector.forecast", source=getattr(config, "source", None)) from None
+    if config is None or not config.limits():
+        return forecast
+    return Ensemble([LimitCheck(config.limits()), forecast])

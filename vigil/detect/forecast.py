@@ -3,11 +3,22 @@
 :class:`ForecastDetector` fits, per channel, a ridge-regularised linear autoregression on the last
 ``n_lags`` values plus the channel's command inputs (closed form, no iterations). While scoring it
 smooths the absolute one-step prediction errors with an exponentially weighted moving average
-(EWMA) and divides by a per-channel threshold learned without labels from the smoothed errors on
-the nominal history by peaks over threshold (:func:`vigil.detect.threshold.pot_threshold`). A second,
-"novelty" score measures how far a value lies outside the range seen in the nominal history. The
-larger of the two scores, after causal hysteresis, gives the alarm level (see
-:data:`vigil.detect.threshold.SEVERITY_STEPS`).
+(EWMA) and divides by a per-channel threshold, so a score >= 1 crosses it. Three scores, the
+largest of which counts:
+
+* **error**: the smoothed error over the threshold. The threshold is learned without labels from
+  the detector's own smoothed errors on the nominal history by peaks over threshold
+  (:func:`vigil.detect.threshold.pot_threshold`), times ``threshold_factor``; while streaming it
+  rises in proportion to the recent error level (a slow EWMA of the smoothed error, each sample
+  capped at the threshold so an anomaly cannot raise its own bar quickly), so a channel that
+  became noisier settles instead of alarming forever;
+* **novelty**: how far a value lies outside the range seen in the history, in units of
+  ``novelty_margin`` times that range;
+* **stuck**: how long the value has repeated exactly, in units of ``stuck_factor`` times the
+  longest repeat seen in the history (at least ``span`` samples).
+
+After causal hysteresis the score gives the alarm level: >= 1 warning, >= 2 distress, >= 4
+critical, and watch while a raised alarm waits to clear (:data:`vigil.detect.threshold.SEVERITY_STEPS`).
 
 Scoring is one numba pass over ``[n, c]`` per call with the stream state (the lag window, the
 EWMA, the hysteresis counters) kept in per-channel arrays, so consecutive chunks give exactly what
@@ -22,8 +33,8 @@ one call gives. Missing (NaN) samples get level 0 and score NaN and leave the st
 >>> y[2000:2010] += 0.5                                  # a level shift for ten samples
 >>> s = det.score(TelemetryBlock.from_arrays(t + 3000.0, y[:, None], ["sine"]))
 >>> flagged = np.flatnonzero(s.level[:, 0])
->>> int(flagged[0]), bool(flagged[-1] < 2200)
-(2000, True)
+>>> int(flagged[0]) - 2000, bool(flagged[-1] < 2200)      # raised 3 samples in, cleared soon after
+(3, True)
 """
 
 from __future__ import annotations
@@ -53,6 +64,13 @@ class ForecastDetector(Detector):
             ``min_threshold``, if larger) outside that range score >= 1; ``None`` disables it.
         min_violations: consecutive samples at score >= 1 that raise an alarm.
         clear_after: consecutive samples below 1 that clear it (shorter gaps merge alarms).
+        adapt_span: span (samples) of the slow EWMA of the smoothed error that lets the
+            threshold rise on a noisier stream; ``None`` keeps the learned threshold fixed.
+        stuck_factor: a value repeated this many times longer than the history's longest
+            repeat scores >= 1; ``None`` disables the check.
+
+    The defaults are the one global configuration used on SMAP/MSL (values scaled to [-1, 1]);
+    ``min_threshold`` is in channel units, so set it near the sensor's resolution elsewhere.
     """
 
     name = "forecast"
@@ -60,17 +78,18 @@ class ForecastDetector(Detector):
     def __init__(
         self,
         n_lags: int = 10,
-        ridge: float = 1e-3,
+        ridge: float = 1e-4,
         use_commands: bool = True,
         span: int = 30,
         init_quantile: float = 0.98,
         risk: float = 1e-4,
-        threshold_factor: float = 1.0,
-        min_threshold: float = 0.0,
+        threshold_factor: float = 1.2,
+        min_threshold: float = 0.05,
         novelty_margin: float | None = 0.05,
         min_violations: int = 1,
         clear_after: int = 100,
-        adapt_span: int | None = None,
+        adapt_span: int | None = 3000,
+        stuck_factor: float | None = 2.0,
     ) -> None:
         self.n_lags = n_lags
         self.ridge = ridge
@@ -84,6 +103,7 @@ class ForecastDetector(Detector):
         self.min_violations = min_violations
         self.clear_after = clear_after
         self.adapt_span = adapt_span
+        self.stuck_factor = stuck_factor
 
     def _check_params(self) -> None:
         positive = {"n_lags": self.n_lags, "span": self.span, "threshold_factor": self.threshold_factor}
@@ -122,6 +142,7 @@ class ForecastDetector(Detector):
         # Thresholds from the detector's own smoothed errors on the history, as the stream sees them.
         self.threshold_ = np.ones(c)  # so that the score is the smoothed error itself
         self.margin_ = np.full(c, np.inf)
+        self.stuck_after_ = np.full(c, np.inf)
         self.baseline_ = np.full(c, np.nan)
         self.reset()
         smoothed = self._run(values, cmds, adapt=False)[0]
@@ -131,6 +152,10 @@ class ForecastDetector(Detector):
         thr = pot_threshold(smoothed, self.init_quantile, self.risk) * self.threshold_factor
         self.threshold_ = np.maximum(np.nan_to_num(thr, nan=0.0), self.min_threshold)
         self.threshold_ = np.where(self.threshold_ > 0, self.threshold_, np.finfo(float).tiny)
+        longest = np.array([_longest_repeat(values[:, j]) for j in range(c)], dtype=np.float64)
+        # A value repeated for less than the smoothing span is never called stuck.
+        stuck = np.full(c, np.inf) if self.stuck_factor is None else self.stuck_factor * np.maximum(longest, self.span)
+        self.stuck_after_ = stuck
         if self.novelty_margin is None:
             self.margin_ = np.full(c, np.inf)
         else:
@@ -177,6 +202,7 @@ class ForecastDetector(Detector):
         c = len(self.channels_)
         self.window_ = np.zeros((c, self.n_lags))
         self.n_seen_ = np.zeros(c, dtype=np.int64)
+        self.repeats_ = np.zeros(c, dtype=np.int64)
         self.ewm_ = self.baseline_.copy()
         self.level_ = self.baseline_.copy()
         self.over_ = np.zeros(c, dtype=np.int64)
@@ -209,10 +235,24 @@ class ForecastDetector(Detector):
         _forecast_kernel(
             values, cmds, self.center_, self.scale_, self.intercept_, self.coef_lags_, self.coef_cmds_,
             2.0 / (self.span + 1.0), 2.0 / (self.adapt_span + 1.0) if adapt and self.adapt_span else 0.0,
-            self.baseline_, self.threshold_, self.lo_, self.hi_, self.margin_,
-            self.window_, self.n_seen_, self.ewm_, self.level_, score, expected, half,
+            self.baseline_, self.threshold_, self.lo_, self.hi_, self.margin_, self.stuck_after_,
+            self.window_, self.n_seen_, self.ewm_, self.level_, self.repeats_, score, expected, half,
         )  # fmt: skip
         return score, expected, half
+
+
+def _longest_repeat(x: np.ndarray) -> int:
+    """Longest run of exact repeats of the previous valid value (missing samples skipped).
+
+    >>> _longest_repeat(np.array([1.0, 1.0, np.nan, 1.0, 2.0, 2.0]))
+    2
+    """
+    v = x[np.isfinite(x)]
+    same = np.r_[False, v[1:] == v[:-1]]
+    if not same.any():
+        return 0
+    edges = np.diff(np.r_[0, same.astype(np.int8), 0])
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
 
 
 def _finite_or_nan(values: np.ndarray) -> np.ndarray:
@@ -223,7 +263,7 @@ def _finite_or_nan(values: np.ndarray) -> np.ndarray:
 @numba.njit(cache=True)
 def _forecast_kernel(
     values, cmds, center, scale, intercept, coef_lags, coef_cmds, alpha, adapt, baseline, threshold,
-    lo, hi, margin, window, n_seen, ewm, err_level, score, expected, half,
+    lo, hi, margin, stuck_after, window, n_seen, ewm, err_level, repeats, score, expected, half,
 ):  # fmt: skip  # pragma: no cover - numba
     n, c = values.shape
     lags = window.shape[1]
@@ -232,11 +272,14 @@ def _forecast_kernel(
         e_prev = ewm[j]
         m = err_level[j]
         seen = n_seen[j]
+        rep = repeats[j]
         for i in range(n):
             x = values[i, j]
             if np.isnan(x):
                 continue
             z = (x - center[j]) / scale[j]
+            # Exact repeats of the previous value: a stuck sensor repeats longer than history ever did.
+            rep = rep + 1 if seen > 0 and z == window[j, (seen - 1) % lags] else 0
             if seen >= lags:
                 # window[j, (seen - 1 - l) % lags] is the value l + 1 steps back.
                 pred = intercept[j]
@@ -256,6 +299,7 @@ def _forecast_kernel(
                     s = max(s, (x - hi[j]) / margin[j])
                 elif x < lo[j]:
                     s = max(s, (lo[j] - x) / margin[j])
+                s = max(s, rep / stuck_after[j])
                 score[i, j] = s
                 expected[i, j] = pred
                 half[i, j] = thr
@@ -264,3 +308,4 @@ def _forecast_kernel(
         ewm[j] = e_prev
         err_level[j] = m
         n_seen[j] = seen
+        repeats[j] = rep

@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numba
 import numpy as np
 from scipy.stats import genpareto
@@ -55,10 +57,11 @@ def pot_threshold(errors: np.ndarray, init_quantile: float = 0.98, risk: float =
     peak = np.nanmax(e, axis=0)
     excess = np.where(e > t, e - t, np.nan)
     n_exc = np.sum(np.isfinite(excess), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # columns without excesses: handled below
         mean = np.nanmean(excess, axis=0)
         var = np.nanvar(excess, axis=0)
-        shape = np.clip(0.5 * (1.0 - mean**2 / var), -0.5, 0.5)
+        shape = np.clip(0.5 * (1.0 - mean**2 / var), 0.0, 0.5)
         scale = 0.5 * mean * (mean**2 / var + 1.0)
         # Probability of exceeding the threshold, given that the error exceeds t.
         cond = risk * n_ok[has] / n_exc

@@ -1,0 +1,206 @@
+"""ForecastDetector on synthetic channels with injected anomalies of known position and kind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vigil.detect.base import Scores
+from vigil.detect.forecast import ForecastDetector
+from vigil.errors import ConfigError, DataError
+from vigil.model import TelemetryBlock
+
+N_TRAIN, N_TEST, START, END = 3000, 3000, 1500, 1799
+KINDS = ("spike", "level_shift", "drift", "frozen", "noise", "nominal")
+
+
+def _nominal(n: int, offset: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(offset, offset + n)
+    return np.sin(2 * np.pi * t / 100.0) + rng.normal(0.0, 0.05, n)
+
+
+def _dataset(seed: int = 0) -> tuple[TelemetryBlock, TelemetryBlock]:
+    """One channel per kind; the anomaly occupies test rows START..END (a spike only START)."""
+    rng = np.random.default_rng(seed)
+    train = np.stack([_nominal(N_TRAIN, 0, rng) for _ in KINDS], axis=1)
+    test = np.stack([_nominal(N_TEST, N_TRAIN, rng) for _ in KINDS], axis=1)
+    seg = slice(START, END + 1)
+    test[START, 0] += 1.5
+    test[seg, 1] += 0.5
+    test[seg, 2] += np.linspace(0.0, 1.0, END + 1 - START)
+    test[seg, 3] = test[START, 3]
+    test[seg, 4] += rng.normal(0.0, 0.5, END + 1 - START)
+    t_train = np.arange(N_TRAIN, dtype=float)
+    return (
+        TelemetryBlock.from_arrays(t_train, train, KINDS),
+        TelemetryBlock.from_arrays(t_train + N_TRAIN, test, KINDS),
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[ForecastDetector, TelemetryBlock]:
+    train, test = _dataset()
+    return ForecastDetector().fit(train), test
+
+
+@pytest.mark.parametrize("j", range(5), ids=KINDS[:5])
+def test_injected_anomaly_is_detected_near_its_position(fitted, j):
+    det, test = fitted
+    det.reset()
+    flagged = np.flatnonzero(det.score(test).level[:, j] > 0)
+    assert flagged.size, f"{KINDS[j]} not detected"
+    # Raised inside the anomaly, nothing before it, cleared within clear_after (+ smoothing) after it.
+    assert START <= flagged[0] <= END
+    assert flagged[-1] <= END + det.clear_after + 3 * det.span
+
+
+def test_nominal_channel_raises_nothing(fitted):
+    det, test = fitted
+    det.reset()
+    scores = det.score(test)
+    assert not scores.flagged[:, KINDS.index("nominal")].any()
+    # Nor does any channel before its anomaly starts.
+    assert not scores.flagged[:START].any()
+
+
+def test_detection_says_how_far_from_expected(fitted):
+    det, test = fitted
+    det.reset()
+    s = det.score(test)
+    j = KINDS.index("level_shift")
+    peak = START + int(np.nanargmax(s.score[START : END + 1, j]))
+    # The prediction stays near the nominal sine while the value is shifted by +0.5.
+    assert s.level[peak, j] >= 2
+    assert test.values[peak, j] > s.high[peak, j]
+    assert s.low[peak, j] < s.expected[peak, j] < s.high[peak, j]
+
+
+def _assert_same(a: Scores, b: Scores) -> None:
+    for name in ("level", "score", "expected", "low", "high", "by"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_chunked_scoring_equals_one_call(seed):
+    train, test = _dataset(seed)
+    rng = np.random.default_rng(seed)
+    values = test.values.copy()
+    values[rng.random(values.shape) < 0.02] = np.nan  # missing samples must not break streaming
+    test = TelemetryBlock.from_arrays(test.time, values, test.channels)
+    det = ForecastDetector().fit(train)
+    whole = det.score(test)
+    det.reset()
+    cuts = np.sort(rng.choice(np.arange(1, N_TEST), size=12, replace=False))
+    bounds = [0, *cuts.tolist(), N_TEST]
+    parts = [det.score(test.slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    _assert_same(whole, Scores.concat(parts))
+    assert whole.flagged.any()
+
+
+def test_missing_samples_score_nan_and_leave_state_unchanged():
+    train, test = _dataset()
+    det = ForecastDetector().fit(train)
+    values = test.values.copy()
+    holes = np.arange(100, N_TEST, 37)
+    values[holes, :] = np.nan
+    values[holes[:5], 0] = np.inf  # infinities count as missing too
+    with_gaps = det.score(TelemetryBlock.from_arrays(test.time, values, test.channels))
+    assert (with_gaps.level[holes] == 0).all()
+    assert np.isnan(with_gaps.score[holes]).all()
+    # Dropping the missing rows gives the same scores on the remaining rows.
+    keep = np.setdiff1d(np.arange(N_TEST), holes)
+    det.reset()
+    without = det.score(TelemetryBlock.from_arrays(test.time[keep], test.values[keep], test.channels))
+    np.testing.assert_array_equal(with_gaps.level[keep], without.level)
+    np.testing.assert_array_equal(with_gaps.score[keep], without.score)
+
+
+def test_learns_autoregression_coefficients():
+    # x_t = 0.8 x_{t-1} + e_t: the lag-1 coefficient is 0.8 and the others are 0.
+    rng = np.random.default_rng(5)
+    x = np.zeros(20000)
+    noise = rng.normal(size=x.size)
+    for i in range(1, x.size):
+        x[i] = 0.8 * x[i - 1] + noise[i]
+    det = ForecastDetector(n_lags=3, ridge=0.0, use_commands=False)
+    det.fit(TelemetryBlock.from_arrays(np.arange(x.size), x[:, None], ["ar1"]))
+    np.testing.assert_allclose(det.coef_lags_[0], [0.8, 0.0, 0.0], atol=0.05)
+
+
+def test_commands_explain_commanded_steps():
+    # The value steps by 1.0 when the commanded mode changes: expected only if commands are used.
+    rng = np.random.default_rng(6)
+    n = 4000
+    mode = (np.arange(n) // 250) % 2 == 1
+    values = np.where(mode, 1.0, 0.0) + rng.normal(0.0, 0.01, n)
+    cmds = mode.astype(float)[:, None, None]
+    t = np.arange(n, dtype=float)
+    train = TelemetryBlock.from_arrays(t[:2000], values[:2000, None], ["v"], cmds[:2000])
+    test = TelemetryBlock.from_arrays(t[2000:], values[2000:, None], ["v"], cmds[2000:])
+    with_cmds = ForecastDetector().fit(train)
+    without = ForecastDetector(use_commands=False).fit(train)
+    assert with_cmds.n_commands_ == 1 and without.n_commands_ == 0
+    steps = np.arange(250, 2000, 250)  # test rows where the mode changes
+    err_with = np.abs(test.values[steps, 0] - with_cmds.score(test).expected[steps, 0])
+    err_without = np.abs(test.values[steps, 0] - without.score(test).expected[steps, 0])
+    assert err_with.max() < 0.1
+    assert err_without.min() > 0.5
+
+
+def test_novel_value_is_flagged_with_its_distance():
+    rng = np.random.default_rng(7)
+    train = TelemetryBlock.from_arrays(np.arange(1000.0), rng.uniform(0.0, 1.0, (1000, 1)), ["u"])
+    det = ForecastDetector(novelty_margin=0.1, span=5).fit(train)
+    test = TelemetryBlock.from_arrays(
+        np.arange(1000.0, 1030.0), np.r_[rng.uniform(0, 1, 20), [1.5] * 10][:, None], ["u"]
+    )
+    s = det.score(test)
+    # 1.5 lies 0.5 above the seen maximum (about 1.0): about 5 margins of 0.1.
+    assert s.level[20:, 0].min() >= 2
+    assert 4.5 < s.score[25, 0] < 5.5 or s.score[25, 0] > 5.5  # novelty or a larger forecast error
+    assert np.nanmax(s.score[20:, 0]) >= 4.5
+
+
+def test_channels_must_match_the_fit():
+    train, test = _dataset()
+    det = ForecastDetector().fit(train)
+    with pytest.raises(DataError, match="do not match"):
+        det.score(test.select(list(KINDS[:2])))
+
+
+def test_commands_must_match_the_fit():
+    n = 200
+    t = np.arange(n, dtype=float)
+    x = np.sin(t / 10.0)[:, None]
+    train = TelemetryBlock.from_arrays(t, x, ["a"], np.zeros((n, 1, 2)))
+    det = ForecastDetector().fit(train)
+    with pytest.raises(DataError, match="2 command inputs"):
+        det.score(TelemetryBlock.from_arrays(t, x, ["a"]))
+
+
+def test_too_short_history_names_the_channel():
+    t = np.arange(5.0)
+    block = TelemetryBlock.from_arrays(t, np.c_[np.arange(5.0), [1.0, np.nan, np.nan, np.nan, np.nan]], ["ok", "gappy"])
+    with pytest.raises(DataError, match="channel gappy"):
+        ForecastDetector(n_lags=2).fit(block)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"n_lags": 0}, "n_lags"),
+        ({"span": -1}, "span"),
+        ({"ridge": -1.0}, "ridge"),
+        ({"novelty_margin": 0.0}, "novelty_margin"),
+    ],
+)
+def test_bad_hyper_parameters_name_the_key(kwargs, key):
+    train, _ = _dataset()
+    with pytest.raises(ConfigError, match=key):
+        ForecastDetector(**kwargs).fit(train)
+
+
+def test_score_before_fit_is_an_error():
+    train, _ = _dataset()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ForecastDetector().score(train)
