@@ -69,6 +69,23 @@ def monitor(
         session.store.close()
 
 
+@bench_app.command("stream")
+def bench_stream(
+    channels: int = typer.Option(10_000, help="number of channels"),
+    out: Path = typer.Option(Path("results-stream.json"), help="JSON results file"),
+    rows: int = typer.Option(1_000, help="rows scored in blocks for samples_per_s"),
+    block_rows: int = typer.Option(100, help="rows per block"),
+    ticks: int = typer.Option(300, help="1-row ticks timed for the latency percentiles"),
+    seed: int = typer.Option(0, help="random seed of the generated channels"),
+) -> None:
+    """Channel-samples scored per second, 1 Hz tick latency and state bytes per channel."""
+    from vigil.bench.stream import run_stream_bench, summary, write_results
+
+    result = run_stream_bench(channels=channels, rows=rows, block_rows=block_rows, ticks=ticks, seed=seed)
+    write_results(result, out)
+    typer.echo(summary(result))
+
+
 def _serve_in_background(session, host: str, port: int, token_file: Path | None) -> None:
     import threading
 
@@ -294,7 +311,7 @@ def packets_demo(
 
 @packets_app.command("monitor")
 def packets_monitor(
-    source: str = typer.Option(..., help="udp+ccsds://127.0.0.1:PORT?xtce=FILE, tcp+ccsds://... or file+ccsds:PATH?..."),
+    source: str = typer.Option(..., help="udp+ccsds://127.0.0.1:PORT?xtce=FILE, tcp+ccsds://... or file+ccsds://PATH?..."),
     store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
     report_every: float = typer.Option(10.0, help="seconds between counter lines"),
 ) -> None:

@@ -1,0 +1,131 @@
+"""A real `vigil monitor` process, SIGKILLed mid-stream after an operator acknowledged an alarm
+through its API, then restarted on the same store: the acknowledgement survives and the restarted
+monitor raises no alarm twice (the alarms equal those of an uninterrupted run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+TOKEN = "kill-restart-test-token-0123456789"
+N_ROWS = 400
+CHANNELS = tuple(f"P{k}" for k in range(1, 9))
+# One excursion above the warning limit (10) per channel, 45 rows apart: 8 alarms.
+EXCURSIONS = [(ch, 25 + 45 * k) for k, ch in enumerate(CHANNELS)]
+
+CONFIG = "\n".join(
+    f'[channels.{ch}]\nsubsystem = "prop"\nrate_hz = 1.0\n[channels.{ch}.limits]\nwarning = [-10.0, 10.0]\n'
+    for ch in CHANNELS
+)
+
+
+def write_inputs(tmp: Path) -> tuple[Path, Path]:
+    cfg = tmp / "cfg.toml"
+    cfg.write_text(CONFIG)
+    lines = ["time,channel,value"]
+    for t in range(N_ROWS):
+        for ch in CHANNELS:
+            hot = any(ch == c and start <= t < start + 5 for c, start in EXCURSIONS)
+            lines.append(f"{t},{ch},{15.0 if hot else 1.0}")
+    data = tmp / "data.csv"
+    data.write_text("\n".join(lines) + "\n")
+    return cfg, data
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def monitor_cmd(cfg: Path, data: Path, store: Path, speed: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "vigil.cli", "monitor", "--config", str(cfg), "--source", f"file:{data}",
+            "--speed", speed, "--store", str(store), *extra]  # fmt: skip
+
+
+def api(port: int, path: str, body: dict | None = None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="GET" if body is None else "POST")
+    if body is not None:
+        req.data = json.dumps(body).encode()
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def stored_alarms(store: Path) -> list[dict]:
+    from vigil.store.sqlite import SqliteStore
+
+    with SqliteStore(store) as s:
+        return sorted((a.to_dict() for a in s.load_alarms()), key=lambda a: a["id"])
+
+
+def wait_for_alarms(proc: subprocess.Popen, port: int, n: int, timeout: float = 60.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            found = api(port, "/api/alarms")
+        except OSError:  # server not up yet
+            found = []
+        if len(found) >= n:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} alarms after {timeout} s")
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_mid_stream_loses_no_ack_and_duplicates_no_alarm(tmp_path):
+    cfg, data = write_inputs(tmp_path)
+    env = {**os.environ, "VIGIL_API_TOKEN": TOKEN}
+
+    # The reference: the same stream, uninterrupted.
+    ref_store = tmp_path / "ref.sqlite"
+    subprocess.run(monitor_cmd(cfg, data, ref_store, "max"), check=True, env=env, capture_output=True, timeout=120)
+    reference = stored_alarms(ref_store)
+    assert [(a["channel"], a["first_time"]) for a in reference] == [(c, float(t)) for c, t in EXCURSIONS]
+
+    # The victim: paced at 40x (400 rows in 10 s), acknowledged through the API, then killed.
+    store, port = tmp_path / "live.sqlite", free_port()
+    proc = subprocess.Popen(
+        monitor_cmd(cfg, data, store, "40", "--serve", str(port)),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        first = wait_for_alarms(proc, port, 2)[0]
+        acked = api(port, f"/api/alarms/{first['id']}:acknowledge", {"user": "flight", "comment": "seen"})
+        assert acked["acknowledged_by"] == "flight"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    from vigil.store.sqlite import SqliteStore
+
+    with SqliteStore(store) as s:
+        checkpoint = s.load_checkpoint("monitor")["time"]
+    assert 0 < checkpoint < N_ROWS - 1, "killed too late to test a mid-stream kill"
+    before = stored_alarms(store)
+    assert any(a["id"] == first["id"] and a["acknowledged_by"] == "flight" for a in before)
+
+    # Restart on the same store, as fast as possible, to the end of the stream.
+    out = subprocess.run(monitor_cmd(cfg, data, store, "max"), env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"resuming after t={checkpoint}" in out.stdout
+    after = stored_alarms(store)
+    acked_after = [a for a in after if a["id"] == first["id"]]
+    assert acked_after[0]["acknowledged_by"] == "flight" and acked_after[0]["acknowledged_comment"] == "seen"
+    # Exactly the reference's alarms: same channels, times and severities, none twice.
+    assert [(a["channel"], a["first_time"], a["severity"]) for a in after] == [
+        (a["channel"], a["first_time"], a["severity"]) for a in reference
+    ]
