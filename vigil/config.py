@@ -93,12 +93,14 @@ class MonitorConfig(BaseModel):
     source: str = Field(default="<memory>", exclude=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<memory>") -> MonitorConfig:
-        """Validate a parsed configuration; errors name ``source`` and the dotted key."""
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> MonitorConfig:
+        """Validate a parsed configuration; errors name ``source`` (a file name) and the dotted key."""
         if not isinstance(data, dict):
             raise ConfigError(f"expected a table, got {type(data).__name__}", source=source)
+        if "source" in data:
+            raise ConfigError("unknown key", key="source", source=source)
         try:
-            return cls.model_validate({**data, "source": source})
+            return cls.model_validate({**data, "source": source or "<memory>"})
         except ValidationError as err:
             raise _config_error(err, source) from None
 
@@ -193,7 +195,7 @@ def _limits_to_dict(limits: ChannelLimits) -> dict[str, Any]:
     return out
 
 
-def _config_error(err: ValidationError, source: str) -> ConfigError:
+def _config_error(err: ValidationError, source: str | None) -> ConfigError:
     """The first validation error as a ConfigError naming its dotted key; others are counted."""
     errors = err.errors(include_url=False)
     first = errors[0]
