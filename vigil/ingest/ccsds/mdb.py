@@ -111,7 +111,8 @@ def load_xtce(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             definition = spp.XtcePacketDefinition.from_xtce(path, root_container_name=root_container)
-    except (OSError, ValueError, KeyError, NotImplementedError, TypeError, AttributeError) as err:
+    except (OSError, SyntaxError, ValueError, KeyError, NotImplementedError, TypeError, AttributeError) as err:
+        # lxml's XMLSyntaxError is a SyntaxError; the others come from space_packet_parser.
         raise ConfigError(f"cannot read XTCE: {err}", source=src) from None
     if root_container not in definition.containers:
         raise ConfigError(f"no container {root_container!r}", key="ContainerSet", source=src)

@@ -4,7 +4,7 @@ A source spec names the transport, the address and the mission database::
 
     udp+ccsds://127.0.0.1:10025?xtce=mission.xml        one or more whole packets per datagram
     tcp+ccsds://127.0.0.1:10026?xtce=mission.xml        a packet byte stream (listens, one peer at a time)
-    file+ccsds:recorded.bin?xtce=mission.xml&speed=10   a recorded packet file, replayed
+    file+ccsds://recorded.bin?xtce=mission.xml&speed=10  a recorded packet file, replayed
 
 ``xtce=demo`` selects the packaged DEMOSAT database; ``engine=spp`` decodes with
 space_packet_parser instead of ccsdspy. Sockets bind 127.0.0.1 unless told otherwise.
@@ -71,7 +71,7 @@ class PacketSource:
             self.path = Path(address)
             if not self.path.is_file():
                 raise ConfigError(f"no such packet file {str(self.path)!r}", key="source")
-            self.name = f"file+ccsds:{self.path}"
+            self.name = f"file+ccsds://{self.path}"
         else:
             host, port = address
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -107,12 +107,9 @@ class PacketSource:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            yield self._decode([i for i in items if i is not None])
             if None in items:  # TCP peer gone: its unfinished packet is truncated
-                self._decode([i for i in items if i is not None])
-                block = self.stream.close()
-                yield block
-                continue
-            yield self._decode(items)
+                yield self.stream.close()
 
     def batches(self) -> Iterator[list[Record]]:
         """The records protocol of :mod:`vigil.ingest.records`: present samples as records."""
@@ -132,6 +129,8 @@ class PacketSource:
 
     # -- internals ----------------------------------------------------------------------------
     def _decode(self, items: list[bytes]) -> TelemetryBlock | None:
+        if not items:
+            return None
         if self.transport == "udp":
             return self.stream.feed_datagrams(items)
         return self.stream.feed(b"".join(items))
@@ -197,7 +196,7 @@ def _paced(block: TelemetryBlock, first: float, start_wall: float, speed: float)
 
 
 def open_packet_source(spec: str, speed: float | None = None, idle_s: float = 0.2) -> PacketSource:
-    """A :class:`PacketSource` from a ``udp+ccsds://``, ``tcp+ccsds://`` or ``file+ccsds:`` spec."""
+    """A :class:`PacketSource` from a ``udp+ccsds://``, ``tcp+ccsds://`` or ``file+ccsds://`` spec."""
     parts = urlsplit(spec)
     if parts.scheme not in SCHEMES:
         raise ConfigError(f"unknown packet source {spec!r}; use one of {[s + '://...' for s in SCHEMES]}", key="source")
