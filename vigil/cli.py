@@ -49,8 +49,14 @@ def monitor(
     from vigil.ingest.records import open_source
     from vigil.monitor.runner import build_session, event_line, run
 
-    rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
-    session = build_session(config, fit_path=fit, store_path=store, lateness_s=lateness)
+    from vigil.errors import VigilError
+
+    try:
+        rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
+        session = build_session(config, fit_path=fit, store_path=store, lateness_s=lateness)
+    except (VigilError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     session.manager.subscribe(lambda event: typer.echo(event_line(event)))
     start = session.monitor.resume() if resume else None
     if start is not None:
@@ -59,7 +65,11 @@ def monitor(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if serve is not None:
         _serve_in_background(session, host, serve, token_file)
-    src = open_source(source, speed=rate, skip_until=start)
+    try:
+        src = open_source(source, speed=rate, skip_until=start)
+    except (VigilError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"monitoring {len(session.monitor.channels)} channels from {src.name}")
     try:
         run(session, src, echo=typer.echo, report_every_s=report_every, stop=stop)

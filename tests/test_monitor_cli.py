@@ -1,0 +1,124 @@
+"""`vigil monitor` as a real process on stdin, TCP and UDP sources."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CONFIG = """
+[channels.T1]
+subsystem = "thermal"
+rate_hz = 1.0
+[channels.T1.limits]
+warning = [-10.0, 30.0]
+[channels.V1]
+subsystem = "power"
+stale_after_s = 2.0
+[channels.V1.limits]
+warning = [20.0, 32.0]
+"""
+
+# T1 too hot at t=2..3; V1 silent after t=1 (stale 2 s later); one junk line, one unknown channel.
+RECORDS = "".join(f"{t},T1,{35 if t in (2, 3) else 20}\n" + (f"{t},V1,28\n" if t < 2 else "") for t in range(8))
+RECORDS += "junk\n7,X,1\n"
+
+
+def command(tmp: Path, source: str) -> list[str]:
+    cfg = tmp / "cfg.toml"
+    cfg.write_text(CONFIG)
+    return [sys.executable, "-m", "vigil.cli", "monitor", "--config", str(cfg), "--source", source,
+            "--store", str(tmp / "s.sqlite"), "--report-every", "0.5"]  # fmt: skip
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_output(text: str) -> None:
+    assert "[alarm] t=2.0 raised #" in text and "T1 (thermal): warning by limits" in text
+    assert "[alarm] t=4.0 rtn #" in text
+    assert "V1 (power): warning: no sample since t=1" in text
+    assert "unparsable=1 unknown=1" in text
+
+
+def test_monitor_on_stdin(tmp_path):
+    out = subprocess.run(command(tmp_path, "stdin"), input=RECORDS, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    check_output(out.stdout)
+    assert "rows=8 scored=10 " in out.stdout
+
+
+class Running:
+    """A monitor process whose output lines are collected by a thread."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.text = ""
+        threading.Thread(target=lambda: [self.lines.put(x) for x in self.proc.stdout], daemon=True).start()
+
+    def wait_for(self, needle: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {needle!r} in:\n{self.text}")
+            with contextlib.suppress(queue.Empty):
+                self.text += self.lines.get(timeout=0.2)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        while not self.lines.empty():
+            self.text += self.lines.get()
+
+
+@pytest.mark.timeout(120)
+def test_monitor_on_tcp(tmp_path):
+    port = free_port(socket.SOCK_STREAM)
+    mon = Running(command(tmp_path, f"tcp://127.0.0.1:{port}"))
+    try:
+        mon.wait_for("monitoring 2 channels from tcp://127.0.0.1:")
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(RECORDS.encode())
+        mon.wait_for("no sample since t=1")
+        mon.wait_for("unknown=1")
+    finally:
+        mon.stop()
+    assert mon.proc.returncode == 0
+    check_output(mon.text)
+
+
+@pytest.mark.timeout(120)
+def test_monitor_on_udp(tmp_path):
+    port = free_port(socket.SOCK_DGRAM)
+    mon = Running(command(tmp_path, f"udp://127.0.0.1:{port}"))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        mon.wait_for("monitoring 2 channels from udp://127.0.0.1:")
+        sender.sendto(RECORDS.encode(), ("127.0.0.1", port))
+        mon.wait_for("no sample since t=1")
+        mon.wait_for("unknown=1")
+    finally:
+        sender.close()
+        mon.stop()
+    assert mon.proc.returncode == 0
+    check_output(mon.text)
+
+
+def test_bad_source_spec_is_a_clear_error(tmp_path):
+    out = subprocess.run(command(tmp_path, "kafka://x:1"), capture_output=True, text=True, timeout=120, env=os.environ)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: source: unknown source scheme 'kafka'; known: ['file', ")
+    assert "Traceback" not in out.stderr
