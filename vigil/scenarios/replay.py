@@ -102,13 +102,19 @@ def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 4)
 
 
-def run(scenario: Scenario, seed: int, tick_rows: int = 1) -> dict[str, Any]:
-    """Fit on the nominal training entries, replay the held-out nominal entries and the failed one."""
+def run(
+    scenario: Scenario, seed: int, tick_rows: int = 1, forecast_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Fit on the nominal training entries, replay the held-out nominal entries and the failed one.
+
+    ``forecast_options`` override the forecast detector's defaults (for ablations; the replay's
+    reported numbers use none).
+    """
     from vigil.detect import build_detector
     from vigil.scenarios.sts107 import LOS_S, MMACS_CALL_S, est_clock
 
     started = _time.perf_counter()
-    detector = build_detector(scenario.config).fit(scenario.training_block())
+    detector = build_detector(scenario.config, **(forecast_options or {})).fit(scenario.training_block())
     fitted = _time.perf_counter()
     n_train = len(scenario.nominal_train)
     nominal = [
@@ -132,6 +138,7 @@ def run(scenario: Scenario, seed: int, tick_rows: int = 1) -> dict[str, Any]:
         "about": "A reconstruction from public sources with synthetic telemetry; not flight data.",
         "seed": seed,
         "detector": _describe(detector),
+        "forecast_options": forecast_options or {},
         "channels": scenario.failed.n_channels,
         "rate_hz": 1.0,
         "window_s_from_ei": [float(scenario.failed.time[0] - scenario.ei_epoch), float(LOS_S)],
@@ -165,6 +172,7 @@ def run(scenario: Scenario, seed: int, tick_rows: int = 1) -> dict[str, Any]:
             }
             for r in nominal
         ],  # fmt: skip
+        "detection_by_event": _by_event(failed.alarms, scenario.events),
         "incidents": failed.incidents,
         "alarms": failed.alarms,
         "counters": failed.counters,
@@ -176,18 +184,40 @@ def run(scenario: Scenario, seed: int, tick_rows: int = 1) -> dict[str, Any]:
 def _attribute(alarms: list[dict], twin_alarms: list[dict], events: list[dict]) -> None:
     """Mark each alarm of the failed entry ``caused_by_injection`` or not.
 
-    An alarm is caused by the injected data when its channel has an injected event, it starts at or
-    after that event, and the same entry replayed without anomalies raises no alarm on that channel.
+    An alarm is caused by the injected data when an injected event on its channel precedes it (the
+    latest such event is its cause) and the same entry replayed without anomalies raises no alarm on
+    that channel.
     """
-    onset: dict[str, float] = {}
+    onsets: dict[str, list[float]] = {}
     for e in events:
         for c in e.get("channels", []):
-            onset.setdefault(c, e["t_from_ei_s"])
+            onsets.setdefault(c, []).append(e["t_from_ei_s"])
     in_twin = {a["channel"] for a in twin_alarms}
     for a in alarms:
-        t0 = onset.get(a["channel"])
-        a["injected_event_s_from_ei"] = t0
-        a["caused_by_injection"] = t0 is not None and a["first_s_from_ei"] >= t0 and a["channel"] not in in_twin
+        before = [t for t in onsets.get(a["channel"], []) if t <= a["first_s_from_ei"]]
+        a["injected_event_s_from_ei"] = max(before) if before else None
+        a["caused_by_injection"] = bool(before) and a["channel"] not in in_twin
+
+
+def _by_event(alarms: list[dict], events: list[dict]) -> list[dict]:
+    """For each injected event: which of its channels alarmed (caused by it), first when, how late."""
+    out = []
+    for e in events:
+        if e["stream"] != "injected":
+            continue
+        mine = [a for a in alarms if a["caused_by_injection"] and a["injected_event_s_from_ei"] == e["t_from_ei_s"]]
+        first = min((a["first_s_from_ei"] for a in mine), default=None)
+        out.append(
+            {
+                "t_from_ei_s": e["t_from_ei_s"],
+                "label": e["label"],
+                "channels": e["channels"],
+                "alarmed": sorted({a["channel"] for a in mine}),
+                "first_alarm_s_from_ei": first,
+                "latency_s": None if first is None else first - e["t_from_ei_s"],
+            }
+        )
+    return out
 
 
 def _describe(detector) -> str:
@@ -226,6 +256,14 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"  EI{a['first_s_from_ei']:+6.0f} s {a['first_est']}  {a['severity']:<8} {a['detector']:<9} "
             f"{a['channel']:<26} {a['subsystem']}{flag}"
         )
+    lines.append("injected events and their first alarm:")
+    for e in result["detection_by_event"]:
+        seen = (
+            "no alarm"
+            if e["first_alarm_s_from_ei"] is None
+            else f"EI{e['first_alarm_s_from_ei']:+.0f} s ({e['latency_s']:.0f} s later) on {', '.join(e['alarmed'])}"
+        )
+        lines.append(f"  EI{e['t_from_ei_s']:+5d} s {e['label']}: {seen}")
     lines.append(f"incidents ({len(result['incidents'])}):")
     for i in result["incidents"]:
         lines.append(

@@ -377,8 +377,13 @@ def est_clock(t_from_ei_s: float) -> str:
     return moment.strftime("%H:%M:%S")
 
 
-def run_replay(seed: int = 0, scenario: Scenario | None = None, tick_rows: int = 1) -> dict[str, Any]:
+def run_replay(
+    seed: int = 0,
+    scenario: Scenario | None = None,
+    tick_rows: int = 1,
+    forecast_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Build (or take) the scenario and replay it; see :func:`vigil.scenarios.replay.run` for the result."""
     from vigil.scenarios.replay import run
 
-    return run(scenario if scenario is not None else build_scenario(seed), seed, tick_rows)
+    return run(scenario if scenario is not None else build_scenario(seed), seed, tick_rows, forecast_options)
