@@ -128,7 +128,7 @@ class Alarm:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes ``None``), with the derived state and explanation."""
-        out = {k: _json(v) for k, v in asdict(self).items()}
+        out = {k: _json(getattr(self, k)) for k in self.__dataclass_fields__}  # flat: no deep copy
         out["state"] = self.state
         out["acknowledged"] = self.acknowledged
         out["explanation"] = self.explanation
