@@ -227,7 +227,7 @@ INJECTIONS: tuple[Injection, ...] = (
 class Scenario:
     """Nominal entries to learn from and to check against, the failed entry, and its events."""
 
-    config: MonitorConfig
+    config: MonitorConfig | None  # None when built with config=False
     nominal_train: list[TelemetryBlock]
     nominal_holdout: list[TelemetryBlock]
     failed: TelemetryBlock
