@@ -151,3 +151,18 @@ def test_open_source_errors_name_the_key(tmp_path):
         open_source(f"file:{tmp_path / 'none.csv'}")
     with pytest.raises(ConfigError, match="speed"):
         FileSource(tmp_path, speed=0)
+
+
+def test_wide_csv_replay(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text("time,T1,V1\n0,1.5,28\n1,,29\n2,hot,30\n3,4\nx,1,2\n")
+    items = [i for b in FileSource(path).batches() for i in b]
+    assert [i for i in items if isinstance(i, Record)] == [
+        Record(0.0, "T1", 1.5), Record(0.0, "V1", 28.0), Record(1.0, "V1", 29.0), Record(2.0, "V1", 30.0)
+    ]  # fmt: skip
+    bad = [(b.line, b.channel, b.reason) for b in items if isinstance(b, BadRecord)]
+    assert bad == [
+        (4, "T1", "value 'hot' is not a number"),
+        (5, None, "expected 3 fields, got 2"),
+        (6, None, "time 'x' is neither seconds nor ISO 8601"),
+    ]

@@ -1,7 +1,8 @@
 """Line records ``(time, channel, value)`` and the live sources that carry them.
 
 A record line is CSV ``time,channel,value`` (an optional ``time,channel,value`` header is skipped)
-or a JSON object ``{"time": ..., "channel": ..., "value": ...}``. Times are seconds (a number) or
+or a JSON object ``{"time": ..., "channel": ..., "value": ...}``. Record files may instead be wide
+CSV (header ``time,CH1,CH2,...``; an empty cell means that channel did not report then). Times are seconds (a number) or
 ISO 8601 (converted to Unix seconds, UTC unless the text has an offset). A line that cannot be
 read becomes a :class:`BadRecord` naming the source and line, so the consumer can count it; a
 source never raises on bad input.
@@ -144,6 +145,42 @@ def _build(t, channel, value, source: str, line: int, s: str) -> Item:
         return BadRecord(source, line, str(err), name, s[:200])
 
 
+def _is_wide_header(text: str) -> bool:
+    """A wide CSV header: ``time`` then one column per channel."""
+    parts = [p.strip().lower() for p in text.strip().split(",")]
+    return len(parts) >= 2 and parts[0] == "time" and tuple(parts) != HEADER
+
+
+class _WideParser:
+    """Lines of a wide CSV (``time,ch1,ch2,...``) as one record per non-empty cell."""
+
+    def __init__(self, header: str) -> None:
+        self.channels = [p.strip() for p in header.strip().split(",")[1:]]
+
+    def __call__(self, text: str, source: str, line: int) -> list[Item]:
+        s = text.strip()
+        if not s or s.startswith("#"):
+            return []
+        parts = [p.strip() for p in s.split(",")]
+        if len(parts) != len(self.channels) + 1:
+            return [
+                BadRecord(source, line, f"expected {len(self.channels) + 1} fields, got {len(parts)}", None, s[:200])
+            ]
+        try:
+            t = _time_value(parts[0])
+        except ValueError as err:
+            return [BadRecord(source, line, str(err), None, s[:200])]
+        out: list[Item] = []
+        for name, cell in zip(self.channels, parts[1:]):
+            if cell == "":
+                continue  # this channel did not report at this time
+            try:
+                out.append(Record(t, name, _number(cell, "value")))
+            except ValueError as err:
+                out.append(BadRecord(source, line, str(err), name, s[:200]))
+        return out
+
+
 def parse_lines(lines: Iterable[str], source: str = "<lines>", first_line: int = 1) -> list[Item]:
     """Parse many lines, numbering them from ``first_line``; blank lines and headers are skipped."""
     out: list[Item] = []
@@ -188,14 +225,19 @@ class FileSource:
 
     def _items(self) -> Iterator[Item]:
         with open(self.path, encoding="utf-8", errors="replace", newline="") as fh:
+            parse = parse_line
             for i, text in enumerate(fh, start=1):
-                item = parse_line(text, self.name, i)
-                if item is None:
+                if i == 1 and _is_wide_header(text):
+                    parse = _WideParser(text)
                     continue
-                if self.skip_until is not None and isinstance(item, Record) and item.time <= self.skip_until:
-                    self.skipped += 1
-                    continue
-                yield item
+                items = parse(text, self.name, i)
+                for item in items if isinstance(items, list) else (items,):
+                    if item is None:
+                        continue
+                    if self.skip_until is not None and isinstance(item, Record) and item.time <= self.skip_until:
+                        self.skipped += 1
+                        continue
+                    yield item
 
     def batches(self) -> Iterator[list[Item]]:
         if self.speed is None:

@@ -113,11 +113,10 @@ def run(
                     if times:
                         clock.observe(max(times))
                     if paced:  # a paced replay releases one whole time step per batch
-                        m.flush()
-                else:
-                    m.flush()
-                    if math.isfinite(clock.now()):
-                        m.check_staleness(clock.now())
+                        m.flush(before=_cutoff(clock.now(), m.lateness_s))
+                elif math.isfinite(clock.now()):  # a quiet live source: its last time step is complete
+                    m.flush(before=_cutoff(clock.now(), m.lateness_s))
+                    m.check_staleness(clock.now())
             if _time.monotonic() >= next_report:
                 echo(counter_line(m))
                 next_report = _time.monotonic() + report_every_s
@@ -130,6 +129,11 @@ def run(
     summary = m.counters(nonzero=True)
     echo(counter_line(m))
     return summary
+
+
+def _cutoff(now: float, lateness_s: float) -> float | None:
+    """Score rows older than the lateness window (all rows when there is none)."""
+    return None if lateness_s == 0 else now - lateness_s
 
 
 def counter_line(m: Monitor) -> str:
