@@ -188,7 +188,8 @@ def test_shelve_unshelve_acknowledge_clear(setup):
         ("/api/alarms/2:acknowledge", [1, 2], 422),
         ("/api/alarms/42:acknowledge", {}, 404),
         ("/api/alarms/2:unshelve", {}, 409),  # not shelved
-        ("/api/alarms/2:explode", {}, 405),  # not a verb: the read route matches the path, not the method
+        ("/api/alarms/2:explode", {}, 404),  # not a verb: no route
+        ("/api/alarms/99999999999999999999:acknowledge", {}, 422),  # beyond any stored id
     ],
 )
 def test_bad_mutations_are_4xx(setup, path, body, status):
@@ -203,7 +204,8 @@ def test_verb_path_routes_to_the_verb_not_the_read(setup):
     client, _monitor, manager = setup
     assert client.post("/api/alarms/2:acknowledge", json={}, headers=AUTH).status_code == 200
     assert manager.get(2).state == "acknowledged" and manager.get(1).state == "rtn_unacknowledged"
-    assert client.get("/api/alarms/2:acknowledge").status_code == 404  # a read of an alarm named so
+    assert client.get("/api/alarms/2:acknowledge").status_code == 405  # only POST reaches a verb
+    assert client.options("/api/alarms/2:acknowledge").headers["allow"] == "POST"
 
 
 def test_openapi_declares_the_token_on_mutations_only(setup):

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.detect.base import SEVERITIES
 from vigil.errors import VigilError
-from vigil.serve.auth import token_guard
+from vigil.serve.auth import token_guard, token_middleware
 from vigil.serve.hub import Hub
 from vigil.serve.jsonable import floats, jsonable
 
@@ -37,8 +37,20 @@ AlarmState = Literal["active", "acknowledged", "rtn_unacknowledged", "latched", 
 #: Alarm states in which the operator still has something to do or see.
 CLOSED_STATES = frozenset({"cleared"})
 NAME = Annotated[str, PathParam(min_length=1, max_length=200)]
+#: Alarm ids are positive integers; routes use Starlette's ``int`` convertor so that
+#: ``/api/alarms/7:acknowledge`` can only reach the verb route, never the read route.
+ALARM_ID = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the alarm's id")]
 USER = Field("operator", min_length=1, max_length=64, pattern=r"^[\w.@ -]+$")
 COMMENT = Field("", max_length=2000)
+
+
+class Problem(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "no such channel or alarm"}}
 
 
 class AcknowledgeBody(BaseModel):
@@ -89,20 +101,12 @@ class Console:
             worst[channel] = max(worst.get(channel, 0), level)
         return worst
 
-    def find_alarm(self, alarm_id: str) -> tuple[Any, Any]:
-        """The alarm and the id the manager knows it by (ids may be ints); 404 if unknown."""
-        for key in _id_candidates(alarm_id):
-            try:
-                alarm = self.manager.get(key)
-            except (LookupError, ValueError, TypeError):
-                continue
-            if alarm is not None:
-                return alarm, key
-        raise HTTPException(404, f"no alarm {alarm_id!r}")
-
-
-def _id_candidates(raw: str) -> list[Any]:
-    return [int(raw), raw] if raw.isdigit() and len(raw) < 19 else [raw]
+    def find_alarm(self, alarm_id: int) -> Any:
+        """The alarm with that id; 404 if the manager does not know it."""
+        try:
+            return self.manager.get(alarm_id)
+        except LookupError:
+            raise HTTPException(404, f"no alarm {alarm_id}") from None
 
 
 def _state(alarm: Any) -> str:
@@ -164,6 +168,7 @@ def create_app(
     hub = hub or Hub()
     require_token = token_guard(token)
     app = FastAPI(title=title, version=__version__, docs_url="/api/docs", redoc_url=None)
+    app.middleware("http")(token_middleware(token))
     app.state.console = console
     app.state.hub = hub
     app.state.feeders = []  # background threads feeding the monitor; their status shows at /api/health
@@ -261,7 +266,7 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa:
             "stale": stale.tolist(),
         }
 
-    @app.get("/api/channels/{name}/history", tags=["channels"])
+    @app.get("/api/channels/{name}/history", tags=["channels"], responses=NOT_FOUND)
     def history(
         name: NAME,
         t0: Annotated[float | None, Query(allow_inf_nan=False)] = None,
@@ -323,12 +328,12 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa:
         found = sorted(found, key=lambda a: getattr(a, "first_time", 0) or 0, reverse=True)
         return jsonable(found)
 
-    @app.get("/api/alarms/{alarm_id}", tags=["alarms"])
-    def alarm(alarm_id: NAME) -> dict[str, Any]:
+    @app.get("/api/alarms/{alarm_id:int}", tags=["alarms"], responses=NOT_FOUND)
+    def alarm(alarm_id: ALARM_ID) -> dict[str, Any]:
         """One alarm with its audit trail."""
         with console.lock:
-            found, key = console.find_alarm(alarm_id)
-            trail = console.manager.audit(alarm_id=key)
+            found = console.find_alarm(alarm_id)
+            trail = console.manager.audit(alarm_id=alarm_id)
         return {"alarm": jsonable(found), "audit": jsonable(trail)}
 
     @app.get("/api/incidents", tags=["alarms"])
@@ -339,9 +344,9 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa:
         found.sort(key=lambda i: getattr(i, "first_time", 0) or 0, reverse=True)
         return jsonable(found)
 
-    @app.get("/api/audit", tags=["alarms"])
+    @app.get("/api/audit", tags=["alarms"], responses=NOT_FOUND)
     def audit(
-        alarm_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        alarm_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 500,
     ) -> list[dict[str, Any]]:
         """The audit trail (raises, escalations, operator actions), the latest ``limit`` entries."""
@@ -349,8 +354,8 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa:
             if alarm_id is None:
                 trail = console.manager.audit()
             else:
-                _found, key = console.find_alarm(alarm_id)
-                trail = console.manager.audit(alarm_id=key)
+                console.find_alarm(alarm_id)
+                trail = console.manager.audit(alarm_id=alarm_id)
         return jsonable(list(trail)[-limit:])
 
     @app.get("/api/counters", tags=["status"])
@@ -361,39 +366,40 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa:
 
 
 def _add_alarm_verbs(app: FastAPI, console: Console, require_token: Any) -> None:
-    def apply(alarm_id: str, verb: str, **kwargs: Any) -> dict[str, Any]:
+    def apply(alarm_id: int, verb: str, **kwargs: Any) -> dict[str, Any]:
         with console.lock:
-            _found, key = console.find_alarm(alarm_id)
+            console.find_alarm(alarm_id)
             try:
-                getattr(console.manager, verb)(key, **kwargs)
+                getattr(console.manager, verb)(alarm_id, **kwargs)
             except (ValueError, VigilError) as err:
                 raise HTTPException(409, f"cannot {verb} alarm {alarm_id}: {err}") from None
-            return jsonable(console.manager.get(key))
+            return jsonable(console.manager.get(alarm_id))
 
     secured = [Depends(require_token)]
-    responses = {
-        401: {"description": "no or wrong API token"},
-        404: {"description": "no such alarm"},
-        409: {"description": "the alarm's state does not allow this verb"},
+    responses: dict[int | str, dict[str, Any]] = {
+        400: {"model": Problem, "description": "the body is not JSON"},
+        401: {"model": Problem, "description": "no or wrong API token"},
+        404: {"model": Problem, "description": "no such alarm"},
+        409: {"model": Problem, "description": "the alarm's state does not allow this verb"},
     }
 
-    @app.post("/api/alarms/{alarm_id}:acknowledge", tags=["alarms"], dependencies=secured, responses=responses)
-    def acknowledge(alarm_id: NAME, body: AcknowledgeBody) -> dict[str, Any]:
+    @app.post("/api/alarms/{alarm_id:int}:acknowledge", tags=["alarms"], dependencies=secured, responses=responses)
+    def acknowledge(alarm_id: ALARM_ID, body: AcknowledgeBody) -> dict[str, Any]:
         """Acknowledge an alarm, with a comment."""
         return apply(alarm_id, "acknowledge", user=body.user, comment=body.comment)
 
-    @app.post("/api/alarms/{alarm_id}:shelve", tags=["alarms"], dependencies=secured, responses=responses)
-    def shelve(alarm_id: NAME, body: ShelveBody) -> dict[str, Any]:
+    @app.post("/api/alarms/{alarm_id:int}:shelve", tags=["alarms"], dependencies=secured, responses=responses)
+    def shelve(alarm_id: ALARM_ID, body: ShelveBody) -> dict[str, Any]:
         """Shelve an alarm for ``duration_s`` seconds: it stays recorded but stops demanding attention."""
         return apply(alarm_id, "shelve", user=body.user, duration_s=body.duration_s, comment=body.comment)
 
-    @app.post("/api/alarms/{alarm_id}:unshelve", tags=["alarms"], dependencies=secured, responses=responses)
-    def unshelve(alarm_id: NAME, body: UserBody | None = None) -> dict[str, Any]:
+    @app.post("/api/alarms/{alarm_id:int}:unshelve", tags=["alarms"], dependencies=secured, responses=responses)
+    def unshelve(alarm_id: ALARM_ID, body: UserBody | None = None) -> dict[str, Any]:
         """Put a shelved alarm back in the active list."""
         return apply(alarm_id, "unshelve", user=(body or UserBody()).user)
 
-    @app.post("/api/alarms/{alarm_id}:clear", tags=["alarms"], dependencies=secured, responses=responses)
-    def clear(alarm_id: NAME, body: UserBody | None = None) -> dict[str, Any]:
+    @app.post("/api/alarms/{alarm_id:int}:clear", tags=["alarms"], dependencies=secured, responses=responses)
+    def clear(alarm_id: ALARM_ID, body: UserBody | None = None) -> dict[str, Any]:
         """Clear an alarm whose channel has returned to normal (a latched alarm needs this)."""
         return apply(alarm_id, "clear", user=(body or UserBody()).user)
 

@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from vigil.errors import ConfigError
 
 ENV_VAR = "VIGIL_API_TOKEN"
+UNAUTHORIZED = "this call changes state: send the API token as 'Authorization: Bearer <token>'"
 MIN_LENGTH = 16
 
 
@@ -47,10 +49,38 @@ def _checked(token: str, where: str) -> str:
     return token
 
 
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def holds_token(authorization: str | None, expected: bytes) -> bool:
+    """Whether an ``Authorization`` header carries the token, compared in constant time.
+
+    >>> holds_token("Bearer s3cret-s3cret-s3cret", b"s3cret-s3cret-s3cret"), holds_token(None, b"x")
+    (True, False)
+    """
+    scheme, _, given = (authorization or "").partition(" ")
+    ok = hmac.compare_digest(given.strip().encode("utf-8"), expected)
+    return ok and scheme.lower() == "bearer"
+
+
+def token_middleware(token: str) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+    """HTTP middleware refusing every mutating request without the token, before routing or body parsing,
+    so an unauthenticated caller learns nothing about the call (not even whether its body was valid)."""
+    expected = token.encode("utf-8")
+
+    async def check(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if request.method in MUTATING and not holds_token(request.headers.get("authorization"), expected):
+            return JSONResponse({"detail": UNAUTHORIZED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    return check
+
+
 def token_guard(token: str) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency: 401 unless the request carries ``token`` (compared in constant time).
 
-    Declared through :class:`HTTPBearer`, so ``/openapi.json`` shows which calls need the token.
+    Declared through :class:`HTTPBearer`, so ``/openapi.json`` shows which calls need the token
+    (the middleware above already refused them; this keeps each route safe on its own too).
     """
     if not token:
         raise ConfigError("an API token is required", key="token")
@@ -60,10 +90,6 @@ def token_guard(token: str) -> Callable[..., Awaitable[None]]:
     async def require_token(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         given = cred.credentials.encode("utf-8") if cred else b""
         if not hmac.compare_digest(given, expected):
-            raise HTTPException(
-                status_code=401,
-                detail="this call changes state: send the API token as 'Authorization: Bearer <token>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise HTTPException(status_code=401, detail=UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
     return require_token
