@@ -85,13 +85,16 @@ def bench_stream(
     out: Path = typer.Option(Path("results-stream.json"), help="JSON results file"),
     rows: int = typer.Option(1_000, help="rows scored in blocks for samples_per_s"),
     block_rows: int = typer.Option(100, help="rows per block"),
-    ticks: int = typer.Option(300, help="1-row ticks timed for the latency percentiles"),
+    ticks: int = typer.Option(300, help="1-row ticks timed for the latency percentiles, per pass"),
+    repeats: int = typer.Option(3, help="passes (samples_per_s is their median)"),
     seed: int = typer.Option(0, help="random seed of the generated channels"),
 ) -> None:
     """Channel-samples scored per second, 1 Hz tick latency and state bytes per channel."""
     from vigil.bench.stream import run_stream_bench, summary, write_results
 
-    result = run_stream_bench(channels=channels, rows=rows, block_rows=block_rows, ticks=ticks, seed=seed)
+    result = run_stream_bench(
+        channels=channels, rows=rows, block_rows=block_rows, ticks=ticks, repeats=repeats, seed=seed
+    )
     write_results(result, out)
     typer.echo(summary(result))
 
