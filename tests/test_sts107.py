@@ -85,6 +85,39 @@ def test_brake_line_rise_is_a_few_degrees_per_minute_not_a_step(scenario):
     assert abs(at[300] - 16.6) <= 1.0
 
 
+def _rise(block, channel, t0, t1, epoch=EI_EPOCH):
+    """Change between the 5-s means around t0 and t1 (robust to a dropout at either time)."""
+    t = block.time - epoch
+    x = block.column(channel)
+    return np.nanmean(x[abs(t - t1) <= 2]) - np.nanmean(x[abs(t - t0) <= 2])
+
+
+def _rate_per_min(block, channel, t0, t1, epoch=EI_EPOCH):
+    t = block.time - epoch
+    x = block.column(channel)
+    keep = (t >= t0) & (t <= t1) & np.isfinite(x)
+    return np.polyfit(t[keep], x[keep], 1)[0] * 60.0
+
+
+def test_failed_entry_matches_the_sources_numbers(scenario):
+    """Sources: brake-line rise 20-30 F in five minutes; strut actuator 12.9 F/min after EI+764;
+    left bondline +60 F in five minutes from EI+591 where the right rose about +15 F."""
+    f = scenario.failed
+    assert 20 <= _rise(f, "LMG_BRAKE_LINE_T_A", 488, 788) <= 30
+    assert _rate_per_min(f, "LMG_STRUT_ACT_T", 780, 923) == pytest.approx(12.9, abs=1.0)
+    assert _rise(f, "L_MIDFUS_BONDLINE_T", 591, 891) == pytest.approx(60, abs=10)
+    assert _rise(f, "R_MIDFUS_BONDLINE_T", 591, 891) == pytest.approx(15, abs=6)
+
+
+def test_nominal_entries_match_the_sources_nominal_rates(scenario):
+    """Sources: strut actuator about 1.7 F/min before STS-107's jump; right bondline +15 F in five minutes."""
+    pairs = list(zip(scenario.nominal_train, scenario.nominal_ei_epochs))
+    strut = [_rate_per_min(b, "LMG_STRUT_ACT_T", 700, 830, ep) for b, ep in pairs]
+    bond = [_rise(b, "R_MIDFUS_BONDLINE_T", 591, 891, ep) for b, ep in pairs]
+    assert np.mean(strut) == pytest.approx(1.7, abs=0.3)
+    assert np.mean(bond) == pytest.approx(15, abs=4)
+
+
 def test_onboard_only_events_are_left_out_of_the_stream(scenario):
     by_time = {e["t_from_ei_s"]: e for e in scenario.events}
     for t in (270, 290, 420, 425):  # OEX/MADS recorder events

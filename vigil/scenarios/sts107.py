@@ -47,7 +47,9 @@ def _data() -> dict:
 # --- channels --------------------------------------------------------------------------------------
 # Ranges, resolutions and limits are plausible assumptions (the sources give none): temperatures
 # resolve 1 F with 0.3 F noise; limits are what a flight controller would set from the sensors'
-# ranges and the hardware, not fitted to the failure.
+# ranges and the hardware, not fitted to the failure. Heating rates are set so that the nominal
+# wheel-well temperatures rise about 1.7 F/min around EI+764 and the bondline about 15 F in the five
+# minutes from EI+591, as the sources give for nominal entries.
 _WHEEL_WELL = dict(units="F", model="thermal", base=(50.0, 80.0), tau_s=400.0, noise=0.3, quantum=1.0,
                    range=(-100.0, 400.0), warning=(0.0, 200.0), critical=(-40.0, 250.0))  # fmt: skip
 _TIRE_P = dict(units="psia", model="thermal", base=(325.0, 345.0), rate=0.8, tau_s=600.0, noise=0.4, quantum=2.0,
@@ -65,14 +67,14 @@ def _gear(side: str) -> list[Sensor]:
     word = "left" if side == "L" else "right"
     out = [
         Sensor(f"{g}_BRAKE_LINE_T_{x}", sub, description=f"{word} main gear brake-line temperature {x}",
-               rate=2.0, **_WHEEL_WELL)
+               rate=2.5, **_WHEEL_WELL)
         for x in "ABC"
     ]  # fmt: skip
     out += [
         Sensor(f"{g}_STRUT_ACT_T", sub, description=f"{word} main gear strut actuator temperature (hyd sys 3)",
-               rate=2.0, **_WHEEL_WELL),
+               rate=2.5, **_WHEEL_WELL),
         Sensor(f"{g}_UPLOCK_ACT_T", sub, description=f"{word} main gear uplock actuator temperature",
-               rate=2.0, **_WHEEL_WELL),
+               rate=2.5, **_WHEEL_WELL),
         Sensor(f"{g}_WHEEL_WELL_T", sub, description=f"{word} wheel-well temperature", rate=2.5, **_WHEEL_WELL),
     ]  # fmt: skip
     out += [
@@ -189,7 +191,7 @@ INJECTIONS: tuple[Injection, ...] = (
               note="small, found only after the flight: about -0.1 deg, inside the nominal scatter"),
     Injection(488, "rising", ("LMG_BRAKE_LINE_T_A", "LMG_BRAKE_LINE_T_B", "LMG_BRAKE_LINE_T_C"), "ramp",
               {"rate": 3.5, "ramp_s": 30.0}, offsets_s=(0.0, 3.0, 6.0),
-              note="20-30 F in five minutes including the ~2 F/min nominal rise"),
+              note="20-30 F in five minutes including the ~1.7 F/min nominal rise"),
     Injection(532, "trend_change", ("ROLL_MOMENT",), "ramp", {"rate": -1.5, "ramp_s": 20.0},
               note="magnitude not in the sources"),
     Injection(561, "off_scale_low", HYDRAULIC_RETURN_LINES, "off_scale_low", {"fall_s": 2.0},
