@@ -256,3 +256,35 @@ def test_sigkill_mid_stream_loses_no_acknowledgement_and_restart_duplicates_noth
     assert [a.id for a in got] == list(range(1, len(got) + 1))
     assert summary(got) == summary(ref.alarms("all"))
     assert len(got) > 100
+
+
+def test_monitor_thread_and_operator_thread_do_not_deadlock(tmp_path):
+    """The monitor commits alarms and checkpoint in one outer transaction while an API thread
+    acknowledges: both take the store's lock first, so neither waits on the other forever."""
+    import threading
+
+    store = SqliteStore(tmp_path / "v.sqlite", synchronous="NORMAL")
+    m = AlarmManager(config(), store)
+    done = threading.Event()
+    acked: list[int] = []
+
+    def operator() -> None:
+        while not done.is_set():
+            for a in m.alarms(state="active"):
+                acked.append(m.acknowledge(a.id, "op").id)
+            for a in m.alarms(state="latched"):
+                m.clear(a.id, "op")
+
+    thread = threading.Thread(target=operator)
+    thread.start()
+    try:
+        for t in range(400):
+            with store.transaction():
+                m.update(*block([[W if t % 7 < 3 else 0, C if t % 11 < 2 else 0]], t0=t))
+                store.save_checkpoint("stream", t)
+    finally:
+        done.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert acked and all(store.get_alarm(a).acknowledged_by == "op" for a in acked)
+    assert store.load_checkpoint("stream") == 399
