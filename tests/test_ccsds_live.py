@@ -99,7 +99,8 @@ def test_bench_packets_writes_json(tmp_path):
     result = json.loads(out.read_text())
     assert result["packets_per_s"] > 0
     assert result["engines"]["ccsdspy"]["packets"] == 4_998  # whole seconds of 21 packets/s
-    assert set(result["engines"]) == {"ccsdspy", "spp"}
+    assert set(result["engines"]) == {"ccsdspy+monitor", "ccsdspy", "spp"}
+    assert result["packets_per_s"] == result["engines"]["ccsdspy+monitor"]["packets_per_s"]
 
 
 def test_cli_demo_file_inspect_and_config(tmp_path):

@@ -300,6 +300,7 @@ def packets_demo(
     duration: float = typer.Option(3600.0, help="seconds of telemetry"),
     anomalies: bool = typer.Option(True, help="inject the demo anomalies"),
     seed: int = typer.Option(0, help="noise seed"),
+    speed: float = typer.Option(1.0, help="UDP sending pace, times real time (10: first anomaly after 1 min)"),
 ) -> None:
     """Generate DEMOSAT packets (with known injected anomalies) to a file or a UDP port."""
     from vigil.ingest.ccsds.demo.generator import ANOMALIES, DemoSpacecraft
@@ -313,9 +314,9 @@ def packets_demo(
         typer.echo(f"wrote {out}")
     elif udp is not None:
         host, _, port = udp.rpartition(":")
-        typer.echo(f"sending to udp://{host}:{port} for {duration:.0f} s (Ctrl-C stops)")
+        typer.echo(f"sending {duration:.0f} s of telemetry to udp://{host}:{port} at {speed:g}x (Ctrl-C stops)")
         try:
-            typer.echo(f"sent {sc.send_udp(host or '127.0.0.1', int(port), duration, anomalies)} packets")
+            typer.echo(f"sent {sc.send_udp(host or '127.0.0.1', int(port), duration, anomalies, speed)} packets")
         except KeyboardInterrupt:
             typer.echo("stopped")
     else:

@@ -142,26 +142,35 @@ class DemoSpacecraft:
         return {f"WHEEL_RPM_{k + 1}": np.round(rpm[:, k] / 0.25) for k in range(3)}
 
     def send_udp(
-        self, host: str = "127.0.0.1", port: int = 10025, duration_s: float = 3600.0, anomalies: bool = True
+        self,
+        host: str = "127.0.0.1",
+        port: int = 10025,
+        duration_s: float = 3600.0,
+        anomalies: bool = True,
+        speed: float = 1.0,
     ) -> int:
-        """Send packets in real time as UDP datagrams (one packet each), stamped with the wall clock.
+        """Send packets as UDP datagrams (one packet each), paced at ``speed`` times real time.
 
-        Anomalies happen at their offsets from the moment sending starts. Returns packets sent.
+        Spacecraft time starts at the wall clock; anomalies happen at their offsets from there
+        (at ``speed`` 10 the first one comes after a minute). Returns the number of packets sent.
         """
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         start = time.time()
         self.start_time = start
+        wall0 = time.monotonic()
         sent = 0
-        for second in range(int(duration_s)):
-            t0 = start + second
-            data = self.packets(1.0, anomalies=anomalies, t0=t0)
-            for packet, t in split(data):
-                delay = t - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                sock.sendto(packet, (host, port))
-                sent += 1
-        sock.close()
+        try:
+            for second in range(int(duration_s)):
+                for packet, t in split(self.packets(1.0, anomalies=anomalies, t0=start + second)):
+                    delay = wall0 + (t - start) / speed - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    sock.sendto(packet, (host, port))
+                    sent += 1
+        finally:
+            sock.close()
         return sent
 
 
