@@ -67,6 +67,7 @@ def _alarm_dict(alarm, ei_epoch: float) -> dict[str, Any]:
         "detector": alarm.detector,
         "first_s_from_ei": round(t, 3),
         "first_est": est_clock(t),
+        "units": alarm.units,
         "trigger_value": _num(alarm.trigger_value),
         "expected": _num(alarm.expected),
         "low": _num(alarm.low),
@@ -225,6 +226,10 @@ def _describe(detector) -> str:
     return " + ".join(type(d).__name__ for d in parts) + " (default hyper-parameters)"
 
 
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """What ``vigil replay sts-107`` prints: the key moments side by side, then every alarm and incident."""
     ref = result["reference"]
@@ -254,7 +259,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         flag = "" if a["caused_by_injection"] else "  [false alarm: not caused by an injected event]"
         lines.append(
             f"  EI{a['first_s_from_ei']:+6.0f} s {a['first_est']}  {a['severity']:<8} {a['detector']:<9} "
-            f"{a['channel']:<26} {a['subsystem']}{flag}"
+            f"{a['channel']:<26} {_fmt(a['trigger_value'])} {a['units']} (band {_fmt(a['low'])}..{_fmt(a['high'])})"
+            f"{flag}"
         )
     lines.append("injected events and their first alarm:")
     for e in result["detection_by_event"]:
