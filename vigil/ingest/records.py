@@ -107,11 +107,21 @@ def _time_value(text) -> float:
 def parse_line(text: str, source: str = "<line>", line: int = 0) -> Item | None:
     """Read one record line; ``None`` for blank lines, comments (``#``) and the CSV header."""
     s = text.strip()
-    if not s or s.startswith("#"):
+    if not s or s[0] == "#":
         return None
-    if s.startswith("{"):
+    if s[0] == "{":
         return _parse_json(s, source, line)
-    parts = [p.strip() for p in s.split(",")]
+    raw = s.split(",")
+    if len(raw) == 3:  # the common case, fast: two plain numbers around a channel name
+        try:
+            t, v = float(raw[0]), float(raw[2])
+        except ValueError:
+            pass
+        else:
+            name = raw[1].strip()
+            if name and math.isfinite(t):
+                return Record(t, name, v)
+    parts = [p.strip() for p in raw]
     if tuple(p.lower() for p in parts) == HEADER:
         return None
     if len(parts) != 3:
