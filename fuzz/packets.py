@@ -105,7 +105,7 @@ class Harness:
             cuts = np.sort(self.rng.integers(0, len(stream_bytes) + 1, size=3))
             pieces = np.split(np.frombuffer(stream_bytes, dtype=np.uint8), cuts)
             blocks = [stream.feed(p.tobytes()) for p in pieces] + [stream.close()]
-            blocks.append(stream.feed_datagrams(packets))
+            blocks.append(stream.feed_datagrams(packets, final=True))
             for block in blocks:
                 if block is None:
                     continue

@@ -135,8 +135,28 @@ def test_datagrams(mission):
     two = power(0, T0) + thermal(0, T0 + 0.25, 0, 20.0)
     cut = power(1, T0 + 1)[:-1]
     block = stream.feed_datagrams([two, cut, power(2, T0 + 2)])
-    assert block.time.tolist() == [T0, T0 + 0.25, T0 + 2]
+    assert block.time.tolist() == [T0, T0 + 0.25]  # T0 + 2 is held until the step is complete
     assert stream.counters()["apid"][100]["truncated"] == 1
+    assert stream.flush().time.tolist() == [T0 + 2]
+
+
+def test_one_time_step_split_across_calls_is_one_row(mission):
+    stream = PacketStream(mission)
+    first = stream.feed(power(0, T0) + power(1, T0 + 1))
+    second = stream.feed(thermal(0, T0 + 1, 0, 20.0) + power(2, T0 + 2), final=True)
+    assert first.time.tolist() == [T0]
+    assert second.time.tolist() == [T0 + 1, T0 + 2]
+    row = dict(zip(second.channels, second.values[0]))
+    assert row["BATT_V"] == pytest.approx(28.0) and row["PANEL_T"] == 20.0
+    assert stream.problems()["late"] == 0
+
+
+def test_time_jump_check_follows_the_stream(mission):
+    # Sparse packets spanning three days in one call: each step is under a day, none is corrupt.
+    stream = PacketStream(mission)
+    times = [T0 + k * 20 * 3600 for k in range(5)]
+    block = stream.feed(b"".join(power(k, t) for k, t in enumerate(times)), final=True)
+    assert block.time.tolist() == times and stream.problems()["bad_time"] == 0
 
 
 def test_undefined_enumeration_value_is_counted(mission):

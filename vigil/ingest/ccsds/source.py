@@ -91,7 +91,7 @@ class PacketSource:
 
     # -- consuming ----------------------------------------------------------------------------
     def blocks(self) -> Iterator[TelemetryBlock | None]:
-        """Decoded blocks; ``None`` when the source was quiet for ``idle_s``. Ends with the file or on close."""
+        """Decoded blocks; ``None`` when nothing new came for ``idle_s``. Ends with the file or on close."""
         if self.transport == "file":
             yield from self._file_blocks()
             return
@@ -99,7 +99,8 @@ class PacketSource:
             try:
                 first = self._queue.get(timeout=self.idle_s)
             except queue.Empty:
-                yield None
+                # Quiet: the held-back time step is complete.
+                yield self.stream.flush()
                 continue
             items = [first]
             while len(items) < 10_000:

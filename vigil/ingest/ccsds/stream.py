@@ -82,25 +82,32 @@ class PacketStream:
         self._hist_time = np.full((N_APIDS, _HISTORY), np.nan)
         self._hist_pos = np.zeros(N_APIDS, dtype=np.int64)
         self.last_time_ = -np.inf
-        self.latest_time_ = np.nan
+        self._latest = np.full(1, np.nan)  # latest accepted packet time (the jump check's reference)
+        self._held: DecodedPackets | None = None
 
     # -- input --------------------------------------------------------------------------------
     def feed(self, data: bytes, final: bool = False) -> TelemetryBlock | None:
-        """Bytes of a file or TCP stream (packets may span calls). ``None`` when no new rows."""
-        buf, frames = self.framer.feed(data, final=final)
-        return self._to_block(self.decoder.decode(buf, frames))
+        """Bytes of a file or TCP stream (packets may span calls). ``None`` when no new rows.
 
-    def feed_datagrams(self, datagrams: list[bytes]) -> TelemetryBlock | None:
+        The latest time step is held back until a later packet (or ``final``) shows it complete,
+        since packets of several APIDs stamped with one time may straddle two calls.
+        """
+        buf, frames = self.framer.feed(data, final=final)
+        return self._to_block(self.decoder.decode(buf, frames), final)
+
+    def feed_datagrams(self, datagrams: list[bytes], final: bool = False) -> TelemetryBlock | None:
         """UDP datagrams, each holding whole packets. ``None`` when no new rows."""
         parts = [self.framer.frame_datagram(d) for d in datagrams]
         decoded = [self.decoder.decode(buf, frames) for buf, frames in parts if len(frames)]
-        if not decoded:
-            return None
-        return self._to_block(_concat(decoded))
+        return self._to_block(_concat(decoded) if decoded else None, final)
+
+    def flush(self) -> TelemetryBlock | None:
+        """Release the held-back time step (the source went quiet: it is complete)."""
+        return self._to_block(None, True)
 
     def close(self) -> TelemetryBlock | None:
-        """End of stream: a packet left incomplete counts as truncated."""
-        return self.feed(b"", final=True) if self.framer.pending_bytes else None
+        """End of stream: a packet left incomplete counts as truncated; held rows are released."""
+        return self.feed(b"", final=True)
 
     # -- output -------------------------------------------------------------------------------
     def counters(self) -> dict:
@@ -143,52 +150,54 @@ class PacketStream:
             **self._counts,
         }
 
-    def _to_block(self, pk: DecodedPackets) -> TelemetryBlock | None:
+    def _to_block(self, pk: DecodedPackets | None, final: bool) -> TelemetryBlock | None:
+        parts = [self._held] if self._held is not None else []
+        if pk is not None and len(pk):
+            keep = pk.ok & ~_stream_checks(
+                pk.apid,
+                pk.seq,
+                pk.time,
+                pk.ok,
+                self._seed_time(pk),
+                self.max_time_jump_s,
+                self._latest,
+                self._high_seq,
+                self._hist_seq,
+                self._hist_time,
+                self._hist_pos,
+                self._counts["seq_gaps"],
+                self._counts["out_of_order"],
+                self._counts["duplicates"],
+                self._counts["bad_time"],
+            )
+            late = keep & (pk.time <= self.last_time_)
+            np.add.at(self._counts["late"], pk.apid[late], 1)
+            parts.append(_take(pk, keep & ~late))
+        self._held = None
+        if not parts:
+            return None
+        pk = _concat(parts)
+        if not final and len(pk):
+            cut = pk.time.max()
+            self._held = _take(pk, pk.time == cut)
+            pk = _take(pk, pk.time < cut)
         if not len(pk):
             return None
-        keep = pk.ok & self._sane_time(pk)
-        keep &= ~_sequence_kernel(
-            pk.apid,
-            pk.seq,
-            np.where(keep, pk.time, np.nan),
-            keep,
-            self._high_seq,
-            self._hist_seq,
-            self._hist_time,
-            self._hist_pos,
-            self._counts["seq_gaps"],
-            self._counts["out_of_order"],
-            self._counts["duplicates"],
-        )
-        late = keep & (pk.time <= self.last_time_)
-        np.add.at(self._counts["late"], pk.apid[late], 1)
-        keep &= ~late
-        if not keep.any():
-            return None
-        time, inverse = np.unique(pk.time[keep], return_inverse=True)
+        time, inverse = np.unique(pk.time, return_inverse=True)
         values = np.full((time.shape[0], len(self.channels)), np.nan)
-        rows = pk.values[keep]
         # Several packets at one time fill different columns; NaN never overwrites a value.
-        filled = ~np.isnan(rows)
-        r, c = np.nonzero(filled)
-        values[inverse[r], c] = rows[r, c]
+        r, c = np.nonzero(~np.isnan(pk.values))
+        values[inverse[r], c] = pk.values[r, c]
         self.last_time_ = float(time[-1])
         return TelemetryBlock(time, values, self.channels, None, self.source)
 
-    def _sane_time(self, pk: DecodedPackets) -> np.ndarray:
-        ok = np.isfinite(pk.time)
-        ref = self.latest_time_
-        if np.isnan(ref):
-            # First data: take the median as the reference so one corrupt first time cannot set it.
-            ref = float(np.median(pk.time[ok & pk.ok])) if (ok & pk.ok).any() else np.nan
-        if np.isfinite(ref):
-            ok &= pk.time <= ref + self.max_time_jump_s
-        bad = pk.ok & ~ok
-        np.add.at(self._counts["bad_time"], pk.apid[bad], 1)
-        if (ok & pk.ok).any():
-            top = float(pk.time[ok & pk.ok].max())
-            self.latest_time_ = top if np.isnan(self.latest_time_) else max(self.latest_time_, top)
-        return ok
+    def _seed_time(self, pk: DecodedPackets) -> float:
+        """Reference for the time-jump check: the latest accepted time, at first the median one."""
+        if np.isnan(self._latest[0]):
+            # A median, so that one corrupt time at the very start cannot become the reference.
+            good = pk.ok & np.isfinite(pk.time)
+            self._latest[0] = float(np.median(pk.time[good])) if good.any() else np.nan
+        return float(self._latest[0])
 
 
 def block_records(block: TelemetryBlock) -> Iterator[tuple[float, str, float]]:
@@ -198,37 +207,51 @@ def block_records(block: TelemetryBlock) -> Iterator[tuple[float, str, float]]:
         yield float(block.time[i]), block.channels[j], float(block.values[i, j])
 
 
+def _take(pk: DecodedPackets, mask: np.ndarray) -> DecodedPackets:
+    return DecodedPackets(pk.apid[mask], pk.seq[mask], pk.time[mask], pk.values[mask], pk.ok[mask])
+
+
 def _concat(parts: list[DecodedPackets]) -> DecodedPackets:
+    if len(parts) == 1:
+        return parts[0]
     return DecodedPackets(
         *(np.concatenate([getattr(p, f) for p in parts]) for f in ("apid", "seq", "time", "values", "ok"))
     )
 
 
 @numba.njit(cache=True)
-def _sequence_kernel(
-    apid, seq, time, valid, high, hist_seq, hist_time, hist_pos, gaps, ooo, dups
+def _stream_checks(
+    apid, seq, time, ok, seed, max_jump, latest, high, hist_seq, hist_time, hist_pos, gaps, ooo, dups, bad_time
 ):  # pragma: no cover - numba
-    """Per APID in stream order: duplicates (flagged, returned), sequence gaps and late packets."""
+    """In stream order: bad times, duplicates (both flagged for removal), sequence gaps, late packets."""
     n = apid.shape[0]
     depth = hist_seq.shape[1]
-    dup = np.zeros(n, dtype=np.bool_)
+    drop = np.zeros(n, dtype=np.bool_)
+    ref = seed
     for i in range(n):
-        if not valid[i]:
+        if not ok[i]:
             continue
         a = apid[i]
+        t = time[i]
+        if not np.isfinite(t) or (np.isfinite(ref) and t > ref + max_jump):
+            drop[i] = True
+            bad_time[a] += 1
+            continue
+        if not np.isfinite(ref) or t > ref:
+            ref = t
         s = seq[i]
         is_dup = False
         for k in range(depth):
-            if hist_seq[a, k] == s and hist_time[a, k] == time[i]:
+            if hist_seq[a, k] == s and hist_time[a, k] == t:
                 is_dup = True
                 break
         if is_dup:
-            dup[i] = True
+            drop[i] = True
             dups[a] += 1
             continue
         p = hist_pos[a]
         hist_seq[a, p] = s
-        hist_time[a, p] = time[i]
+        hist_time[a, p] = t
         hist_pos[a] = (p + 1) % depth
         if high[a] < 0:
             high[a] = s
@@ -244,4 +267,5 @@ def _sequence_kernel(
             ooo[a] += 1
             if gaps[a] > 0:
                 gaps[a] -= 1
-    return dup
+    latest[0] = ref
+    return drop
