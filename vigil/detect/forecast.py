@@ -11,7 +11,10 @@ largest of which counts:
   (:func:`vigil.detect.threshold.pot_threshold`), times ``threshold_factor``; while streaming it
   rises in proportion to the recent error level (a slow EWMA of the smoothed error, each sample
   capped at the threshold so an anomaly cannot raise its own bar quickly), so a channel that
-  became noisier settles instead of alarming forever;
+  became noisier settles instead of alarming forever; and it falls to ``relative`` times the
+  largest smoothed error the stream has shown below threshold, where that is lower, so a stream
+  calmer than its history still alarms on errors it has never shown (a causal cousin of
+  telemanom's thresholds relative to each window of test errors);
 * **novelty**: how far a value lies outside the range seen in the history, in units of
   ``novelty_margin`` times that range;
 * **stuck**: how long the value has repeated exactly, in units of ``stuck_factor`` times the
@@ -26,15 +29,15 @@ one call gives. Missing (NaN) samples get level 0 and score NaN and leave the st
 
 >>> import numpy as np
 >>> from vigil.model import TelemetryBlock
->>> t = np.arange(3000.0)
->>> x = np.sin(t / 20.0)[:, None]
->>> det = ForecastDetector(n_lags=4).fit(TelemetryBlock.from_arrays(t, x, ["sine"]))
->>> y = np.sin((t + 3000.0) / 20.0)
->>> y[2000:2010] += 0.5                                  # a level shift for ten samples
->>> s = det.score(TelemetryBlock.from_arrays(t + 3000.0, y[:, None], ["sine"]))
->>> flagged = np.flatnonzero(s.level[:, 0])
->>> int(flagged[0]) - 2000, bool(flagged[-1] < 2200)      # raised 3 samples in, cleared soon after
-(3, True)
+>>> rng = np.random.default_rng(0)
+>>> x = np.sin(np.arange(6000) / 20.0) + rng.normal(0.0, 0.05, 6000)
+>>> x[5000:5100] += 0.5                                   # a level shift for 100 samples
+>>> block = TelemetryBlock.from_arrays(np.arange(6000.0), x[:, None], ["sine"])
+>>> det = ForecastDetector().fit(block.slice(0, 3000))   # nominal history
+>>> s = det.score(block.slice(3000, 6000))
+>>> flagged = np.flatnonzero(s.level[:, 0]) + 3000
+>>> int(flagged[0]), int(flagged[-1])                     # raised at once, cleared 250 samples after
+(5001, 5356)
 """
 
 from __future__ import annotations
@@ -68,6 +71,10 @@ class ForecastDetector(Detector):
             threshold rise on a noisier stream; ``None`` keeps the learned threshold fixed.
         stuck_factor: a value repeated this many times longer than the history's longest
             repeat scores >= 1; ``None`` disables the check.
+        relative, relative_after: once the stream has run ``relative_after`` samples, the
+            threshold may fall to ``relative`` times the largest smoothed error the stream itself
+            has shown below threshold, so errors unprecedented in the stream alarm even where the
+            history was noisier; ``None`` disables it.
 
     The defaults are the one global configuration used on SMAP/MSL (values scaled to [-1, 1]);
     ``min_threshold`` is in channel units, so set it near the sensor's resolution elsewhere.
@@ -83,13 +90,15 @@ class ForecastDetector(Detector):
         span: int = 30,
         init_quantile: float = 0.98,
         risk: float = 1e-4,
-        threshold_factor: float = 1.2,
-        min_threshold: float = 0.05,
+        threshold_factor: float = 1.1,
+        min_threshold: float = 0.1,
         novelty_margin: float | None = 0.05,
         min_violations: int = 1,
-        clear_after: int = 100,
+        clear_after: int = 250,
         adapt_span: int | None = 3000,
         stuck_factor: float | None = 2.0,
+        relative: float | None = 1.5,
+        relative_after: int = 500,
     ) -> None:
         self.n_lags = n_lags
         self.ridge = ridge
@@ -104,9 +113,20 @@ class ForecastDetector(Detector):
         self.clear_after = clear_after
         self.adapt_span = adapt_span
         self.stuck_factor = stuck_factor
+        self.relative = relative
+        self.relative_after = relative_after
 
     def _check_params(self) -> None:
-        positive = {"n_lags": self.n_lags, "span": self.span, "threshold_factor": self.threshold_factor}
+        positive = {
+            "n_lags": self.n_lags,
+            "span": self.span,
+            "threshold_factor": self.threshold_factor,
+            "min_violations": self.min_violations,
+            "clear_after": self.clear_after,
+            "relative_after": self.relative_after,
+        }
+        optional = {"adapt_span": self.adapt_span, "stuck_factor": self.stuck_factor, "relative": self.relative}
+        positive.update({k: v for k, v in optional.items() if v is not None})
         for key, val in positive.items():
             if not val > 0:
                 raise ConfigError(f"must be > 0, got {val!r}", key=key)
@@ -203,6 +223,7 @@ class ForecastDetector(Detector):
         self.window_ = np.zeros((c, self.n_lags))
         self.n_seen_ = np.zeros(c, dtype=np.int64)
         self.repeats_ = np.zeros(c, dtype=np.int64)
+        self.runmax_ = np.zeros(c)
         self.ewm_ = self.baseline_.copy()
         self.level_ = self.baseline_.copy()
         self.over_ = np.zeros(c, dtype=np.int64)
@@ -236,6 +257,7 @@ class ForecastDetector(Detector):
             values, cmds, self.center_, self.scale_, self.intercept_, self.coef_lags_, self.coef_cmds_,
             2.0 / (self.span + 1.0), 2.0 / (self.adapt_span + 1.0) if adapt and self.adapt_span else 0.0,
             self.baseline_, self.threshold_, self.lo_, self.hi_, self.margin_, self.stuck_after_,
+            (self.relative or 0.0) if adapt else 0.0, self.relative_after, self.min_threshold, self.runmax_,
             self.window_, self.n_seen_, self.ewm_, self.level_, self.repeats_, score, expected, half,
         )  # fmt: skip
         return score, expected, half
@@ -263,7 +285,7 @@ def _finite_or_nan(values: np.ndarray) -> np.ndarray:
 @numba.njit(cache=True)
 def _forecast_kernel(
     values, cmds, center, scale, intercept, coef_lags, coef_cmds, alpha, adapt, baseline, threshold,
-    lo, hi, margin, stuck_after, window, n_seen, ewm, err_level, repeats, score, expected, half,
+    lo, hi, margin, stuck_after, rel, rel_after, floor, runmax, window, n_seen, ewm, err_level, repeats, score, expected, half,
 ):  # fmt: skip  # pragma: no cover - numba
     n, c = values.shape
     lags = window.shape[1]
@@ -273,6 +295,7 @@ def _forecast_kernel(
         m = err_level[j]
         seen = n_seen[j]
         rep = repeats[j]
+        rmax = runmax[j]
         for i in range(n):
             x = values[i, j]
             if np.isnan(x):
@@ -294,7 +317,11 @@ def _forecast_kernel(
                 if adapt > 0.0 and baseline[j] > 0.0:
                     thr = threshold[j] * max(1.0, m / baseline[j])
                     m += adapt * (min(e_prev, thr) - m)
+                if rel > 0.0 and seen >= rel_after:
+                    thr = max(floor, min(thr, rel * rmax))
                 s = e_prev / thr
+                if s < 1.0:
+                    rmax = max(rmax, e_prev)
                 if x > hi[j]:
                     s = max(s, (x - hi[j]) / margin[j])
                 elif x < lo[j]:
@@ -309,3 +336,4 @@ def _forecast_kernel(
         err_level[j] = m
         n_seen[j] = seen
         repeats[j] = rep
+        runmax[j] = rmax
