@@ -193,3 +193,60 @@ def test_generator_stream_splits_into_known_packets():
     sizes = {len(p) for p, _ in split(data)}
     assert sizes == {19, 17, 18}  # HK_POWER, HK_THERMAL, ADCS: header 6 + time 6 + fields
     assert len(split(data)) == 10 * 10 + 10 + 10 * 10
+
+
+XTCE_STRING = """<?xml version="1.0"?>
+<xtce:SpaceSystem xmlns:xtce="http://www.omg.org/spec/XTCE/20180204" name="STR">
+ <xtce:TelemetryMetaData>
+  <xtce:ParameterTypeSet>
+   <xtce:IntegerParameterType name="U5"><xtce:IntegerDataEncoding sizeInBits="5"/></xtce:IntegerParameterType>
+   <xtce:IntegerParameterType name="U11"><xtce:IntegerDataEncoding sizeInBits="11"/></xtce:IntegerParameterType>
+   <xtce:IntegerParameterType name="U32"><xtce:IntegerDataEncoding sizeInBits="32"/></xtce:IntegerParameterType>
+   <xtce:AbsoluteTimeParameterType name="T"><xtce:Encoding><xtce:IntegerDataEncoding sizeInBits="32"/></xtce:Encoding>
+   </xtce:AbsoluteTimeParameterType>
+   <xtce:StringParameterType name="S"><xtce:StringDataEncoding encoding="UTF-8"><xtce:SizeInBits><xtce:Fixed>
+    <xtce:FixedValue>32</xtce:FixedValue></xtce:Fixed></xtce:SizeInBits></xtce:StringDataEncoding>
+    <xtce:DefaultAlarm><xtce:StaticAlarmRanges/></xtce:DefaultAlarm>
+   </xtce:StringParameterType>
+   <xtce:IntegerParameterType name="U16"><xtce:IntegerDataEncoding sizeInBits="16"/></xtce:IntegerParameterType>
+  </xtce:ParameterTypeSet>
+  <xtce:ParameterSet>
+   <xtce:Parameter name="H0" parameterTypeRef="U5"/><xtce:Parameter name="APID" parameterTypeRef="U11"/>
+   <xtce:Parameter name="H1" parameterTypeRef="U32"/><xtce:Parameter name="TIME" parameterTypeRef="T"/>
+   <xtce:Parameter name="LABEL" parameterTypeRef="S"/><xtce:Parameter name="COUNT" parameterTypeRef="U16"/>
+  </xtce:ParameterSet>
+  <xtce:ContainerSet>
+   <xtce:SequenceContainer name="CCSDSPacket" abstract="true"><xtce:EntryList>
+    <xtce:ParameterRefEntry parameterRef="H0"/><xtce:ParameterRefEntry parameterRef="APID"/>
+    <xtce:ParameterRefEntry parameterRef="H1"/><xtce:ParameterRefEntry parameterRef="TIME"/>
+   </xtce:EntryList></xtce:SequenceContainer>
+   <xtce:SequenceContainer name="EVT">
+    <xtce:EntryList><xtce:ParameterRefEntry parameterRef="LABEL"/><xtce:ParameterRefEntry parameterRef="COUNT"/>
+    </xtce:EntryList>
+    <xtce:BaseContainer containerRef="CCSDSPacket"><xtce:RestrictionCriteria>
+     <xtce:Comparison parameterRef="APID" value="9" useCalibratedValue="false"/>
+    </xtce:RestrictionCriteria></xtce:BaseContainer>
+   </xtce:SequenceContainer>
+  </xtce:ContainerSet>
+ </xtce:TelemetryMetaData>
+</xtce:SpaceSystem>
+"""
+
+
+def test_string_parameters_are_skipped_and_the_rest_decoded_per_packet(tmp_path):
+    from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
+
+    path = tmp_path / "str.xml"
+    path.write_text(XTCE_STRING)
+    mission = load_xtce(path)
+    assert mission.channels == ("COUNT",)
+    assert "LABEL" in mission.skipped
+    assert mission.layouts[9].fixed is None and "LABEL" in mission.layouts[9].slow_reason
+    body = struct.pack(">I", T0) + b"SAFE" + struct.pack(">H", 513)
+    pkt = struct.pack(">HHH", (1 << 11) | 9, (3 << 14) | 0, len(body) - 1) + body
+    stream = PacketStream(mission)
+    block = stream.feed(pkt + pkt[:6] + struct.pack(">I", T0 + 1) + b"WARN" + struct.pack(">H", 514), final=True)
+    assert block.time.tolist() == [T0, T0 + 1]
+    assert block.column("COUNT").tolist() == [513.0, 514.0]
+    assert sum(stream.problems().values()) == 0
+    assert any(u.parameter == "LABEL" for u in read_xtce_alarms(mission).unmapped)

@@ -268,6 +268,8 @@ def packets_inspect(
     stream = PacketStream(mission, engine=engine, source=str(file))
     blocks = [b for b in (stream.feed(file.read_bytes(), final=True),) if b is not None]
     typer.echo(stream.report())
+    for name, why in mission.skipped.items():
+        typer.echo(f"not monitored: {name} ({why})")
     for block in blocks:
         typer.echo(f"{block.n_samples} rows from t={block.time[0]:.3f} to t={block.time[-1]:.3f}")
         for j, name in enumerate(block.channels):

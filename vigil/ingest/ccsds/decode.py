@@ -72,6 +72,7 @@ class PacketDecoder:
         }
         self.decode_errors = np.zeros(N_APIDS, dtype=np.int64)
         self.bad_enum = np.zeros(N_APIDS, dtype=np.int64)
+        self.non_finite = np.zeros(N_APIDS, dtype=np.int64)
 
     def decode(self, buf: np.ndarray, frames: Frames) -> DecodedPackets:
         """Decode the framed packets of ``buf``."""
@@ -87,6 +88,8 @@ class PacketDecoder:
             else:
                 t, v, good = self._per_packet(buf, frames.offset[rows], frames.length[rows], layout)
             self._check_enums(int(apid), v, good)
+            # NaN or inf decoded from a float field: passed on (the monitor counts it missing) and counted here.
+            self.non_finite[apid] += int(np.count_nonzero(~np.isfinite(v[good])))
             time[rows] = t
             values[rows[:, None], self._columns[int(apid)][None, :]] = v
             ok[rows] = good

@@ -71,6 +71,8 @@ class Mission:
     definition: spp.XtcePacketDefinition | None = None
     #: XTCE file the alarms are read from (``None`` for CSV definitions).
     xtce_path: Path | None = None
+    #: parameters decoded but not monitored (not numbers), with the reason.
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -123,6 +125,7 @@ def load_xtce(
     header = {e.name for e in _flatten(definition, root)}
     layouts: dict[int, PacketLayout] = {}
     params: dict[str, ParameterInfo] = {}
+    skipped: dict[str, str] = {}
     for name, container in definition.containers.items():
         if container.abstract or container is root:
             continue
@@ -130,7 +133,15 @@ def load_xtce(
         if apid in layouts:
             raise ConfigError(f"APID {apid} selects both {layouts[apid].name!r} and {name!r}", key=name, source=src)
         entries = _flatten(definition, container)
-        data = [e for e in entries if e.name not in header and e.name != time_name]
+        data = []
+        for e in entries:
+            if e.name in header or e.name == time_name:
+                continue
+            why = _not_numeric(e.parameter_type)
+            if why:
+                skipped[e.name] = why
+            else:
+                data.append(e)
         for p in data:
             if p.name in params:
                 raise ConfigError(
@@ -145,7 +156,7 @@ def load_xtce(
         layouts[apid] = layout
     if not layouts:
         raise ConfigError("no concrete packet container restricted by APID", key="ContainerSet", source=src)
-    return Mission(src, time_name, layouts, params, definition=definition, xtce_path=path)
+    return Mission(src, time_name, layouts, params, definition=definition, xtce_path=path, skipped=skipped)
 
 
 def load_csv_definitions(
@@ -233,6 +244,17 @@ def _container_apid(definition, name: str, apid_parameter: str | None, src: str)
         if 0 <= apid < N_APIDS:
             return apid
     raise ConfigError("no restriction criterion selects an APID", key=f"SequenceContainer {name}", source=src)
+
+
+def _not_numeric(ptype) -> str:
+    """Why a parameter type gives no number to monitor ("" when it does)."""
+    if isinstance(ptype, (parameter_types.StringParameterType, parameter_types.BinaryParameterType)):
+        return f"{type(ptype).__name__}: not a number"
+    if isinstance(ptype, parameter_types.EnumeratedParameterType) and not isinstance(
+        ptype.encoding, encodings.IntegerDataEncoding
+    ):
+        return "enumeration not integer-encoded"
+    return ""
 
 
 def _info(param, container: str) -> ParameterInfo:

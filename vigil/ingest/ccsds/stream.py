@@ -15,6 +15,7 @@ counter            meaning
 ``unknown_apid``   APID not in the mission database: skipped
 ``decode_errors``  the decoder rejected the packet
 ``bad_enum``       enumerated value not in the enumeration list (kept as its raw number)
+``non_finite``     NaN or infinite value decoded from a float field (kept: it reads as missing)
 ``bad_time``       non-finite time, or more than ``max_time_jump_s`` ahead of the stream: dropped
 ``late``           time not after the last block already emitted: left out of blocks
 =================  ==============================================================================
@@ -47,6 +48,7 @@ PER_APID = (
     "unknown_apid",
     "decode_errors",
     "bad_enum",
+    "non_finite",
     "bad_time",
     "late",
 )
@@ -147,6 +149,7 @@ class PacketStream:
             "unknown_apid": fc.unknown_apid,
             "decode_errors": self.decoder.decode_errors,
             "bad_enum": self.decoder.bad_enum,
+            "non_finite": self.decoder.non_finite,
             **self._counts,
         }
 

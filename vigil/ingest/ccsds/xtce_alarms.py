@@ -180,6 +180,12 @@ def read_xtce_alarms(mission: Mission, path: str | Path | None = None) -> XtceAl
         alarm = _parameter_alarms(name, ptype, mission, out.unmapped, src)
         if alarm is not None:
             out.alarms[name] = alarm
+    for name, why in mission.skipped.items():
+        ptype = types.get(param_types.get(name))
+        if ptype is not None and (
+            ptype.find("{*}DefaultAlarm") is not None or ptype.find("{*}ContextAlarmList") is not None
+        ):
+            out.unmapped.append(Unmapped(name, "DefaultAlarm", f"parameter not monitored ({why})"))
     _rates(root, mission, out)
     return out
 
