@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from vigil.scenarios.sts107 import Scenario
 
 
+#: Alarm events that call for an operator's attention.
+ANNUNCIATING = ("raised", "reactivated", "escalated")
+
+
 @dataclass
 class EntryRun:
     """Alarms and incidents of one entry, times in seconds from its entry interface."""
@@ -28,6 +32,9 @@ class EntryRun:
     name: str
     alarms: list[dict]
     incidents: list[dict]
+    #: Each raise, reactivation and escalation, in order (an alarm that returned to normal and was
+    #: never acknowledged is reactivated, not raised again, so first times alone miss new onsets).
+    annunciations: list[dict] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
 
 
@@ -40,18 +47,29 @@ def replay_entry(
 
     detector.reset()
     manager = AlarmManager(config)
+    heard: list[dict] = []
+    manager.subscribe(lambda event: heard.append(event) if event["kind"] in ANNUNCIATING else None)
     monitor = Monitor(config, detector, manager)
     for start in range(0, block.n_samples, tick_rows):
         chunk = block.slice(start, min(start + tick_rows, block.n_samples))
         monitor.feed_block(chunk)
         monitor.check_staleness(float(chunk.time[-1]))
-    counters = monitor.counters()["totals"]
-    alarms = sorted(manager.alarms(), key=lambda a: (a.first_time, a.channel))
+    alarms = sorted(manager.alarms(state="all"), key=lambda a: (a.first_time, a.channel))
     return EntryRun(
         name=name,
         alarms=[_alarm_dict(a, ei_epoch) for a in alarms],
         incidents=[_incident_dict(i, ei_epoch) for i in sorted(manager.incidents(), key=lambda i: i.first_time)],
-        counters=counters,
+        annunciations=[
+            {
+                "kind": e["kind"],
+                "alarm_id": e["alarm_id"],
+                "channel": e["payload"]["channel"],
+                "severity": e["payload"]["severity"],
+                "s_from_ei": round(e["time"] - ei_epoch, 3),
+            }
+            for e in heard
+        ],
+        counters=monitor.counters()["totals"],
     )
 
 
@@ -129,9 +147,9 @@ def run(
     done = _time.perf_counter()
 
     first_event = min(e["t_from_ei_s"] for e in scenario.events if e["stream"] == "injected")
-    _attribute(failed.alarms, twin.alarms, scenario.events)
+    onsets = _attribute(failed, twin, scenario.events)
     first_alarm = failed.alarms[0] if failed.alarms else None
-    caused = [a for a in failed.alarms if a["caused_by_injection"]]
+    caused = [o for o in onsets if o["caused_by_injection"]]
     first_caused = caused[0] if caused else None
     first_incident = failed.incidents[0] if failed.incidents else None
     return {
@@ -156,14 +174,15 @@ def run(
         "first_alarm_est": None if first_alarm is None else first_alarm["first_est"],
         "first_alarm_channel": None if first_alarm is None else first_alarm["channel"],
         "first_alarm_lead_over_mmacs_s": None if first_alarm is None else MMACS_CALL_S - first_alarm["first_s_from_ei"],
-        "first_injected_alarm_s_from_ei": None if first_caused is None else first_caused["first_s_from_ei"],
-        "first_injected_alarm_est": None if first_caused is None else first_caused["first_est"],
+        "first_injected_alarm_s_from_ei": None if first_caused is None else first_caused["s_from_ei"],
+        "first_injected_alarm_est": None if first_caused is None else est_clock(first_caused["s_from_ei"]),
         "first_injected_alarm_channel": None if first_caused is None else first_caused["channel"],
         "first_incident_s_from_ei": None if first_incident is None else first_incident["first_s_from_ei"],
         "first_incident_est": None if first_incident is None else first_incident["first_est"],
-        "failed_entry_false_alarms": sum(not a["caused_by_injection"] for a in failed.alarms),
+        "failed_entry_false_alarms": sum(not o["caused_by_injection"] for o in onsets),
         "twin_alarms": twin.alarms,
         "nominal_false_alarms": sum(len(r.alarms) for r in nominal),
+        "nominal_false_annunciations": sum(len(r.annunciations) for r in nominal),
         "nominal_entries": [
             {
                 "entry": r.name,
@@ -173,7 +192,8 @@ def run(
             }
             for r in nominal
         ],  # fmt: skip
-        "detection_by_event": _by_event(failed.alarms, scenario.events),
+        "detection_by_event": _by_event(onsets, scenario.events),
+        "annunciations": onsets,
         "incidents": failed.incidents,
         "alarms": failed.alarms,
         "counters": failed.counters,
@@ -182,38 +202,51 @@ def run(
     }
 
 
-def _attribute(alarms: list[dict], twin_alarms: list[dict], events: list[dict]) -> None:
-    """Mark each alarm of the failed entry ``caused_by_injection`` or not.
+def _attribute(failed: EntryRun, twin: EntryRun, events: list[dict]) -> list[dict]:
+    """Mark each raise/reactivation of the failed entry ``caused_by_injection`` or not; returns them.
 
-    An alarm is caused by the injected data when an injected event on its channel precedes it (the
-    latest such event is its cause) and the same entry replayed without anomalies raises no alarm on
-    that channel.
+    One is caused by the injected data when an injected event on its channel precedes it (the
+    latest such event is its cause) and the same entry replayed without anomalies annunciates
+    nothing on that channel between that event and it. An alarm is caused when any of its
+    raises/reactivations is.
     """
     onsets: dict[str, list[float]] = {}
     for e in events:
         for c in e.get("channels", []):
             onsets.setdefault(c, []).append(e["t_from_ei_s"])
-    in_twin = {a["channel"] for a in twin_alarms}
-    for a in alarms:
-        before = [t for t in onsets.get(a["channel"], []) if t <= a["first_s_from_ei"]]
-        a["injected_event_s_from_ei"] = max(before) if before else None
-        a["caused_by_injection"] = bool(before) and a["channel"] not in in_twin
+    onsets_out = []
+    for a in failed.annunciations:
+        if a["kind"] == "escalated":
+            continue
+        t = a["s_from_ei"]
+        before = [t0 for t0 in onsets.get(a["channel"], []) if t0 <= t]
+        cause = max(before) if before else None
+        quiet = cause is not None and not any(
+            b["channel"] == a["channel"] and cause <= b["s_from_ei"] <= t for b in twin.annunciations
+        )
+        onsets_out.append({**a, "injected_event_s_from_ei": cause, "caused_by_injection": quiet})
+    for alarm in failed.alarms:
+        mine = [o for o in onsets_out if o["alarm_id"] == alarm["id"] and o["caused_by_injection"]]
+        alarm["caused_by_injection"] = bool(mine)
+        alarm["caused_at_s_from_ei"] = mine[0]["s_from_ei"] if mine else None
+        alarm["injected_event_s_from_ei"] = mine[0]["injected_event_s_from_ei"] if mine else None
+    return onsets_out
 
 
-def _by_event(alarms: list[dict], events: list[dict]) -> list[dict]:
-    """For each injected event: which of its channels alarmed (caused by it), first when, how late."""
+def _by_event(onsets: list[dict], events: list[dict]) -> list[dict]:
+    """For each injected event: which of its channels alarmed because of it, first when, how late."""
     out = []
     for e in events:
         if e["stream"] != "injected":
             continue
-        mine = [a for a in alarms if a["caused_by_injection"] and a["injected_event_s_from_ei"] == e["t_from_ei_s"]]
-        first = min((a["first_s_from_ei"] for a in mine), default=None)
+        mine = [o for o in onsets if o["caused_by_injection"] and o["injected_event_s_from_ei"] == e["t_from_ei_s"]]
+        first = min((o["s_from_ei"] for o in mine), default=None)
         out.append(
             {
                 "t_from_ei_s": e["t_from_ei_s"],
                 "label": e["label"],
                 "channels": e["channels"],
-                "alarmed": sorted({a["channel"] for a in mine}),
+                "alarmed": sorted({o["channel"] for o in mine}),
                 "first_alarm_s_from_ei": first,
                 "latency_s": None if first is None else first - e["t_from_ei_s"],
             }
@@ -256,7 +289,12 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"alarms ({len(result['alarms'])}):",
     ]  # fmt: skip
     for a in result["alarms"]:
-        flag = "" if a["caused_by_injection"] else "  [false alarm: not caused by an injected event]"
+        if not a["caused_by_injection"]:
+            flag = "  [false alarm: not caused by an injected event]"
+        elif a["caused_at_s_from_ei"] != a["first_s_from_ei"]:
+            flag = f"  [false alarm, reactivated by the injected data at EI{a['caused_at_s_from_ei']:+.0f} s]"
+        else:
+            flag = ""
         lines.append(
             f"  EI{a['first_s_from_ei']:+6.0f} s {a['first_est']}  {a['severity']:<8} {a['detector']:<9} "
             f"{a['channel']:<26} {_fmt(a['trigger_value'])} {a['units']} (band {_fmt(a['low'])}..{_fmt(a['high'])})"
