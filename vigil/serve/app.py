@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,9 +80,30 @@ class Console:
         self.store = store
         self.lock = lock if lock is not None else threading.RLock()
         self.config = getattr(monitor, "config", None) or getattr(manager, "config", None)
+        self._configs: dict[str, Any] = dict(getattr(self.config, "channels", None) or {})
+        self._info: dict[str, dict[str, Any]] = {}
 
     def channel_configs(self) -> dict[str, Any]:
-        return dict(getattr(self.config, "channels", None) or {})
+        return self._configs
+
+    def channel_info(self, name: str) -> dict[str, Any]:
+        """A channel's description for the page, JSON-ready (cached: the configuration is fixed)."""
+        info = self._info.get(name)
+        if info is None:
+            cfg = self.channel_configs().get(name)
+            info = jsonable(
+                {
+                    "name": name,
+                    "subsystem": str(getattr(cfg, "subsystem", "") or "other"),
+                    "units": getattr(cfg, "units", ""),
+                    "description": getattr(cfg, "description", ""),
+                    "limits": _limits_dict(getattr(cfg, "limits", None)),
+                    "rate_hz": getattr(cfg, "rate_hz", None),
+                    "stale_after_s": _stale_after(cfg),
+                }
+            )
+            self._info[name] = info
+        return info
 
     def channel_names(self, latest: dict[str, Any]) -> list[str]:
         names = list(self.channel_configs())
@@ -207,30 +228,15 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa:
             }
         )
 
-    @app.get("/api/channels", tags=["channels"])
-    def channels(subsystem: Annotated[str | None, Query(max_length=200)] = None) -> list[dict[str, Any]]:
+    @app.get("/api/channels", tags=["channels"], response_class=JSONResponse)
+    def channels(subsystem: Annotated[str | None, Query(max_length=200)] = None) -> JSONResponse:
         """Every channel's configuration: subsystem, units, description, limits, expected rate."""
         with console.lock:
             latest = console.monitor.latest()
-        cfgs = console.channel_configs()
-        out = []
-        for name in console.channel_names(latest):
-            cfg = cfgs.get(name)
-            sub = str(getattr(cfg, "subsystem", "") or "other")
-            if subsystem is not None and sub != subsystem:
-                continue
-            out.append(
-                {
-                    "name": name,
-                    "subsystem": sub,
-                    "units": getattr(cfg, "units", ""),
-                    "description": getattr(cfg, "description", ""),
-                    "limits": _limits_dict(getattr(cfg, "limits", None)),
-                    "rate_hz": getattr(cfg, "rate_hz", None),
-                    "stale_after_s": _stale_after(cfg),
-                }
-            )
-        return jsonable(out)
+        out = [console.channel_info(name) for name in console.channel_names(latest)]
+        if subsystem is not None:
+            out = [c for c in out if c["subsystem"] == subsystem]
+        return JSONResponse(out)
 
     @app.get("/api/latest", tags=["channels"])
     def latest() -> dict[str, Any]:
