@@ -20,5 +20,6 @@ def test_bench_stream_small(tmp_path):
     assert r["samples_per_s"] > 0 and 0 < r["tick_latency_p50_ms"] <= r["tick_latency_p99_ms"]
     assert r["detector"] == "ensemble" and r["alarms"] > 0  # the injected excursions raise alarms
     assert r["state_bytes_per_channel"] >= r["detector_bytes_per_channel"] > 0
-    assert r["tick_latency_p99_ms_sqlite"] > 0
+    assert r["tick_latency_p99_ms_sqlite"] > 0 and r["records_fed_per_s"] > 0 and r["record_lines_parsed_per_s"] > 0
+    assert set(r["ms_per_million_samples"]) == {"detector", "manager", "monitor"}
     assert "50 channels:" in result.output

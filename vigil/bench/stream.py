@@ -10,6 +10,10 @@ and a few injected excursions so the alarm manager has work), fits the default d
 * ``tick_latency_*_ms``: wall time of one 1-row tick of every channel (a 1 Hz tick scored live),
   over ``ticks`` ticks after each pass, pooled; ``*_sqlite``: the same ticks with the alarms and
   the checkpoint committed to a SQLite store (WAL, ``synchronous=FULL``) on every tick;
+* ``ms_per_million_samples``: where the block passes spent their time (detector ``score``,
+  manager ``update``, the monitor's own gridding, counters, history and staleness);
+* ``record_lines_parsed_per_s`` and ``records_fed_per_s``: the record path of file/socket sources,
+  parsing CSV record lines, then gridding and scoring parsed records (``record_rows`` rows);
 * ``state_bytes_per_channel``: detector, manager and monitor state (without the plotting history,
   which is reported separately as ``history_bytes_per_channel``).
 """
@@ -68,6 +72,47 @@ def _array_bytes(obj) -> int:
     return sum(v.nbytes for v in vars(obj).values() if isinstance(v, np.ndarray))
 
 
+class _Timed:
+    """Forwards ``method`` calls of ``target`` and adds up their wall time (for the cost breakdown)."""
+
+    def __init__(self, target, method: str) -> None:
+        self.target, self.method, self.seconds = target, method, 0.0
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.target, name)
+        if name != self.method:
+            return attr
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        return timed
+
+
+def _record_path(monitor_factory, block: TelemetryBlock) -> dict:
+    """Lines parsed per second and parsed records gridded + scored per second (one core)."""
+    from vigil.ingest.records import Record, parse_line
+
+    recs = [Record(float(t), ch, float(v)) for t, row in zip(block.time, block.values.tolist())
+            for ch, v in zip(block.channels, row)]  # fmt: skip
+    lines = [f"{r.time!r},{r.channel},{r.value!r}" for r in recs]
+    t0 = time.perf_counter()
+    for line in lines:
+        parse_line(line)
+    parse_s = time.perf_counter() - t0
+    monitor = monitor_factory()
+    t0 = time.perf_counter()
+    for a in range(0, len(recs), 50_000):
+        monitor.feed_records(recs[a : a + 50_000])
+    monitor.flush()
+    feed_s = time.perf_counter() - t0
+    return {"record_lines_parsed_per_s": round(len(lines) / parse_s), "records_fed_per_s": round(len(recs) / feed_s)}
+
+
 def _ticks_with_sqlite(config: MonitorConfig, detector, rows: TelemetryBlock) -> np.ndarray:
     """Tick latencies of a monitor whose alarms and checkpoint go to a SQLite file (WAL, FULL)."""
     from vigil.alarms import AlarmManager
@@ -93,6 +138,7 @@ def run_stream_bench(
     ticks: int = 300,
     train_rows: int = 1_000,
     repeats: int = 3,
+    record_rows: int = 50,
     seed: int = 0,
 ) -> dict:
     """Run the benchmark and return its results (see the module docstring)."""
@@ -106,7 +152,8 @@ def run_stream_bench(
     detector = build_detector(config).fit(train)
     fit_s = time.perf_counter() - started
     manager = AlarmManager(config, clock=lambda: 0.0)
-    monitor = Monitor(config, detector, manager)
+    timed_det, timed_man = _Timed(detector, "score"), _Timed(manager, "update")
+    monitor = Monitor(config, timed_det, timed_man)
     per_pass = rows + ticks
     test = _inject(
         make_channels(channels, 1 + repeats * per_pass, seed + 1, t0=float(train_rows)), seed + 2, channels // 20
@@ -114,14 +161,18 @@ def run_stream_bench(
 
     # Warm-up (numba compilation, first allocations): one tick, not timed.
     monitor.feed_block(test.slice(0, 1))
-    rates, lat = [], []
+    rates, lat, split = [], [], np.zeros(3)
     for r in range(repeats):  # the stream goes on: pass r scores rows the previous passes did not
         start = 1 + r * per_pass
         blocks = [test.slice(a, min(a + block_rows, start + rows)) for a in range(start, start + rows, block_rows)]
+        before = (timed_det.seconds, timed_man.seconds)
         t0 = time.perf_counter()
         for block in blocks:
             monitor.feed_block(block)
-        rates.append(rows * channels / (time.perf_counter() - t0))
+        took = time.perf_counter() - t0
+        rates.append(rows * channels / took)
+        det_s, man_s = timed_det.seconds - before[0], timed_man.seconds - before[1]
+        split += (det_s, man_s, took - det_s - man_s)
         for k in range(start + rows, start + per_pass):
             tick = test.slice(k, k + 1)
             t0 = time.perf_counter()
@@ -129,6 +180,8 @@ def run_stream_bench(
             lat.append(time.perf_counter() - t0)
     lat = np.asarray(lat)
     stored = _ticks_with_sqlite(config, detector, test.slice(1, 1 + ticks))
+    detector.reset()
+    records = _record_path(lambda: Monitor(config, detector, AlarmManager(config)), test.slice(1, 1 + record_rows))
 
     state = detector.state_nbytes() + _array_bytes(manager) + monitor.state_nbytes(include_history=False)
     return {
@@ -143,6 +196,10 @@ def run_stream_bench(
         "tick_latency_p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
         "tick_latency_p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
         "tick_latency_max_ms": round(float(lat.max()) * 1e3, 3),
+        "ms_per_million_samples": dict(
+            zip(("detector", "manager", "monitor"), (split * 1e9 / (repeats * rows * channels)).round(1).tolist())
+        ),
+        **records,
         "tick_latency_p50_ms_sqlite": round(float(np.percentile(stored, 50)) * 1e3, 3),
         "tick_latency_p99_ms_sqlite": round(float(np.percentile(stored, 99)) * 1e3, 3),
         "state_bytes_per_channel": round(state / channels, 1),
