@@ -371,11 +371,13 @@ async function refreshAudit() {
 
 async function refreshCounters() {
   const c = await getJSON("/api/counters");
-  const totals = {};
-  for (const per of Object.values(c.channels || c)) {
-    if (per && typeof per === "object") for (const [k, v] of Object.entries(per)) if (typeof v === "number") totals[k] = (totals[k] || 0) + v;
-  }
-  $("#counters").textContent = Object.entries(totals).filter(([, v]) => v).map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`).join(" · ");
+  const totals = { ...(c.totals || {}) };
+  const unknown = Object.values(c.unknown || {}).reduce((a, b) => a + b, 0);
+  if (unknown) totals["unknown channel"] = unknown;
+  if (c.unparsable) totals.unparsable = c.unparsable;
+  $("#counters").textContent = Object.entries(totals).filter(([, v]) => v)
+    .map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`).join(" · ");
+  $("#counters").title = (c.recent_errors || []).join("\n") || "bad input counted by the monitor";
 }
 
 // ---------- live feed ----------
