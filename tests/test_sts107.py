@@ -41,6 +41,15 @@ def test_scenario_shape_rate_and_window(scenario):
         assert epoch < EI_EPOCH
 
 
+def test_bad_entry_counts_name_the_key():
+    from vigil.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="n_train: must be >= 1"):
+        sts107.build_scenario(n_train=0)
+    with pytest.raises(ConfigError, match="n_holdout"):
+        sts107.build_scenario(n_holdout=-1)
+
+
 def test_channels_have_subsystems_and_left_right_counterparts(scenario):
     cfg = scenario.config.channels
     assert {cfg[c].subsystem for c in HYDRAULIC_RETURN_LINES} == {"left-wing-hydraulics"}
@@ -215,6 +224,13 @@ def test_cli_prints_the_moments_and_writes_json(tmp_path, monkeypatch, result):
     assert "MMACS first call" in run.output and "08:54:24 EST" in run.output
     assert "not flight data" in run.output
     assert json.loads(out.read_text())["first_alarm_s_from_ei"] == result["first_alarm_s_from_ei"]
+
+
+def test_cli_names_an_unwritable_out_file(tmp_path, monkeypatch, result):
+    monkeypatch.setattr(sts107, "run_replay", lambda seed=0: result)
+    run = CliRunner().invoke(app, ["replay", "sts-107", "--out", str(tmp_path / "missing" / "r.json")])
+    assert run.exit_code == 2
+    assert "cannot write" in run.output and "r.json" in run.output
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="the shared reconstruction is not beside the repository")

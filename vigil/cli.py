@@ -123,7 +123,7 @@ app.add_typer(replay_app, name="replay")
 @replay_app.command("sts-107")
 def replay_sts107(
     out: Path | None = typer.Option(None, help="JSON file for the full result (alarms, incidents, events)"),
-    seed: int = typer.Option(0, help="seed of the synthetic entries"),
+    seed: int = typer.Option(0, min=0, help="seed of the synthetic entries"),
 ) -> None:
     """Columbia's entry (a reconstruction, not flight data): first alarm and incident vs MMACS's call."""
     import json
@@ -134,7 +134,10 @@ def replay_sts107(
     result = run_replay(seed=seed)
     typer.echo("\n".join(summary_lines(result)))
     if out is not None:
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        try:
+            out.write_text(json.dumps(result, indent=1) + "\n")
+        except OSError as err:
+            raise typer.BadParameter(f"cannot write {out}: {err.strerror or err}", param_hint="--out") from None
         typer.echo(f"wrote {out}")
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vigil.errors import ConfigError
 from vigil.model import TelemetryBlock
 from vigil.scenarios.entry import Flight, OffScaleLow, Ramp, Sensor, Step, heating_shape, make_flight, render
 
@@ -277,6 +278,9 @@ def build_scenario(seed: int = 0, n_train: int = 21, n_holdout: int = 6, config:
     reference heating and manoeuvre timing and adds :data:`INJECTIONS` at the timeline's times.
     ``config=False`` skips building the :class:`MonitorConfig` (generation only).
     """
+    for key, value, least in (("n_train", n_train, 1), ("n_holdout", n_holdout, 0)):
+        if value < least:
+            raise ConfigError(f"must be >= {least}, got {value}", key=key, source="sts107")
     data = _data()
     t = np.arange(START_S, LOS_S + 1, dtype=np.float64)
     shape = heating_shape(t, data["trajectory"])
