@@ -160,3 +160,41 @@ def test_incident_changes_are_published():
         m.update(b.slice(lo, hi), part)
     incident_events = [e for e in got if e["type"] == "incident"]
     assert [len(e["payload"]["channels"]) for e in incident_events] == [1, 2]
+
+
+def covarying_run(threshold: float | None, block_rows: int) -> AlarmManager:
+    """a (subsystem s1) and b (s2) follow the same oscillation, c (s3) is independent noise; a
+    alarms from t=50, c from t=51, b from t=52."""
+    rng = np.random.default_rng(7)
+    time = np.arange(80.0)
+    wave = np.sin(time / 4.0)
+    values = np.stack([wave + 0.05 * rng.normal(size=80), 3 - 2 * wave, rng.normal(size=80)], axis=1)
+    lv = np.zeros(values.shape, dtype=np.int8)
+    for j, onset in enumerate([50, 52, 51]):
+        lv[onset : onset + 3, j] = 4
+    chans = {"a": {"subsystem": "s1"}, "b": {"subsystem": "s2"}, "c": {"subsystem": "s3"}}
+    m = AlarmManager(MonitorConfig.from_dict({"channels": chans, "incident_correlation": threshold}))
+    for lo in range(0, 80, block_rows):
+        hi = min(lo + block_rows, 80)
+        s = Scores.empty(hi - lo, 3, "limits")
+        s.level[:] = lv[lo:hi]
+        s.score[:] = lv[lo:hi]
+        m.update(TelemetryBlock.from_arrays(time[lo:hi], values[lo:hi], ["a", "b", "c"]), s)
+    return m
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 80])
+def test_channels_that_co_vary_group_across_subsystems(block_rows):
+    m = covarying_run(0.9, block_rows)
+    assert [(i.grouping, [c.channel for c in i.channels]) for i in m.incidents()] == [
+        ("correlation", ["a", "b"]),
+        ("subsystem", ["c"]),
+    ]
+    assert m.incidents()[0].explanation.startswith(
+        "2 channels in subsystems s1, s2 (grouped by correlated recent values) left nominal within 2 s: a (critical"
+    )
+
+
+def test_without_a_correlation_threshold_subsystems_stay_apart():
+    m = covarying_run(None, 1)
+    assert [[c.channel for c in i.channels] for i in m.incidents()] == [["a"], ["c"], ["b"]]

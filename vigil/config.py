@@ -3,6 +3,7 @@
 The configuration is a TOML file::
 
     incident_window_s = 30.0
+    incident_correlation = 0.9   # optional: also group channels whose recent values co-vary
 
     [channels.T-1]
     subsystem = "thermal"
@@ -85,6 +86,9 @@ class MonitorConfig(BaseModel):
 
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     incident_window_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    #: Also group alarms of different subsystems whose channels' recent values correlate at least
+    #: this much (absolute Pearson r over the last samples); ``None`` groups by subsystem only.
+    incident_correlation: float | None = Field(default=None, gt=0, le=1)
     # Free-form sections owned (and validated) by other layers.
     monitor: dict[str, Any] = Field(default_factory=dict)
     detector: dict[str, Any] = Field(default_factory=dict)

@@ -3,7 +3,10 @@
 Two alarms belong to one incident when their channels share a subsystem in the channel
 configuration and their first times are within ``window_s`` of each other (single linkage: an
 alarm joins an incident if it starts within the window of the incident's latest onset). Channels
-without a subsystem form incidents of their own.
+without a subsystem form incidents of their own. Optionally (``incident_correlation`` in the
+configuration) an alarm that matches no subsystem incident joins an incident within the window
+when its channel's recent values correlate with a member's (:class:`RecentValues`,
+:func:`correlation`): channels that go wrong together.
 
 Contributing channels are ranked by ``rank_score = peak level + earliness``, where earliness
 ``1 - (onset - incident start) / window_s`` lies in [0, 1]: the most severe channels first, and
@@ -24,8 +27,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from vigil.alarms.model import Alarm, Incident, RankedChannel
 from vigil.detect.base import SEVERITIES
+
+#: Fewest samples both channels must have for a correlation to count.
+MIN_POINTS = 8
 
 
 def joins(incident: Incident, alarm: Alarm, window_s: float) -> bool:
@@ -45,6 +53,7 @@ def member_of(alarm: Alarm) -> RankedChannel:
         onset=alarm.first_time,
         peak_score=alarm.peak_score,
         direction=alarm.direction,
+        subsystem=alarm.subsystem,
     )
 
 
@@ -78,7 +87,11 @@ def _ranked(entries: list[RankedChannel], start: float, window_s: float) -> list
 def explain(incident: Incident) -> str:
     """What happened, in one line: how many channels, where, which way, how fast, ranked."""
     chans = incident.channels
-    where = f"subsystem {incident.subsystem}" if incident.subsystem else "no subsystem"
+    subsystems = sorted({c.subsystem for c in chans if c.subsystem})
+    if len(subsystems) > 1:
+        where = f"subsystems {', '.join(subsystems)} (grouped by correlated recent values)"
+    else:
+        where = f"subsystem {incident.subsystem}" if incident.subsystem else "no subsystem"
     sides = {c.direction for c in chans}
     way = {"low": "went low (below their nominal bands)", "high": "went high (above their nominal bands)"}.get(
         sides.pop() if len(sides) == 1 else "", "left nominal"
@@ -96,3 +109,53 @@ def explain(incident: Incident) -> str:
 
 def _fmt(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else "-"
+
+
+def correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Absolute Pearson correlation over the samples both have; NaN with fewer than
+    :data:`MIN_POINTS` or a constant series.
+
+    >>> t = np.arange(20.0)
+    >>> round(correlation(np.sin(t), 3 - 2 * np.sin(t)), 6), correlation(t, np.ones(20))
+    (1.0, nan)
+    """
+    both = np.isfinite(x) & np.isfinite(y)
+    if both.sum() < MIN_POINTS:
+        return math.nan
+    a, b = x[both] - x[both].mean(), y[both] - y[both].mean()
+    den = math.sqrt(float(a @ a) * float(b @ b))
+    return abs(float(a @ b)) / den if den > 0 else math.nan
+
+
+class RecentValues:
+    """The last ``size`` rows of every channel's values (NaN where a channel did not report).
+
+    >>> r = RecentValues(3, 2)
+    >>> r.push(np.array([[1.0, 10.0], [2.0, 20.0]]), np.array([0, 1]))
+    >>> r.push(np.array([[3.0], [4.0]]), np.array([1]))
+    >>> r.series(1).tolist(), r.series(0, np.array([9.0])).tolist()
+    ([20.0, 3.0, 4.0], [nan, nan, 9.0])
+    """
+
+    def __init__(self, size: int, n_channels: int = 0) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.size = size
+        self.values_ = np.full((size, n_channels), np.nan)
+        self.head_ = 0
+
+    def add_channels(self, m: int) -> None:
+        self.values_ = np.concatenate([self.values_, np.full((self.size, m), np.nan)], axis=1)
+
+    def push(self, values: np.ndarray, idx: np.ndarray) -> None:
+        """Append the rows of ``values`` (columns are channels ``idx``); other channels get NaN."""
+        rows = values[-self.size :]
+        pos = (self.head_ + np.arange(rows.shape[0])) % self.size
+        self.values_[pos] = np.nan
+        self.values_[np.ix_(pos, idx)] = rows
+        self.head_ = int((self.head_ + rows.shape[0]) % self.size)
+
+    def series(self, j: int, extra: np.ndarray | None = None) -> np.ndarray:
+        """Channel ``j``'s last ``size`` values, oldest first, continued by ``extra`` if given."""
+        col = self.values_[(self.head_ + np.arange(self.size)) % self.size, j]
+        return col if extra is None else np.concatenate([col, extra])[-self.size :]

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vigil.alarms.incidents import add_member, joins, member_of
+from vigil.alarms.incidents import RecentValues, add_member, correlation, joins, member_of
 from vigil.alarms.memory import AlarmStore, MemoryStore
 from vigil.alarms.model import STALE, STATES, Alarm, AlarmError, AlarmEvent, AuditEntry, Incident, UnknownAlarmError
 from vigil.config import MonitorConfig
@@ -60,6 +60,8 @@ class AlarmManager:
         store: where alarms, incidents, acknowledgements and the audit trail persist, for example
             :class:`vigil.store.sqlite.SqliteStore`; in memory when ``None``.
         clock: wall-clock time source for operator verbs and shelve expiry.
+        correlation_samples: how many recent samples per channel are kept to group co-varying
+            channels into incidents (only when the configuration sets ``incident_correlation``).
     """
 
     def __init__(
@@ -67,8 +69,10 @@ class AlarmManager:
         config: MonitorConfig,
         store: AlarmStore | None = None,
         clock: Callable[[], float] = _time.time,
+        correlation_samples: int = 64,
     ) -> None:
         self.config = config
+        self.correlation_samples = correlation_samples
         self.store: AlarmStore = MemoryStore() if store is None else store
         self.clock = clock
         self.callback_errors = 0
@@ -87,6 +91,8 @@ class AlarmManager:
         self._alarms: dict[int, Alarm] = {}  # unfinished alarms
         self._stale: dict[str, int] = {}  # channel -> unfinished staleness alarm
         self._incidents: dict[int, Incident] = {}  # incidents new alarms may still join
+        self._recent = RecentValues(correlation_samples) if config.incident_correlation else None
+        self._block: tuple[TelemetryBlock, np.ndarray] | None = None  # the block being applied
         self._reset_pending()
         self._add_channels(list(config.channels))
         self._restore()
@@ -113,7 +119,7 @@ class AlarmManager:
             self._add_channels([channel])
             seen = math.nan if last_seen is None else float(last_seen)
             alarm = self._alarms.get(self._stale.get(channel, -1))
-            sample = _Sample(float(time), seen, STALE_LEVEL, math.nan, math.nan, math.nan, math.nan, STALE)
+            sample = _Sample(-1, float(time), seen, STALE_LEVEL, math.nan, math.nan, math.nan, math.nan, STALE)
             if alarm is None:
                 self._raise(channel, sample, stale=True)
             elif not alarm.violating:
@@ -284,8 +290,14 @@ class AlarmManager:
         walk = np.flatnonzero(~quiet & ~steady & valid.any(axis=0))
         if walk.size:
             rows, pos = np.nonzero(valid[:, walk])
-            for i, k in zip(rows.tolist(), walk[pos].tolist()):
-                self._step_sample(block, scores, int(idx[k]), k, i)
+            self._block = (block, valid)
+            try:
+                for i, k in zip(rows.tolist(), walk[pos].tolist()):
+                    self._step_sample(block, scores, int(idx[k]), k, i)
+            finally:
+                self._block = None
+        if self._recent is not None:
+            self._recent.push(np.where(valid, block.values, np.nan), idx)
 
     def _steady(self, block: TelemetryBlock, scores: Scores, idx: np.ndarray, cols: np.ndarray, flagged) -> None:
         j = idx[cols]
@@ -330,6 +342,7 @@ class AlarmManager:
 
     def _sample(self, block: TelemetryBlock, scores: Scores, i: int, k: int) -> _Sample:
         return _Sample(
+            i,
             float(block.time[i]),
             float(block.values[i, k]),
             int(scores.level[i, k]),
@@ -373,7 +386,7 @@ class AlarmManager:
                 self._track(existing)
             return
         self._track(alarm)
-        self._join_incident(alarm)
+        self._join_incident(alarm, row=s.row)
         self._record(alarm, "raised", s.time, SYSTEM, None, "", notify=True)
 
     def _escalate(self, alarm: Alarm, s: _Sample) -> None:
@@ -485,7 +498,7 @@ class AlarmManager:
         return math.nan
 
     # --- incidents ------------------------------------------------------------------------------
-    def _join_incident(self, alarm: Alarm, update_only: bool = False) -> None:
+    def _join_incident(self, alarm: Alarm, update_only: bool = False, row: int = -1) -> None:
         window = self.config.incident_window_s
         incident = self._incidents.get(alarm.incident_id or -1)
         if incident is None:
@@ -493,6 +506,10 @@ class AlarmManager:
                 return
             candidates = [i for i in self._incidents.values() if joins(i, alarm, window)]
             incident = max(candidates, key=lambda i: i.last_time) if candidates else None
+        if incident is None and self._recent is not None and alarm.detector != STALE:
+            incident = self._correlated_incident(alarm, row)
+            if incident is not None:
+                incident.grouping = "correlation"
         if incident is None:
             incident = Incident(
                 id=0, subsystem=alarm.subsystem, first_time=alarm.first_time, last_time=alarm.first_time
@@ -505,6 +522,33 @@ class AlarmManager:
         incident.active = True
         self._dirty_incidents[incident.id] = incident
         self._dirty_alarms[alarm.id] = alarm
+
+    def _correlated_incident(self, alarm: Alarm, row: int) -> Incident | None:
+        """The incident within the window holding the channel that co-varied most with ``alarm``'s
+        over the recent samples (up to the raising sample), if that correlation reaches the threshold."""
+        window, threshold = self.config.incident_window_s, self.config.incident_correlation
+        near = [
+            i for i in self._incidents.values() if i.first_time - window <= alarm.first_time <= i.last_time + window
+        ]
+        if not near:
+            return None
+        x = self._recent_series(alarm.channel, row)
+        best, found = threshold, None
+        for inc in near:
+            for member in inc.channels:
+                r = correlation(x, self._recent_series(member.channel, row))
+                if r >= best:
+                    best, found = r, inc
+        return found
+
+    def _recent_series(self, channel: str, row: int) -> np.ndarray:
+        extra = None
+        if self._block is not None and row >= 0:
+            block, valid = self._block
+            k = block._index.get(channel)  # noqa: SLF001 - the block's own name -> column map
+            if k is not None:
+                extra = np.where(valid[: row + 1, k], block.values[: row + 1, k], np.nan)
+        return self._recent.series(self._index[channel], extra)
 
     def _forget_old_incidents(self, before: float) -> None:
         for inc_id in [i.id for i in self._incidents.values() if not i.active and i.last_time < before]:
@@ -612,6 +656,8 @@ class AlarmManager:
         self._last_t = np.concatenate([self._last_t, np.full(m, np.nan)])
         self._last_v = np.concatenate([self._last_v, np.full(m, np.nan)])
         self._watermark = np.concatenate([self._watermark, np.full(m, -np.inf)])
+        if self._recent is not None:
+            self._recent.add_channels(m)
         self._columns_cache.clear()
 
     def _columns(self, channels: tuple[str, ...]) -> np.ndarray:
@@ -651,8 +697,9 @@ class AlarmManager:
 
 
 class _Sample(NamedTuple):
-    """One sample of one channel as the detector saw it."""
+    """One sample of one channel as the detector saw it (``row`` in the block, -1 if none)."""
 
+    row: int
     time: float
     value: float
     level: int

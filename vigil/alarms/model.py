@@ -216,11 +216,17 @@ class RankedChannel:
     onset: float
     peak_score: float
     direction: str
+    subsystem: str = ""
 
 
 @dataclass
 class Incident:
-    """Alarms on related channels within the incident window, read as one event."""
+    """Alarms on related channels within the incident window, read as one event.
+
+    ``grouping`` says why channels were put together: ``"subsystem"`` (the configured subsystem),
+    or ``"correlation"`` once a channel of another subsystem joined because its recent values
+    co-varied with a member's.
+    """
 
     id: int
     subsystem: str
