@@ -1,6 +1,6 @@
 """Per-channel ring buffers of recent samples and the one-pass kernel that fills them.
 
-After a block is scored, :func:`absorb` walks it once (numba, channel by channel) and, for every
+After a block is scored, :func:`absorb` walks it once (numba, row by row) and, for every
 finite sample, writes value/expected/band/level into the channel's ring, updates the channel's
 latest value and last-seen time, and tracks staleness row by row: a channel is stale at a row
 when the row's time is more than its limit past the channel's last sample. Staleness is therefore
@@ -18,13 +18,17 @@ FIELDS = (("time", np.float64), ("value", np.float64), ("expected", np.float32),
 
 
 class Rings:
-    """``[c, size]`` ring buffers, one row per channel, written at ``head[c]``."""
+    """``[size, c]`` ring buffers, one column per channel, written at row ``head[c]``.
+
+    Time-major, so that writing one block row for many channels (which usually share a head)
+    touches contiguous memory.
+    """
 
     def __init__(self, n_channels: int, size: int) -> None:
         if size < 1:
             raise ValueError(f"history size must be >= 1, got {size}")
         self.size = size
-        self.arrays = {name: np.zeros((n_channels, size), dtype=dt) for name, dt in FIELDS}
+        self.arrays = {name: np.zeros((size, n_channels), dtype=dt) for name, dt in FIELDS}
         self.head = np.zeros(n_channels, dtype=np.int64)
         self.count = np.zeros(n_channels, dtype=np.int64)
 
@@ -36,7 +40,7 @@ class Rings:
         """Channel ``j``'s samples in time order, limited to ``t0 <= time <= t1``."""
         n = int(min(self.count[j], self.size))
         idx = (int(self.head[j]) - n + np.arange(n)) % self.size
-        out = {name: a[j, idx] for name, a in self.arrays.items()}
+        out = {name: a[idx, j] for name, a in self.arrays.items()}
         keep = np.ones(n, dtype=bool)
         if t0 is not None:
             keep &= out["time"] >= t0
@@ -48,13 +52,14 @@ class Rings:
 def decimate(series: dict[str, np.ndarray], max_points: int) -> dict[str, np.ndarray]:
     """At most ``max_points`` samples: per bucket the minimum and maximum value, in time order.
 
-    The kept samples carry their bucket's highest level, so decimation never hides an alarm.
+    The kept samples carry their bucket's highest level, so decimation never hides an alarm
+    (below, the level-3 sample at t=3 marks both samples kept from the first bucket).
 
     >>> s = {"time": np.arange(8.0), "value": np.array([0, 5, 1, 2, 9, 3, 4, 4.0]),
     ...      "level": np.array([0, 0, 0, 3, 0, 0, 0, 0], dtype=np.int8)}
     >>> d = decimate(s, 4)
     >>> d["time"].tolist(), d["value"].tolist(), d["level"].tolist()
-    ([0.0, 1.0, 4.0, 6.0], [0.0, 5.0, 9.0, 4.0], [0, 0, 3, 0])
+    ([0.0, 1.0, 4.0, 5.0], [0.0, 5.0, 9.0, 3.0], [3, 3, 0, 0])
     """
     n = series["time"].size
     if n <= max_points:
@@ -88,22 +93,25 @@ def absorb(
     Each change is ``(kind, row, channel, last_seen)`` with kind 1 = went stale, 0 = fresh again.
     """
     n, c = values.shape
-    size = h_time.shape[1]
+    size = h_time.shape[0]
     changes = [(np.int64(0), np.int64(0), np.int64(0), np.float64(0.0)) for _ in range(0)]
-    for j in range(c):
-        if np.isnan(last_seen[j]) and n > 0:
-            last_seen[j] = time[0]  # never seen: the stream's start is the reference
-        check = np.isfinite(limit[j])
-        for i in range(n):
+    if n > 0:
+        for j in range(c):
+            if np.isnan(last_seen[j]):
+                last_seen[j] = time[0]  # never seen: the stream's start is the reference
+    # Row by row, channels inner: reads and ring writes run along contiguous memory.
+    for i in range(n):
+        t = time[i]
+        for j in range(c):
             x = values[i, j]
             if np.isfinite(x):
                 p = head[j]
-                h_time[j, p] = time[i]
-                h_value[j, p] = x
-                h_expected[j, p] = expected[i, j]
-                h_low[j, p] = low[i, j]
-                h_high[j, p] = high[i, j]
-                h_level[j, p] = level[i, j]
+                h_time[p, j] = t
+                h_value[p, j] = x
+                h_expected[p, j] = expected[i, j]
+                h_low[p, j] = low[i, j]
+                h_high[p, j] = high[i, j]
+                h_level[p, j] = level[i, j]
                 head[j] = (p + 1) % size
                 count[j] += 1
                 last_value[j] = x
@@ -111,8 +119,8 @@ def absorb(
                 if stale[j]:
                     stale[j] = False
                     changes.append((np.int64(0), np.int64(i), np.int64(j), last_seen[j]))
-                last_seen[j] = time[i]
-            elif check and not stale[j] and time[i] - last_seen[j] > limit[j]:
+                last_seen[j] = t
+            elif not stale[j] and t - last_seen[j] > limit[j]:
                 stale[j] = True
                 changes.append((np.int64(1), np.int64(i), np.int64(j), last_seen[j]))
     return changes
