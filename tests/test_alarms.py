@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 
 import numpy as np
 import pytest
 
-from vigil.alarms import AlarmError, AlarmManager, UnknownAlarmError
+from vigil.alarms import AlarmError, AlarmManager, MemoryStore, UnknownAlarmError
 from vigil.config import MonitorConfig
 from vigil.detect.base import Scores
 from vigil.detect.limits import LimitCheck
@@ -328,3 +329,36 @@ def test_scores_must_match_the_block():
     _, s = block([0, 0, 0])
     with pytest.raises(DataError, match="shape"):
         m.update(b, s)
+
+
+class FailingStore(MemoryStore):
+    """Writes fail while ``broken`` is set, like a full disk."""
+
+    broken = False
+
+    def add_acknowledgement(self, *args, **kwargs):
+        if self.broken:
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().add_acknowledgement(*args, **kwargs)
+
+    def save_alarms(self, alarms):
+        if self.broken:
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().save_alarms(alarms)
+
+
+def test_a_verb_whose_commit_fails_changes_nothing():
+    store = FailingStore()
+    m = AlarmManager(config(), store, clock=Clock())
+    m.update(*block([W, 0]))
+    store.broken = True
+    with pytest.raises(sqlite3.OperationalError):
+        m.acknowledge(1, "ann")  # would end the alarm (back to normal)
+    with pytest.raises(sqlite3.OperationalError):
+        m.shelve(1, "ann", 60)
+    a = m.get(1)
+    assert (a.state, a.acknowledged_by, a.shelved_until) == ("rtn_unacknowledged", None, None)
+    assert [e.action for e in m.audit(1)] == ["raised", "rtn"]
+    store.broken = False
+    assert m.acknowledge(1, "ann").state == "cleared"
+    assert [e.action for e in m.audit(1)] == ["raised", "rtn", "acknowledged"]

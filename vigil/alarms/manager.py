@@ -26,6 +26,7 @@ checkpoint raises no alarm twice.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import threading
@@ -590,6 +591,8 @@ class AlarmManager:
             try:
                 yield
             except BaseException:
+                if self._saved is not None:  # an operator verb whose commit failed: undo it in memory
+                    self._restore_state(self._saved)
                 self._reset_pending()
                 raise
 
@@ -622,6 +625,7 @@ class AlarmManager:
         self._dirty_incidents: dict[int, Incident] = {}
         self._ended: list[int] = []
         self._in_txn = False
+        self._saved: tuple | None = None
 
     def _publish(self, events: list[AlarmEvent]) -> None:
         with self._lock:
@@ -680,12 +684,35 @@ class AlarmManager:
             self._incidents[inc.id] = inc
 
     def _unfinished(self, alarm_id: int, verb: str) -> Alarm:
+        """The unfinished alarm an operator verb applies to; its state is saved so that a verb
+        whose commit fails leaves nothing changed (the operator sees an error, not a false ack)."""
         alarm = self._alarms.get(int(alarm_id))
         if alarm is not None:
+            self._saved = self._save_state(alarm)
             return alarm
         if self.store.get_alarm(int(alarm_id)) is not None:
             raise AlarmError(f"cannot {verb} alarm {alarm_id}: it is cleared")
         raise UnknownAlarmError(f"no alarm {alarm_id}")
+
+    def _save_state(self, alarm: Alarm) -> tuple:
+        j = self._index.get(alarm.channel)
+        arrays = None
+        if j is not None and alarm.detector != STALE:
+            arrays = (j, self._open[j], self._violating[j], self._peak_level[j], self._peak_score[j])
+        inc = self._incidents.get(alarm.incident_id or -1)
+        inc_fields = None if inc is None else copy.deepcopy(inc.__dict__)
+        return alarm, dict(alarm.__dict__), arrays, dict(self._stale), inc, inc_fields
+
+    def _restore_state(self, saved: tuple) -> None:
+        alarm, fields, arrays, stale, inc, inc_fields = saved
+        alarm.__dict__.update(fields)
+        self._alarms[alarm.id] = alarm
+        if arrays is not None:
+            j, *values = arrays
+            self._open[j], self._violating[j], self._peak_level[j], self._peak_score[j] = values
+        self._stale = stale
+        if inc is not None:
+            inc.__dict__.update(inc_fields)
 
     def _synced(self, alarm: Alarm) -> Alarm:
         """Copy the vectorised per-channel latest sample into the channel's open alarm."""
