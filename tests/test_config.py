@@ -147,3 +147,26 @@ def test_channel_limits_given_in_code_are_checked_too():
     with pytest.raises(ConfigError, match="low 1.0 is inside the less severe warning range") as err:
         MonitorConfig.from_dict(bad, source="scenario")
     assert (err.value.source, err.value.key) == ("scenario", "channels.x.limits.critical")
+
+
+def test_yaml_files_load_and_name_the_key(tmp_path):
+    path = tmp_path / "vigil.yaml"
+    path.write_text(
+        "incident_window_s: 10\n"
+        "channels:\n"
+        "  T-1:\n"
+        "    subsystem: thermal\n"
+        "    limits:\n"
+        "      warning: [0, 10]\n"
+        "      critical: [-.inf, 20]\n"
+    )
+    cfg = load_config(path)
+    assert cfg.incident_window_s == 10.0
+    assert cfg.channels["T-1"].limits == ChannelLimits(warning=(0.0, 10.0), critical=(None, 20.0))
+    path.write_text("channels:\n  T-1:\n    subsystem: thermal\n    limits:\n      warning: [10, 0]\n")
+    with pytest.raises(ConfigError, match="low 10.0 is not below high 0.0") as err:
+        load_config(path)
+    assert (err.value.source, err.value.key) == (str(path), "channels.T-1.limits.warning")
+    path.write_text("channels: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)

@@ -1,6 +1,6 @@
 """Channel configuration: subsystem, units, limits, expected rate, detector options, alarm settings.
 
-The configuration is a TOML file::
+The configuration is a TOML file (or the same structure in YAML, for ``.yaml``/``.yml`` files)::
 
     incident_window_s = 30.0
     incident_correlation = 0.9   # optional: also group channels whose recent values co-vary
@@ -119,18 +119,35 @@ class MonitorConfig(BaseModel):
 
 
 def load_config(path: str | Path) -> MonitorConfig:
-    """Read and validate a TOML channel configuration."""
+    """Read and validate a channel configuration: TOML, or YAML for ``.yaml``/``.yml`` files
+    (YAML needs the ``yaml`` extra, PyYAML)."""
     path = Path(path)
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read: {err.strerror or err}", source=source) from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return MonitorConfig.from_dict(_parse_yaml(text, source), source=source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"not valid TOML: {err}", source=source) from None
     return MonitorConfig.from_dict(data, source=source)
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError(
+            "YAML configuration needs PyYAML: pip install 'vigil-telemetry[yaml]'", source=source
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}", source=source) from None
+    return {} if data is None else data
 
 
 def parse_limits(raw: Any) -> ChannelLimits:
