@@ -194,7 +194,7 @@ class ForecastDetector(Detector):
         if block.commands is None or block.commands.shape[2] != k:
             got = None if block.commands is None else block.commands.shape[2]
             raise DataError(f"fitted with {k} command inputs per channel, block has {got}", source=block.source)
-        return np.nan_to_num(block.commands, nan=0.0, posinf=0.0, neginf=0.0)
+        return block.commands
 
     def _fit_ridge(self, values: np.ndarray, cmds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Closed-form ridge per channel on standardised values (missing samples skipped, as in scoring)."""
@@ -208,7 +208,8 @@ class ForecastDetector(Detector):
             z = (values[keep, j] - self.center_[j]) / self.scale_[j]
             m = z.shape[0] - lags
             windows = np.lib.stride_tricks.sliding_window_view(z, lags)[:m, ::-1]  # row t: z[t+lags-1], ..., z[t]
-            x = np.concatenate([np.ones((m, 1)), windows, cmds[keep, j][lags:]], axis=1)
+            inputs = np.nan_to_num(cmds[keep, j][lags:], nan=0.0, posinf=0.0, neginf=0.0)  # as in scoring
+            x = np.concatenate([np.ones((m, 1)), windows, inputs], axis=1)
             y = z[lags:]
             gram = x.T @ x
             penalty = self.ridge * np.trace(gram) / gram.shape[0] * np.eye(gram.shape[0])
@@ -233,34 +234,26 @@ class ForecastDetector(Detector):
     def score(self, block: TelemetryBlock) -> Scores:
         """Score ``block`` (continuing the stream): level, score, expected value and nominal band."""
         self._check_channels(block)
-        values = _finite_or_nan(block.values)
-        cmds = self._commands(block)
-        score, expected, half = self._run(values, cmds)
-        out = Scores.empty(block.n_samples, block.n_channels, self.name)
-        out.score[:] = score
-        out.expected[:] = expected
-        out.low[:] = expected - half
-        out.high[:] = expected + half
-        out.level[:] = apply_hysteresis(
-            score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_
-        )
-        return out
+        score, expected, low, high = self._run(block.values, self._commands(block))
+        level = apply_hysteresis(score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_)
+        by = np.zeros(score.shape, dtype=np.int8)
+        return Scores(level, score, expected, low, high, detector=(self.name,), by=by)
 
     def _run(
         self, values: np.ndarray, cmds: np.ndarray, adapt: bool = True
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Score, expected value and band ``[n, c]`` each, advancing the stream state."""
         n, c = values.shape
-        score = np.full((n, c), np.nan)
-        expected = np.full((n, c), np.nan)
-        half = np.full((n, c), np.nan)
+        score, expected, low, high = (np.full((n, c), np.nan) for _ in range(4))
         _forecast_kernel(
             values, cmds, self.center_, self.scale_, self.intercept_, self.coef_lags_, self.coef_cmds_,
             2.0 / (self.span + 1.0), 2.0 / (self.adapt_span + 1.0) if adapt and self.adapt_span else 0.0,
             self.baseline_, self.threshold_, self.lo_, self.hi_, self.margin_, self.stuck_after_,
             (self.relative or 0.0) if adapt else 0.0, self.relative_after, self.min_threshold, self.runmax_,
-            self.window_, self.n_seen_, self.ewm_, self.level_, self.repeats_, score, expected, half,
+            self.window_, self.n_seen_, self.ewm_, self.level_, self.repeats_, score, expected, low,
+            high,
         )  # fmt: skip
-        return score, expected, half
+        return score, expected, low, high
 
 
 def _longest_repeat(x: np.ndarray) -> int:
@@ -282,58 +275,71 @@ def _finite_or_nan(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, np.nan)
 
 
+#: Rows per tile in the scoring kernel.
+_TILE = 64
+
+
 @numba.njit(cache=True)
 def _forecast_kernel(
     values, cmds, center, scale, intercept, coef_lags, coef_cmds, alpha, adapt, baseline, threshold,
-    lo, hi, margin, stuck_after, rel, rel_after, floor, runmax, window, n_seen, ewm, err_level, repeats, score, expected, half,
+    lo, hi, margin, stuck_after, rel, rel_after, floor, runmax, window, n_seen, ewm, err_level, repeats,
+    score, expected, low, high,
 ):  # fmt: skip  # pragma: no cover - numba
     n, c = values.shape
     lags = window.shape[1]
     k = cmds.shape[2]
-    for j in range(c):
-        e_prev = ewm[j]
-        m = err_level[j]
-        seen = n_seen[j]
-        rep = repeats[j]
-        rmax = runmax[j]
-        for i in range(n):
-            x = values[i, j]
-            if np.isnan(x):
-                continue
-            z = (x - center[j]) / scale[j]
-            # Exact repeats of the previous value: a stuck sensor repeats longer than history ever did.
-            rep = rep + 1 if seen > 0 and z == window[j, (seen - 1) % lags] else 0
-            if seen >= lags:
-                # window[j, (seen - 1 - l) % lags] is the value l + 1 steps back.
-                pred = intercept[j]
-                for lag in range(lags):
-                    pred += coef_lags[j, lag] * window[j, (seen - 1 - lag) % lags]
-                for q in range(k):
-                    pred += coef_cmds[j, q] * cmds[i, j, q]
-                pred = center[j] + scale[j] * pred
-                err = abs(x - pred)
-                e_prev = err if np.isnan(e_prev) else e_prev + alpha * (err - e_prev)
-                thr = threshold[j]
-                if adapt > 0.0 and baseline[j] > 0.0:
-                    thr = threshold[j] * max(1.0, m / baseline[j])
-                    m += adapt * (min(e_prev, thr) - m)
-                if rel > 0.0 and seen >= rel_after:
-                    thr = max(floor, min(thr, rel * rmax))
-                s = e_prev / thr
-                if s < 1.0:
-                    rmax = max(rmax, e_prev)
-                if x > hi[j]:
-                    s = max(s, (x - hi[j]) / margin[j])
-                elif x < lo[j]:
-                    s = max(s, (lo[j] - x) / margin[j])
-                s = max(s, rep / stuck_after[j])
-                score[i, j] = s
-                expected[i, j] = pred
-                half[i, j] = thr
-            window[j, seen % lags] = z
-            seen += 1
-        ewm[j] = e_prev
-        err_level[j] = m
-        n_seen[j] = seen
-        repeats[j] = rep
-        runmax[j] = rmax
+    # Rows in tiles, so each channel's strided column comes from cache rather than main memory.
+    for start in range(0, n, _TILE):
+        stop = min(start + _TILE, n)
+        for j in range(c):
+            e_prev = ewm[j]
+            m = err_level[j]
+            seen = n_seen[j]
+            rep = repeats[j]
+            rmax = runmax[j]
+            for i in range(start, stop):
+                x = values[i, j]
+                if not np.isfinite(x):  # missing: no score, no change of state
+                    continue
+                z = (x - center[j]) / scale[j]
+                last = (seen - 1) % lags  # window slot of the previous value; older ones precede it
+                # Exact repeats of the previous value: a stuck sensor repeats longer than history did.
+                rep = rep + 1 if seen > 0 and z == window[j, last] else 0
+                if seen >= lags:
+                    pred = intercept[j]
+                    slot = last
+                    for lag in range(lags):
+                        pred += coef_lags[j, lag] * window[j, slot]
+                        slot = slot - 1 if slot > 0 else lags - 1
+                    for q in range(k):
+                        u = cmds[i, j, q]
+                        if np.isfinite(u):  # a missing command input counts as not commanded
+                            pred += coef_cmds[j, q] * u
+                    pred = center[j] + scale[j] * pred
+                    err = abs(x - pred)
+                    e_prev = err if np.isnan(e_prev) else e_prev + alpha * (err - e_prev)
+                    thr = threshold[j]
+                    if adapt > 0.0 and baseline[j] > 0.0:
+                        thr = threshold[j] * max(1.0, m / baseline[j])
+                        m += adapt * (min(e_prev, thr) - m)
+                    if rel > 0.0 and seen >= rel_after and rmax > 0.0:
+                        thr = max(floor, min(thr, rel * rmax))
+                    s = e_prev / thr
+                    if s < 1.0:
+                        rmax = max(rmax, e_prev)
+                    if x > hi[j]:
+                        s = max(s, (x - hi[j]) / margin[j])
+                    elif x < lo[j]:
+                        s = max(s, (lo[j] - x) / margin[j])
+                    s = max(s, rep / stuck_after[j])
+                    score[i, j] = s
+                    expected[i, j] = pred
+                    low[i, j] = pred - thr
+                    high[i, j] = pred + thr
+                window[j, seen % lags] = z
+                seen += 1
+            ewm[j] = e_prev
+            err_level[j] = m
+            n_seen[j] = seen
+            repeats[j] = rep
+            runmax[j] = rmax

@@ -119,32 +119,35 @@ def _hysteresis_kernel(
     score, min_violations, clear_after, over, under, active, steps, levels, level
 ):  # pragma: no cover
     n, c = score.shape
-    for j in range(c):
-        o = over[j]
-        u = under[j]
-        a = active[j]
-        for i in range(n):
-            s = score[i, j]
-            if np.isnan(s):
-                continue
-            if s >= 1.0:
-                o += 1
-                u = 0
-                if o >= min_violations:
-                    a = True
-            else:
-                o = 0
+    # Rows in tiles so each channel's column is read from cache, not strided over all of memory.
+    for start in range(0, n, 64):
+        stop = min(start + 64, n)
+        for j in range(c):
+            o = over[j]
+            u = under[j]
+            a = active[j]
+            for i in range(start, stop):
+                s = score[i, j]
+                if np.isnan(s):
+                    continue
+                if s >= 1.0:
+                    o += 1
+                    u = 0
+                    if o >= min_violations:
+                        a = True
+                else:
+                    o = 0
+                    if a:
+                        u += 1
+                        if u >= clear_after:
+                            a = False
+                            u = 0
                 if a:
-                    u += 1
-                    if u >= clear_after:
-                        a = False
-                        u = 0
-            if a:
-                lv = np.int8(1)
-                for t in range(steps.shape[0]):
-                    if s >= steps[t]:
-                        lv = levels[t]
-                level[i, j] = lv
-        over[j] = o
-        under[j] = u
-        active[j] = a
+                    lv = np.int8(1)
+                    for t in range(steps.shape[0]):
+                        if s >= steps[t]:
+                            lv = levels[t]
+                    level[i, j] = lv
+            over[j] = o
+            under[j] = u
+            active[j] = a
