@@ -170,3 +170,18 @@ def test_yaml_files_load_and_name_the_key(tmp_path):
     path.write_text("channels: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+def test_vigil_config_check(tmp_path):
+    from typer.testing import CliRunner
+
+    from vigil.cli import app
+
+    good = write(tmp_path, GOOD)
+    result = CliRunner().invoke(app, ["config", "check", str(good)])
+    assert result.exit_code == 0
+    assert result.output == f"{good}: ok, 2 channels in 2 subsystems, 1 with limits, incident window 12.5 s\n"
+    bad = write(tmp_path, "[channels.T-1]\nsubsystem = 'p'\n[channels.T-1.limits]\nwarning = [3, 1]\n")
+    result = CliRunner().invoke(app, ["config", "check", str(bad)])
+    assert result.exit_code == 2
+    assert "channels.T-1.limits.warning: low 3.0 is not below high 1.0" in result.output

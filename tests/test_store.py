@@ -294,3 +294,29 @@ def test_monitor_thread_and_operator_thread_do_not_deadlock(tmp_path):
     # Every acknowledgement is stored once (a reactivated alarm needs, and gets, a new one).
     assert acked and sorted(acked) == sorted(r["alarm_id"] for r in store.acknowledgements())
     assert store.load_checkpoint("stream") == 399
+
+
+def test_vigil_alarms_lists_a_store(tmp_path):
+    from typer.testing import CliRunner
+
+    from vigil.cli import app
+
+    path = tmp_path / "v.sqlite"
+    m = AlarmManager(config(), SqliteStore(path), clock=Clock())
+    m.update(*block([[W, 0], [0, 0], [0, 0]]))  # A: raised at 0, back to normal at 2
+    m.acknowledge(1, "ann", "ok")
+    m.update(*block([[0, C]], t0=3))
+    m.store.close()
+    run = CliRunner().invoke
+    out = run(app, ["alarms", "--store", str(path)]).output.splitlines()
+    assert [line.split()[:2] for line in out] == [["#2", "active"]]
+    out = run(app, ["alarms", "--store", str(path), "--state", "all", "--audit", "2"]).output.splitlines()
+    assert [line.split()[:2] for line in out[:2]] == [["#1", "cleared"], ["#2", "active"]]
+    assert out[2:] == [
+        "audit t=5000 alarm 1 by ann: acknowledged rtn_unacknowledged -> cleared ok",
+        "audit t=3 alarm 2 by system: raised None -> active",
+    ]
+    out = run(app, ["alarms", "--store", str(path), "--incidents"]).output
+    assert out.startswith("incident 1 [active] 2 channels in subsystem hyd")
+    missing = run(app, ["alarms", "--store", str(tmp_path / "none.sqlite")])
+    assert missing.exit_code == 2 and not (tmp_path / "none.sqlite").exists()

@@ -141,6 +141,57 @@ def replay_sts107(
         typer.echo(f"wrote {out}")
 
 
+config_app = typer.Typer(help="Channel configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(path: Path = typer.Argument(..., help="channel configuration (TOML, or YAML)")) -> None:
+    """Validate a channel configuration; an error names the file and the key."""
+    from vigil.config import load_config
+    from vigil.errors import ConfigError
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    subsystems = {c.subsystem for c in cfg.channels.values()}
+    typer.echo(
+        f"{path}: ok, {len(cfg.channels)} channels in {len(subsystems)} subsystems, "
+        f"{len(cfg.limits())} with limits, incident window {cfg.incident_window_s:g} s"
+    )
+
+
+@app.command("alarms")
+def alarms_list(
+    store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
+    state: str | None = typer.Option(None, help="only this state (active, acknowledged, ...; all: also cleared)"),
+    incidents: bool = typer.Option(False, help="list incidents instead of alarms"),
+    audit: int = typer.Option(0, help="also print the last N audit entries"),
+) -> None:
+    """List the alarms (or incidents) and the audit trail kept in a store."""
+    from vigil.store.sqlite import SqliteStore
+
+    if not store.is_file():
+        typer.echo(f"error: {store}: no such store", err=True)
+        raise typer.Exit(2)
+    db = SqliteStore(store)
+    try:
+        if incidents:
+            for inc in db.load_incidents():
+                typer.echo(f"incident {inc.id} [{'active' if inc.active else 'closed'}] {inc.explanation}")
+        else:
+            for a in db.load_alarms(open_only=state != "all" and state != "cleared"):
+                if state in (None, "all") or a.state == state:
+                    typer.echo(f"#{a.id} {a.state} {a.explanation}")
+        for e in db.audit(limit=audit) if audit > 0 else []:
+            change = f"{e.action} {e.from_state} -> {e.to_state}"
+            typer.echo(f"audit t={e.time:.6g} alarm {e.alarm_id} by {e.user}: {change} {e.comment}".rstrip())
+    finally:
+        db.close()
+
+
 # --- operator console (issue 4) -------------------------------------------------------------------
 @app.command("serve")
 def serve(
