@@ -198,3 +198,18 @@ def test_channels_that_co_vary_group_across_subsystems(block_rows):
 def test_without_a_correlation_threshold_subsystems_stay_apart():
     m = covarying_run(None, 1)
     assert [[c.channel for c in i.channels] for i in m.incidents()] == [["a"], ["c"], ["b"]]
+
+
+@pytest.mark.parametrize("block_rows", [1, 3])
+def test_a_growing_peak_score_reaches_the_incident(block_rows):
+    m = AlarmManager(config({"a": "s"}))
+    scores = [1.0, 1.5, 2.5]
+    for lo in range(0, 3, block_rows):
+        s = Scores.empty(block_rows, 1, "limits")
+        s.level[:] = 2
+        s.score[:, 0] = scores[lo : lo + block_rows]
+        m.update(
+            TelemetryBlock.from_arrays(np.arange(lo, lo + block_rows, dtype=float), np.zeros((block_rows, 1)), ["a"]), s
+        )
+    (inc,) = m.incidents()
+    assert (m.get(1).peak_score, m.get(1).peak_time, inc.channels[0].peak_score) == (2.5, 2.0, 2.5)

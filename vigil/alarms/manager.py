@@ -405,6 +405,7 @@ class AlarmManager:
     def _new_peak(self, alarm: Alarm, s: _Sample) -> None:
         self._set_peak(alarm, s)
         self._dirty_alarms[alarm.id] = alarm
+        self._join_incident(alarm, update_only=True)  # its rank uses the peak score
 
     def _set_peak(self, alarm: Alarm, s: _Sample) -> None:
         alarm.peak_value, alarm.peak_time, alarm.peak_score = s.value, s.time, s.score
