@@ -286,3 +286,15 @@ def test_resolve_token_sources(tmp_path):
         resolve_token(tmp_path / "missing", env={})
     a, b = resolve_token(env={})[0], resolve_token(env={})[0]
     assert a != b
+
+
+def test_reference_timeline_is_sorted_and_json_safe():
+    monitor, manager = make_stack()
+    events = [{"time": 110.0, "kind": "call", "label": "b"}, {"time": 101.0, "kind": "los", "label": float("nan")}]
+    with TestClient(create_app(monitor, manager, None, TOKEN, events=events)) as client:
+        assert client.get("/api/events").json() == [
+            {"time": 101.0, "kind": "los", "label": None},
+            {"time": 110.0, "kind": "call", "label": "b"},
+        ]
+    with TestClient(create_app(monitor, manager, None, TOKEN)) as client:
+        assert client.get("/api/events").json() == []

@@ -183,8 +183,13 @@ def create_app(
     lock: Any = None,
     hub: Hub | None = None,
     title: str = "Vigil operator console",
+    events: list[dict[str, Any]] | None = None,
 ) -> FastAPI:
-    """The API and web console. ``lock`` must be the lock held by the thread that feeds ``monitor``."""
+    """The API and web console. ``lock`` must be the lock held by the thread that feeds ``monitor``.
+
+    ``events`` is an optional reference timeline (``time``, ``kind``, ``label``) drawn on the plots,
+    for example the calls made in mission control during a replayed scenario.
+    """
     console = Console(monitor, manager, store, lock)
     hub = hub or Hub()
     require_token = token_guard(token)
@@ -197,7 +202,14 @@ def create_app(
         if hasattr(source, "subscribe"):
             source.subscribe(hub.publish)
 
+    timeline = sorted(jsonable(events or []), key=lambda e: e.get("time") or 0)
     _add_read_routes(app, console, hub)
+
+    @app.get("/api/events", tags=["status"])
+    def reference_events() -> list[dict[str, Any]]:
+        """The reference timeline of a replayed scenario (empty for live telemetry)."""
+        return timeline
+
     _add_alarm_verbs(app, console, require_token)
     _add_live_feed(app, hub)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -33,7 +33,7 @@ class DemoData:
     config: Any  # MonitorConfig
     training: TelemetryBlock
     replay: TelemetryBlock
-    events: list[dict]
+    events: list[dict]  # the scenario's timeline: time (epoch s), kind, label, t_from_ei_s
 
 
 def build_demo_data(seed: int = 0) -> DemoData:
@@ -69,7 +69,15 @@ def build_demo_data(seed: int = 0) -> DemoData:
         config=config,
         training=_join(train, synth.train.values, names),
         replay=_join(failed, synth.test.values, names),
-        events=scenario.events,
+        events=[
+            {
+                "time": scenario.ei_epoch + e["t_from_ei_s"],
+                "kind": e["kind"],
+                "label": e["label"],
+                "t_from_ei_s": e["t_from_ei_s"],
+            }
+            for e in scenario.events
+        ],  # fmt: skip
     )
 
 
@@ -113,7 +121,7 @@ def build_demo(token: str, speed: float = 10.0, store_path: Path | None = None, 
     span = float(data.replay.time[-1] - data.replay.time[0]) + 60.0
     monitor = Monitor(data.config, detector, manager, history_s=span, history_points=4096, store=store)
     lock = threading.RLock()
-    app = create_app(monitor, manager, store, token, lock=lock, title="Vigil demo: STS-107 entry")
+    app = create_app(monitor, manager, store, token, lock=lock, title="Vigil demo: STS-107 entry", events=data.events)
     replay = BlockReplay(monitor, lock, data.replay, speed=speed)
     app.state.feeders.append(replay)
     return Demo(app, monitor, manager, store, replay, store_path)

@@ -18,7 +18,9 @@ const state = {
   selected: null, // {kind: "channel"|"incident", ...}
   alarms: [],
   plots: [],
+  events: [], // reference timeline of a replayed scenario: {time, kind, label}
 };
+const MARKED = new Set(["call", "los", "milestone", "fault_message"]); // timeline kinds drawn on plots
 
 // ---------- helpers ----------
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -222,7 +224,7 @@ function limitSeries(limits, n) {
   return out;
 }
 
-// uPlot plugin: shade alarm periods behind the series.
+// uPlot plugin: shade alarm periods behind the series; mark reference-timeline events (calls, LOS).
 function alarmShading(periods) {
   return {
     hooks: {
@@ -236,10 +238,35 @@ function alarmShading(periods) {
           ctx.fillStyle = (SEV_COLOUR[SEV.indexOf(p.severity)] || "#888") + "33";
           ctx.fillRect(x0, u.bbox.top, Math.max(2, x1 - x0), u.bbox.height);
         }
+        ctx.strokeStyle = "#9fb7d8";
+        ctx.fillStyle = "#9fb7d8";
+        ctx.setLineDash([2, 3]);
+        ctx.font = `${10 * devicePixelRatio}px DejaVu Sans`;
+        for (const e of eventsIn(u.scales.x.min, u.scales.x.max)) {
+          const x = u.valToPos(e.time, "x", true);
+          ctx.beginPath();
+          ctx.moveTo(x, u.bbox.top);
+          ctx.lineTo(x, u.bbox.top + u.bbox.height);
+          ctx.stroke();
+          ctx.fillText(String(e.n), x + 3, u.bbox.top + 11 * devicePixelRatio);
+        }
         ctx.restore();
       },
     },
   };
+}
+
+function eventsIn(t0, t1) {
+  return state.events.filter((e) => MARKED.has(e.kind) && e.time >= t0 && e.time <= t1);
+}
+
+function timelineNote(t0, t1) {
+  if (t0 == null || t1 == null) return "";
+  const shown = eventsIn(t0, t1);
+  if (!shown.length) return "";
+  const rel = (e) => (e.t_from_ei_s != null ? `EI${e.t_from_ei_s >= 0 ? "+" : ""}${e.t_from_ei_s}s` : fmtClock(e.time));
+  return `<div class="timeline"><b>reference timeline</b> (dotted lines)<br>${shown
+    .map((e) => `${e.n}. ${esc(rel(e))} ${esc(e.kind)}: ${esc(e.label)}`).join("<br>")}</div>`;
 }
 
 function makePlot(el, h, { title, height, sync, legend = true }) {
@@ -299,11 +326,13 @@ async function drawSelected() {
     const stale = i != null && state.latest.stale[i];
     $("#plot-head").innerHTML = `<b>${esc(sel.name)}</b> · ${esc(m.subsystem || "")} · ${esc(m.description || "")}
       ${stale ? `· <span style="color:var(--distress)">STALE (${fmtAge(state.latest.age[i])} without data)</span>` : ""}`;
-    clearPlots();
-    state.plots.push(makePlot(box, h, { title: "value · expected band · limits · alarm periods shaded", height: Math.max(220, box.clientHeight - 60) }));
     const open = (h.alarms || []).filter((a) => OPEN_STATES.has(a.state));
-    $("#detail").innerHTML = open.length ? open.map((a) => `<div><span class="sev ${esc(a.severity)}">${esc(a.severity)}</span>
-      #${esc(a.id)} ${esc(a.state)} from ${fmtTime(a.start)} to ${fmtTime(a.end)}</div>`).join("") : "no open alarms on this channel";
+    // Fill the detail pane first: the plot takes the height that is left.
+    $("#detail").innerHTML = (open.length ? open.map((a) => `<div><span class="sev ${esc(a.severity)}">${esc(a.severity)}</span>
+      #${esc(a.id)} ${esc(a.state)} from ${fmtTime(a.start)} to ${fmtTime(a.end)}</div>`).join("") : "no open alarms on this channel")
+      + timelineNote(h.time[0], h.time[h.time.length - 1]);
+    clearPlots();
+    state.plots.push(makePlot(box, h, { title: "value · expected band · limits · alarm periods shaded", height: Math.max(220, box.clientHeight - 70) }));
   } else {
     const inc = sel.incident;
     const names = (inc.channels || []).map((c) => (Array.isArray(c) ? c[0] : c.channel ?? c.name ?? c)).slice(0, 6);
@@ -313,6 +342,8 @@ async function drawSelected() {
     const hs = await Promise.all(names.map((n) =>
       getJSON(`/api/channels/${encodeURIComponent(n)}/history?max_points=800&t0=${t0}&t1=${t1}`)));
     $("#plot-head").innerHTML = `<b>incident #${esc(inc.id)}</b> · ${esc(inc.subsystem || "")} · ${names.length} contributing channels, ranked`;
+    $("#detail").innerHTML = `<b>explanation</b><br>${esc(inc.explanation || "").replace(/\n/g, "<br>")}`
+      + timelineNote(t0, t1);
     clearPlots();
     const height = Math.max(120, Math.floor((box.clientHeight - 10) / hs.length) - 24);
     hs.forEach((h, k) => {
@@ -320,7 +351,6 @@ async function drawSelected() {
       const score = Array.isArray(rank) ? rank[1] : rank?.score ?? rank?.rank_score;
       state.plots.push(makePlot(box, h, { title: `<b>${k + 1}. ${esc(h.name)}</b> ${score != null ? `rank score ${fmtNum(score)}` : ""}`, height, sync: "incident", legend: false }));
     });
-    $("#detail").innerHTML = `<b>explanation</b><br>${esc(inc.explanation || "").replace(/\n/g, "<br>")}`;
   }
 }
 
@@ -453,9 +483,15 @@ function wire() {
   window.addEventListener("resize", throttle(drawSelected, 500));
 }
 
+async function loadEvents() {
+  const events = await getJSON("/api/events");
+  let n = 0;
+  state.events = events.map((e) => ({ ...e, n: MARKED.has(e.kind) ? ++n : null }));
+}
+
 async function main() {
   wire();
-  await loadMeta();
+  await Promise.all([loadMeta(), loadEvents()]);
   await refreshAll();
   connect();
 }
