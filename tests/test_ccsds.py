@@ -7,6 +7,8 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vigil.errors import ConfigError
 from vigil.ingest.ccsds import PacketStream, load_csv_definitions, load_xtce
@@ -250,3 +252,36 @@ def test_string_parameters_are_skipped_and_the_rest_decoded_per_packet(tmp_path)
     assert block.column("COUNT").tolist() == [513.0, 514.0]
     assert sum(stream.problems().values()) == 0
     assert any(u.parameter == "LABEL" for u in read_xtce_alarms(mission).unmapped)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    junk=st.lists(st.tuples(st.integers(0, 60), st.binary(max_size=24)), max_size=6),
+    cuts=st.lists(st.integers(0, 400), max_size=8),
+)
+def test_framing_in_chunks_equals_framing_at_once(mission, junk, cuts):
+    """Valid packets with garbage spliced in: any chunking frames exactly like one call."""
+    from vigil.ingest.ccsds.framing import Framer
+
+    data = bytearray(DemoSpacecraft(seed=5).packets(1.0))
+    for pos, blob in junk:
+        data[pos * 6 : pos * 6] = blob
+    data = bytes(data)
+    whole = Framer(mission.expected_lengths())
+    _, ref = whole.feed(data, final=True)
+    chunked = Framer(mission.expected_lengths())
+    offsets, apids = [], []
+    base = 0
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        _, frames = chunked.feed(data[a:b], final=b == len(data))
+        offsets += (frames.offset + base).tolist()
+        apids += frames.apid.tolist()
+        base = b - chunked.pending_bytes
+    assert offsets == ref.offset.tolist() and apids == ref.apid.tolist()
+    for name in ("packets", "unknown_apid", "bad_length", "truncated"):
+        np.testing.assert_array_equal(getattr(chunked.counters, name), getattr(whole.counters, name))
+    assert (chunked.counters.skipped_bytes, chunked.counters.resyncs) == (
+        whole.counters.skipped_bytes,
+        whole.counters.resyncs,
+    )

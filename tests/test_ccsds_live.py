@@ -118,3 +118,16 @@ def test_cli_demo_file_inspect_and_config(tmp_path):
     result = runner.invoke(app, ["packets", "config", "--xtce", "demo", "--out", str(toml)])
     assert result.exit_code == 0, result.output
     assert "[channels.BATT_V.limits]" in toml.read_text()
+
+
+def test_packet_problems_reach_the_record_monitor_as_bad_records(tmp_path):
+    from vigil.ingest.records import BadRecord
+
+    data = DemoSpacecraft().packets(2.0)
+    first = split(data)[0][0]
+    path = tmp_path / "cut.bin"
+    path.write_bytes(data + first[:-5])  # the file ends inside a packet
+    src = open_source(f"file+ccsds://{path}?xtce=demo", speed=None)
+    items = [r for batch in src.batches() for r in batch]
+    bad = [r for r in items if isinstance(r, BadRecord)]
+    assert [b.reason for b in bad] == ["APID 100: truncated +1 (total 1)", "stream: skipped_bytes +14 (total 14)"]

@@ -36,6 +36,7 @@ def monitor(
     speed: str = typer.Option("1", help="file replay speed: 1, 10, ... or max (as fast as possible)"),
     store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
     lateness: float = typer.Option(0.0, help="seconds a time step still accepts records after a later one"),
+    max_jump: float = typer.Option(3600.0, help="a record this far ahead waits for the next to confirm it (0: off)"),
     report_every: float = typer.Option(10.0, help="seconds between counter lines"),
     resume: bool = typer.Option(True, help="continue after the store's checkpoint (no duplicate alarms)"),
     serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
@@ -53,7 +54,8 @@ def monitor(
 
     try:
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
-        session = build_session(config, fit_path=fit, store_path=store, lateness_s=lateness)
+        jump = max_jump if max_jump > 0 else None
+        session = build_session(config, fit_path=fit, store_path=store, lateness_s=lateness, max_jump_s=jump)
     except (VigilError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -384,6 +386,9 @@ def packets_monitor(
     source: str = typer.Option(..., help="udp+ccsds://127.0.0.1:PORT?xtce=FILE, tcp+ccsds://... or file+ccsds://PATH?..."),
     store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
     report_every: float = typer.Option(10.0, help="seconds between counter lines"),
+    serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
+    host: str = typer.Option("127.0.0.1", help="API bind address"),
+    token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
 ) -> None:
     """Monitor a packet stream with the mission's own XTCE alarms (ranges, contexts, states, rates)."""
     import threading
@@ -408,6 +413,8 @@ def packets_monitor(
     manager = AlarmManager(config, store=db)
     manager.subscribe(lambda event: typer.echo(event_line(event)))
     session = Session(Monitor(config, detector, manager, store=db), manager, db, threading.RLock())
+    if serve is not None:
+        _serve_in_background(session, host, serve, token_file)
     typer.echo(f"monitoring {len(channels)} channels from {src.name}")
     try:
         run(session, src, echo=typer.echo, report_every_s=report_every)

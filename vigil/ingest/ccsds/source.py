@@ -30,7 +30,7 @@ import numpy as np
 from vigil.errors import ConfigError
 from vigil.ingest.ccsds.mdb import load_xtce
 from vigil.ingest.ccsds.stream import PacketStream, block_records
-from vigil.ingest.records import Record, register_source
+from vigil.ingest.records import BadRecord, Record, register_source
 from vigil.model import TelemetryBlock
 
 SCHEMES = ("udp+ccsds", "tcp+ccsds", "file+ccsds")
@@ -112,10 +112,30 @@ class PacketSource:
             if None in items:  # TCP peer gone: its unfinished packet is truncated
                 yield self.stream.close()
 
-    def batches(self) -> Iterator[list[Record]]:
-        """The records protocol of :mod:`vigil.ingest.records`: present samples as records."""
+    def batches(self) -> Iterator[list[Record | BadRecord]]:
+        """The records protocol of :mod:`vigil.ingest.records`: present samples as records.
+
+        Packet problems counted since the previous batch come as :class:`BadRecord` items (one
+        per APID and counter, the count in the reason), so the monitor counts and shows them.
+        """
+        seen: dict[tuple[int | str, str], int] = {}
         for block in self.blocks():
-            yield [] if block is None else [Record(*r) for r in block_records(block)]
+            batch: list[Record | BadRecord] = [] if block is None else [Record(*r) for r in block_records(block)]
+            batch += self._new_problems(seen)
+            yield batch
+
+    def _new_problems(self, seen: dict[tuple[int | str, str], int]) -> list[BadRecord]:
+        c = self.stream.counters()
+        now = {(apid, k): v for apid, counts in c["apid"].items() for k, v in counts.items() if k != "packets"}
+        now.update({("stream", k): v for k, v in c["stream"].items() if v})
+        out = []
+        for (apid, key), value in now.items():
+            delta = value - seen.get((apid, key), 0)
+            if delta > 0:
+                where = f"APID {apid}" if apid != "stream" else "stream"
+                out.append(BadRecord(self.name, 0, f"{where}: {key} +{delta} (total {value})"))
+        seen.update(now)
+        return out
 
     def counters(self) -> dict:
         return self.stream.counters()
