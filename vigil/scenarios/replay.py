@@ -12,14 +12,14 @@ from __future__ import annotations
 import math
 import time as _time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from vigil.alarms import AlarmManager
+from vigil.detect import build_detector
+from vigil.detect.base import Detector
 from vigil.model import TelemetryBlock
-
-if TYPE_CHECKING:
-    from vigil.detect.base import Detector
-    from vigil.scenarios.sts107 import Scenario
-
+from vigil.monitor import Monitor
+from vigil.scenarios.sts107 import LOS_S, MMACS_CALL_S, Scenario, est_clock
 
 #: Alarm events that call for an operator's attention.
 ANNUNCIATING = ("raised", "reactivated", "escalated")
@@ -42,9 +42,6 @@ def replay_entry(
     name: str, block: TelemetryBlock, ei_epoch: float, config, detector: Detector, tick_rows: int = 1
 ) -> EntryRun:
     """Feed ``block`` through a fresh monitor and alarm manager ``tick_rows`` rows at a time."""
-    from vigil.alarms import AlarmManager
-    from vigil.monitor import Monitor
-
     detector.reset()
     manager = AlarmManager(config)
     heard: list[dict] = []
@@ -74,8 +71,6 @@ def replay_entry(
 
 
 def _alarm_dict(alarm, ei_epoch: float) -> dict[str, Any]:
-    from vigil.scenarios.sts107 import est_clock
-
     t = alarm.first_time - ei_epoch
     return {
         "id": alarm.id,
@@ -99,8 +94,6 @@ def _alarm_dict(alarm, ei_epoch: float) -> dict[str, Any]:
 
 
 def _incident_dict(incident, ei_epoch: float) -> dict[str, Any]:
-    from vigil.scenarios.sts107 import est_clock
-
     t = incident.first_time - ei_epoch
     return {
         "id": incident.id,
@@ -129,9 +122,6 @@ def run(
     ``forecast_options`` override the forecast detector's defaults (for ablations; the replay's
     reported numbers use none).
     """
-    from vigil.detect import build_detector
-    from vigil.scenarios.sts107 import LOS_S, MMACS_CALL_S, est_clock
-
     started = _time.perf_counter()
     detector = build_detector(scenario.config, **(forecast_options or {})).fit(scenario.training_block())
     fitted = _time.perf_counter()
