@@ -51,6 +51,10 @@ class Monitor:
         history_s: seconds of history :meth:`history` returns (older samples are left out).
         history_points: ring length per channel (samples kept at most).
         lateness_s: how long after a later record a row still accepts records.
+        max_jump_s: a record more than this far ahead of the stream is held until the next record
+            confirms the jump (it is also that far ahead) or not (the held record is counted as
+            malformed): one corrupt timestamp must not make all later data look out of order.
+            ``None`` trusts every time.
         store: where the stream checkpoint is saved (``save_checkpoint``/``load_checkpoint``).
         checkpoint_key: the checkpoint's name in the store.
     """
@@ -63,6 +67,7 @@ class Monitor:
         history_s: float = 3600.0,
         history_points: int = 1024,
         lateness_s: float = 0.0,
+        max_jump_s: float | None = 3600.0,
         store=None,
         checkpoint_key: str = "monitor",
     ) -> None:
@@ -76,6 +81,8 @@ class Monitor:
         self.manager = manager
         self.history_s = history_s
         self.lateness_s = lateness_s
+        self.max_jump_s = max_jump_s
+        self._suspect: tuple[float, int, float] | None = None
         self.store = store
         self.checkpoint_key = checkpoint_key
         self.channels: tuple[str, ...] = tuple(channels)
@@ -181,6 +188,10 @@ class Monitor:
             replay = t <= self._resume_t
             self.replayed += int(replay.sum())
             t, j, v = t[~replay], j[~replay], v[~replay]
+        if self.max_jump_s is not None:
+            t, j, v = self._screen_jumps(t, j, v)
+            if t.size == 0:
+                return []
         # A record is late when its row was already final on arrival: at or before the last scored
         # row, or more than lateness_s before the latest time seen until then.
         prev_max = np.maximum.accumulate(np.concatenate(([self._max_seen], t)))[:-1]
@@ -205,6 +216,34 @@ class Monitor:
         all_v = np.where(np.isinf(all_v), np.nan, all_v)
         self._pend_t, self._pend_j, self._pend_v = all_t, all_j, all_v
         return self._emit(all_t < self._max_seen - self.lateness_s)
+
+    def _screen_jumps(self, t: np.ndarray, j: np.ndarray, v: np.ndarray):
+        """Hold a record that jumps ``max_jump_s`` ahead until the next one confirms or refutes it."""
+        if self._suspect is not None:
+            st, sj, sv = self._suspect
+            self._suspect = None
+            t, j, v = np.r_[st, t], np.r_[sj, j].astype(np.int64), np.r_[sv, v]
+        keep = np.ones(t.size, dtype=bool)
+        k = 0
+        while k < t.size:
+            prev = np.maximum.accumulate(np.r_[self._max_seen, np.where(keep, t, -np.inf)])[:-1]
+            jumps = np.flatnonzero(keep[k:] & (t[k:] > prev[k:] + self.max_jump_s)) + k
+            if jumps.size == 0:
+                break
+            k = int(jumps[0])
+            keep[k] = False
+            if k + 1 == t.size:  # nothing after it yet: hold it
+                self._suspect = (float(t[k]), int(j[k]), float(v[k]))
+            elif t[k + 1] > prev[k] + self.max_jump_s:  # the stream really moved on
+                keep[k] = True
+            else:
+                self.counts_["malformed"][j[k]] += 1
+                self.recent_errors.append(
+                    f"channel {self.channels[j[k]]}: time {float(t[k])!r} jumps {t[k] - prev[k]:.6g} s ahead of the "
+                    f"stream and the next record does not follow; counted as malformed"
+                )
+            k += 1
+        return t[keep], j[keep], v[keep]
 
     def _count_late(self, t: np.ndarray, j: np.ndarray, late: np.ndarray) -> None:
         """Late records: duplicates of a sample already taken, or out-of-order."""
@@ -466,7 +505,7 @@ class Monitor:
             "replayed": self.replayed,
             "errors": self.errors,
             "rows": self.rows,
-            "pending": int(self._pend_t.size),
+            "pending": int(self._pend_t.size) + (self._suspect is not None),
             "last_time": None if math.isinf(self._emitted) else self._emitted,
             "recent_errors": list(self.recent_errors),
         }

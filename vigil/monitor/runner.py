@@ -41,6 +41,7 @@ def build_session(
     store_path: str | Path = "vigil.sqlite",
     history_s: float = 3600.0,
     lateness_s: float = 0.0,
+    max_jump_s: float | None = 3600.0,
 ) -> Session:
     """Load the configuration, fit the default detector, open the store, make the monitor.
 
@@ -72,7 +73,9 @@ def build_session(
         detector = LimitCheck(config.limits()).fit(empty)
     store = SqliteStore(store_path)
     manager = AlarmManager(config, store=store)
-    monitor = Monitor(config, detector, manager, history_s=history_s, lateness_s=lateness_s, store=store)
+    monitor = Monitor(
+        config, detector, manager, history_s=history_s, lateness_s=lateness_s, max_jump_s=max_jump_s, store=store
+    )
     return Session(monitor, manager, store, threading.RLock())
 
 
