@@ -405,7 +405,11 @@ class AlarmManager:
     def _new_peak(self, alarm: Alarm, s: _Sample) -> None:
         self._set_peak(alarm, s)
         self._dirty_alarms[alarm.id] = alarm
-        self._join_incident(alarm, update_only=True)  # its rank uses the peak score
+        # The incident's ranking uses the peak score: store it, without an event per new peak.
+        inc = self._incidents.get(alarm.incident_id or -1)
+        if inc is not None:
+            add_member(inc, member_of(alarm), self.config.incident_window_s)
+            self._quiet_incidents[inc.id] = inc
 
     def _set_peak(self, alarm: Alarm, s: _Sample) -> None:
         alarm.peak_value, alarm.peak_time, alarm.peak_score = s.value, s.time, s.score
@@ -607,12 +611,13 @@ class AlarmManager:
     def _commit(self) -> list[AlarmEvent]:
         """Write everything this call changed in one transaction; return its events."""
         events = list(self._events)
-        if self._events or self._dirty_alarms or self._dirty_incidents:
+        if self._events or self._dirty_alarms or self._dirty_incidents or self._quiet_incidents:
             self._close_incidents()
             store = self._txn_store()
             store.save_alarms([self._synced(a) for a in self._dirty_alarms.values()])
             store.add_audit(self._audit)
-            store.save_incidents(self._dirty_incidents.values())
+            quiet = [i for i in self._quiet_incidents.values() if i.id not in self._dirty_incidents]
+            store.save_incidents([*self._dirty_incidents.values(), *quiet])
             for inc in self._dirty_incidents.values():
                 events.append(AlarmEvent("incident", inc.alarm_ids[-1], inc.last_time, inc.to_dict()))
         self._txn.close()  # commits (an exception before this point rolls back instead)
@@ -623,7 +628,8 @@ class AlarmManager:
         self._events: list[AlarmEvent] = []
         self._audit: list[AuditEntry] = []
         self._dirty_alarms: dict[int, Alarm] = {}
-        self._dirty_incidents: dict[int, Incident] = {}
+        self._dirty_incidents: dict[int, Incident] = {}  # changed: stored and published
+        self._quiet_incidents: dict[int, Incident] = {}  # only a peak score changed: stored
         self._ended: list[int] = []
         self._in_txn = False
         self._saved: tuple | None = None
