@@ -386,6 +386,9 @@ def packets_monitor(
     source: str = typer.Option(..., help="udp+ccsds://127.0.0.1:PORT?xtce=FILE, tcp+ccsds://... or file+ccsds://PATH?..."),
     store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
     report_every: float = typer.Option(10.0, help="seconds between counter lines"),
+    serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
+    host: str = typer.Option("127.0.0.1", help="API bind address"),
+    token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
 ) -> None:
     """Monitor a packet stream with the mission's own XTCE alarms (ranges, contexts, states, rates)."""
     import threading
@@ -410,6 +413,8 @@ def packets_monitor(
     manager = AlarmManager(config, store=db)
     manager.subscribe(lambda event: typer.echo(event_line(event)))
     session = Session(Monitor(config, detector, manager, store=db), manager, db, threading.RLock())
+    if serve is not None:
+        _serve_in_background(session, host, serve, token_file)
     typer.echo(f"monitoring {len(channels)} channels from {src.name}")
     try:
         run(session, src, echo=typer.echo, report_every_s=report_every)
