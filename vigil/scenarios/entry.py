@@ -121,7 +121,7 @@ def truth(sensor: Sensor, flight: Flight, rng: np.random.Generator) -> np.ndarra
         soak = flight.soak if sensor.units == "F" else 0.0
         rate = sensor.rate * flight.rate_scale * rng.uniform(0.9, 1.1) * lagged(flight.heating, sensor.tau_s)
         drift = rng.normal(0.0, 0.1) * sensor.rate  # per minute, left over from orbit
-        return start + soak + np.cumsum(rate + drift) / 60.0 * np.gradient(t)
+        return start + soak + np.cumsum((rate + drift) / 60.0 * np.gradient(t))
     if sensor.model == "regulated":
         target = rng.uniform(*sensor.target)
         since = t - t[0]
