@@ -12,7 +12,7 @@ import asyncio
 import threading
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
@@ -21,11 +21,17 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
+from vigil.alarms import AlarmError
 from vigil.detect.base import SEVERITIES
-from vigil.errors import VigilError
 from vigil.serve.auth import token_guard, token_middleware
 from vigil.serve.hub import Hub
 from vigil.serve.jsonable import floats, jsonable
+
+if TYPE_CHECKING:
+    from vigil.alarms import Alarm, AlarmManager
+    from vigil.config import ChannelConfig
+    from vigil.detect.limits import ChannelLimits
+    from vigil.monitor import Monitor
 
 STATIC = Path(__file__).parent / "static"
 try:
@@ -34,8 +40,6 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 Severity = Literal["watch", "warning", "distress", "critical", "severe"]
 AlarmState = Literal["active", "acknowledged", "rtn_unacknowledged", "latched", "shelved", "cleared", "all"]
-#: Alarm states in which the operator still has something to do or see.
-CLOSED_STATES = frozenset({"cleared"})
 NAME = Annotated[str, PathParam(min_length=1, max_length=200)]
 #: Alarm ids are positive integers; routes use Starlette's ``int`` convertor so that
 #: ``/api/alarms/7:acknowledge`` can only reach the verb route, never the read route.
@@ -74,55 +78,48 @@ class UserBody(BaseModel):
 class Console:
     """The objects behind the API, and the lock that serialises access to them."""
 
-    def __init__(self, monitor: Any, manager: Any, store: Any, lock: Any = None) -> None:
+    def __init__(self, monitor: Monitor, manager: AlarmManager, store: Any, lock: Any = None) -> None:
         self.monitor = monitor
         self.manager = manager
         self.store = store
         self.lock = lock if lock is not None else threading.RLock()
-        self.config = getattr(monitor, "config", None) or getattr(manager, "config", None)
-        self._configs: dict[str, Any] = dict(getattr(self.config, "channels", None) or {})
+        self.configs: dict[str, ChannelConfig] = dict(monitor.config.channels)
         self._info: dict[str, dict[str, Any]] = {}
-
-    def channel_configs(self) -> dict[str, Any]:
-        return self._configs
 
     def channel_info(self, name: str) -> dict[str, Any]:
         """A channel's description for the page, JSON-ready (cached: the configuration is fixed)."""
         info = self._info.get(name)
         if info is None:
-            cfg = self.channel_configs().get(name)
-            info = jsonable(
-                {
-                    "name": name,
-                    "subsystem": str(getattr(cfg, "subsystem", "") or "other"),
-                    "units": getattr(cfg, "units", ""),
-                    "description": getattr(cfg, "description", ""),
-                    "limits": _limits_dict(getattr(cfg, "limits", None)),
-                    "rate_hz": getattr(cfg, "rate_hz", None),
-                    "stale_after_s": _stale_after(cfg),
-                }
-            )
+            cfg = self.configs.get(name)
+            info = {"name": name, "subsystem": self.subsystem(name), "units": "", "description": "", "limits": {}}
+            info.update(rate_hz=None, stale_after_s=None)
+            if cfg is not None:
+                info.update(units=cfg.units, description=cfg.description, limits=_limits_dict(cfg.limits))
+                info.update(rate_hz=cfg.rate_hz, stale_after_s=cfg.stale_timeout_s)
             self._info[name] = info
         return info
 
-    def channel_names(self, latest: dict[str, Any]) -> list[str]:
-        names = list(self.channel_configs())
-        known = set(names)
-        names.extend(sorted(c for c in latest if c not in known))
-        return names
+    def subsystem(self, name: str) -> str:
+        cfg = self.configs.get(name)
+        return cfg.subsystem if cfg is not None else "other"
+
+    def channel_names(self) -> list[str]:
+        """Configured channels, then any other channel the monitor scores."""
+        known = set(self.configs)
+        return list(self.configs) + [c for c in self.monitor.channels if c not in known]
 
     def open_alarm_levels(self) -> dict[str, int]:
-        """Per channel, the highest severity level (1..5) of its alarms that are not cleared."""
+        """Per channel, the highest severity level (1..5) of its unfinished alarms."""
         worst: dict[str, int] = {}
         for alarm in self.manager.alarms():
-            if _state(alarm) in CLOSED_STATES:
-                continue
-            level = _severity_level(getattr(alarm, "severity", None))
-            channel = str(getattr(alarm, "channel", ""))
-            worst[channel] = max(worst.get(channel, 0), level)
+            worst[alarm.channel] = max(worst.get(alarm.channel, 0), int(alarm.level))
         return worst
 
-    def find_alarm(self, alarm_id: int) -> Any:
+    def stale_channels(self) -> set[str]:
+        """Channels the monitor marked stale (it judges against the stream clock)."""
+        return {self.monitor.channels[j] for j in np.flatnonzero(self.monitor.stale_).tolist()}
+
+    def find_alarm(self, alarm_id: int) -> Alarm:
         """The alarm with that id; 404 if the manager does not know it."""
         try:
             return self.manager.get(alarm_id)
@@ -130,53 +127,24 @@ class Console:
             raise HTTPException(404, f"no alarm {alarm_id}") from None
 
 
-def _state(alarm: Any) -> str:
-    return str(getattr(alarm, "state", "") or "")
-
-
-def _severity_level(name: Any) -> int:
-    name = getattr(name, "value", name)
-    if isinstance(name, int):
-        return int(name)
-    return SEVERITIES.index(name) + 1 if name in SEVERITIES else 0
-
-
-def _limits_dict(limits: Any) -> dict[str, list[float | None]]:
+def _limits_dict(limits: ChannelLimits | None) -> dict[str, list[float | None]]:
     if limits is None:
         return {}
-    out = {}
-    for sev in SEVERITIES:
-        rng = getattr(limits, sev, None)
-        if rng is not None:
-            out[sev] = floats([np.nan if v is None else v for v in rng])
-    return out
+    ranges = {sev: getattr(limits, sev) for sev in SEVERITIES}
+    return {sev: floats([np.nan if v is None else v for v in rng]) for sev, rng in ranges.items() if rng is not None}
 
 
-def _monitor_stale(monitor: Any) -> set[str]:
-    """Channels the monitor itself marked stale (it judges against the live clock)."""
-    flags = getattr(monitor, "stale_", None)
-    channels = getattr(monitor, "channels", None)
-    if flags is None or channels is None:
-        return set()
-    return {channels[j] for j in np.flatnonzero(flags).tolist()}
-
-
-def _period_end(alarm: Any) -> float | None:
-    """When an alarm period ended: its return to normal, or None while still out of nominal."""
-    rtn = getattr(alarm, "rtn_time", None)
-    if rtn is not None:
-        return rtn
-    return None if getattr(alarm, "violating", True) else getattr(alarm, "last_time", None)
-
-
-def _stale_after(cfg: Any) -> float | None:
-    """Seconds without data after which a channel is stale (from its configuration; None: never)."""
-    return None if cfg is None else getattr(cfg, "stale_timeout_s", None)
+def _period(alarm: Alarm) -> dict[str, Any]:
+    """An alarm's span for plotting: from its first sample to its return to normal (None: ongoing)."""
+    ongoing = alarm.rtn_time is None and alarm.violating
+    end = None if ongoing else (alarm.last_time if alarm.rtn_time is None else alarm.rtn_time)
+    span = {"id": alarm.id, "severity": alarm.severity, "state": alarm.state, "start": alarm.first_time, "end": end}
+    return jsonable(span)
 
 
 def create_app(
-    monitor: Any,
-    manager: Any,
+    monitor: Monitor,
+    manager: AlarmManager,
     store: Any,
     token: str,
     *,
@@ -198,9 +166,8 @@ def create_app(
     app.state.console = console
     app.state.hub = hub
     app.state.feeders = []  # background threads feeding the monitor; their status shows at /api/health
-    for source in (monitor, manager):
-        if hasattr(source, "subscribe"):
-            source.subscribe(hub.publish)
+    monitor.subscribe(hub.publish)
+    manager.subscribe(hub.publish)
 
     timeline = sorted(jsonable(events or []), key=lambda e: e.get("time") or 0)
     _add_read_routes(app, console, hub)
@@ -221,19 +188,21 @@ def create_app(
     return app
 
 
-def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa: C901 - one route each
+def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
     @app.get("/api/health", tags=["status"])
     def health() -> dict[str, Any]:
         """Liveness, version, channel count and the data clock (latest sample time)."""
         with console.lock:
             latest = console.monitor.latest()
-        times = [t for t, _v, _l in latest.values() if t is not None and np.isfinite(t)]
+        times = [t for t, _v, _l in latest.values()]
+        store = console.store
         return jsonable(
             {
                 "status": "ok",
                 "version": __version__,
-                "channels": len(console.channel_names(latest)),
+                "channels": len(console.channel_names()),
                 "data_time": max(times) if times else None,
+                "store": getattr(store, "path", None) if store is not None else None,
                 "live_clients": hub.n_clients,
                 "live_dropped": hub.dropped_total,
                 "feeders": [f.status() for f in app.state.feeders],
@@ -243,9 +212,7 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa:
     @app.get("/api/channels", tags=["channels"], response_class=JSONResponse)
     def channels(subsystem: Annotated[str | None, Query(max_length=200)] = None) -> JSONResponse:
         """Every channel's configuration: subsystem, units, description, limits, expected rate."""
-        with console.lock:
-            latest = console.monitor.latest()
-        out = [console.channel_info(name) for name in console.channel_names(latest)]
+        out = [console.channel_info(name) for name in console.channel_names()]
         if subsystem is not None:
             out = [c for c in out if c["subsystem"] == subsystem]
         return JSONResponse(out)
@@ -261,24 +228,21 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa:
         with console.lock:
             snap = console.monitor.latest()
             alarm_levels = console.open_alarm_levels()
-            flagged = _monitor_stale(console.monitor)
-        names = console.channel_names(snap)
-        cfgs = console.channel_configs()
+            flagged = console.stale_channels()
+        names = console.channel_names()
         rows = [snap.get(n, (np.nan, np.nan, 0)) for n in names]
-        t = np.array([np.nan if r[0] is None else r[0] for r in rows], dtype=np.float64)
+        t = np.array([r[0] for r in rows], dtype=np.float64)
         data_time = float(np.nanmax(t)) if np.isfinite(t).any() else np.nan
         age = data_time - t
-        limit = np.array([_stale_after(cfgs.get(n)) or np.nan for n in names], dtype=np.float64)
+        limit = np.array([console.channel_info(n)["stale_after_s"] or np.nan for n in names], dtype=np.float64)
         with np.errstate(invalid="ignore"):
-            stale = (age > limit) & np.isfinite(limit)
-        if flagged:
-            stale |= np.array([n in flagged for n in names], dtype=bool)
+            stale = ((age > limit) & np.isfinite(limit)) | np.array([n in flagged for n in names], dtype=bool)
         return {
             "data_time": floats([data_time])[0],
             "channels": names,
             "time": floats(t),
-            "value": floats([np.nan if r[1] is None else r[1] for r in rows]),
-            "level": [int(r[2] or 0) for r in rows],
+            "value": floats([r[1] for r in rows]),
+            "level": [int(r[2]) for r in rows],
             "alarm": [alarm_levels.get(n, 0) for n in names],
             "age": floats(age),
             "stale": stale.tolist(),
@@ -291,38 +255,25 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa:
         t1: Annotated[float | None, Query(allow_inf_nan=False)] = None,
         max_points: Annotated[int, Query(ge=10, le=20000)] = 2000,
     ) -> dict[str, Any]:
-        """A channel's recent samples in ``[t0, t1]``, decimated (min/max) to about ``max_points``,
-        with its expected value, nominal band, detector level, limits and alarm periods."""
-        if t0 is not None and t1 is not None and t1 < t0:
-            raise HTTPException(422, f"t1 ({t1}) is before t0 ({t0})")
+        """A channel's recent samples in ``[t0, t1]`` (empty when ``t1 < t0``), decimated (min/max) to about
+        ``max_points``, with its expected value, nominal band, detector level, limits and alarm periods."""
         with console.lock:
-            if name not in console.channel_configs() and name not in console.monitor.latest():
-                raise HTTPException(404, f"no channel {name!r}")
-            series = console.monitor.history(name, t0=t0, t1=t1, max_points=max_points)
-            alarms = [a for a in console.manager.alarms(state="all") if str(getattr(a, "channel", "")) == name]
-        cfg = console.channel_configs().get(name)
-        periods = [
-            {
-                "id": getattr(a, "id", None),
-                "severity": getattr(a, "severity", None),
-                "state": _state(a),
-                "start": getattr(a, "first_time", None),
-                "end": _period_end(a),
-            }
-            for a in alarms
-        ]
-        out = {k: floats(v) if k != "level" else [int(x) for x in v] for k, v in series.items()}
-        out.update(name=name, limits=_limits_dict(getattr(cfg, "limits", None)), alarms=jsonable(periods))
+            try:
+                series = console.monitor.history(name, t0=t0, t1=t1, max_points=max_points)
+            except KeyError:
+                raise HTTPException(404, f"no channel {name!r} in the monitor") from None
+            periods = [_period(a) for a in console.manager.alarms(state="all") if a.channel == name]
+        out: dict[str, Any] = {k: floats(v) if k != "level" else [int(x) for x in v] for k, v in series.items()}
+        out.update(name=name, limits=console.channel_info(name)["limits"], alarms=periods)
         return out
 
     @app.get("/api/subsystems", tags=["channels"])
     def subsystems() -> list[dict[str, Any]]:
         """Per subsystem: channel count, worst open-alarm severity and how many channels are stale."""
         snap = latest()
-        cfgs = console.channel_configs()
         groups: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(snap["channels"]):
-            sub = str(getattr(cfgs.get(name), "subsystem", "") or "other")
+            sub = console.subsystem(name)
             g = groups.setdefault(sub, {"subsystem": sub, "channels": 0, "worst": 0, "in_alarm": 0, "stale": 0})
             g["channels"] += 1
             g["worst"] = max(g["worst"], snap["alarm"][i], snap["level"][i])
@@ -342,8 +293,8 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa:
         with console.lock:
             found = console.manager.alarms(state=state, severity=severity)
         if channel is not None:
-            found = [a for a in found if str(getattr(a, "channel", "")) == channel]
-        found = sorted(found, key=lambda a: getattr(a, "first_time", 0) or 0, reverse=True)
+            found = [a for a in found if a.channel == channel]
+        found = sorted(found, key=lambda a: (a.first_time, a.id), reverse=True)
         return jsonable(found)
 
     @app.get("/api/alarms/{alarm_id:int}", tags=["alarms"], responses=NOT_FOUND)
@@ -359,7 +310,7 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:  # noqa:
         """Incidents (alarms grouped in time within a subsystem), newest first, channels ranked."""
         with console.lock:
             found = list(console.manager.incidents())
-        found.sort(key=lambda i: getattr(i, "first_time", 0) or 0, reverse=True)
+        found.sort(key=lambda i: (i.first_time, i.id), reverse=True)
         return jsonable(found)
 
     @app.get("/api/audit", tags=["alarms"], responses=NOT_FOUND)
@@ -389,7 +340,7 @@ def _add_alarm_verbs(app: FastAPI, console: Console, require_token: Any) -> None
             console.find_alarm(alarm_id)
             try:
                 getattr(console.manager, verb)(alarm_id, **kwargs)
-            except (ValueError, VigilError) as err:
+            except AlarmError as err:
                 raise HTTPException(409, f"cannot {verb} alarm {alarm_id}: {err}") from None
             return jsonable(console.manager.get(alarm_id))
 
