@@ -254,6 +254,7 @@ def demo(
         serve_app(session.app, host, port)
     finally:
         session.replay.stop()
+        session.replay.join(timeout=5)  # let a chunk being fed finish before the store closes
         session.store.close()
 
 

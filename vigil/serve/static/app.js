@@ -87,6 +87,7 @@ function askToken() {
       const tok = $("#token-input").value.trim();
       if (dlg.returnValue === "ok" && tok) { sessionStorage.setItem("vigil-token", tok); resolve(tok); }
       else resolve(null);
+      showTokenState();
     };
     dlg.showModal();
   });
@@ -118,11 +119,22 @@ async function doVerb(verb, alarm) {
     headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
     body: JSON.stringify(body),
   });
-  if (r.status === 401) { sessionStorage.removeItem("vigil-token"); toast("token refused: set it again", true); return; }
+  if (r.status === 401) {
+    sessionStorage.removeItem("vigil-token");
+    showTokenState();
+    toast("token refused: set it again", true);
+    return;
+  }
   const out = await r.json().catch(() => ({}));
   if (!r.ok) { toast(out.detail || `${verb} failed (${r.status})`, true); return; }
   toast(`alarm #${alarm.id}: ${out.state}`);
   refreshAlarms();
+}
+
+function showTokenState() {
+  const has = Boolean(sessionStorage.getItem("vigil-token"));
+  $("#token-btn").textContent = has ? "token set" : "set token";
+  $("#token-btn").title = has ? "alarm actions will use the stored token; click to replace it" : "needed to acknowledge, shelve, clear";
 }
 
 // ---------- channels: snapshot, tiles, virtual list ----------
@@ -377,8 +389,10 @@ async function refreshAlarms() {
       <td class="state">${esc(a.state)}</td><td class="num">${fmtNum(value)}</td><td title="${fmtTime(a.first_time)}">${fmtClock(a.first_time)}</td>
       <td>${verbs.map((v) => `<button type="button" data-verb="${v}">${v === "acknowledge" ? "ack" : v}</button>`).join("")}</td></tr>`;
   }).join("");
-  const more = state.alarms.length > MAX_ALARM_ROWS ? ` (first ${MAX_ALARM_ROWS})` : "";
-  $("#alarm-count").textContent = `${state.alarms.length}${more}`;
+  const more = state.alarms.length > MAX_ALARM_ROWS ? `, first ${MAX_ALARM_ROWS} shown` : "";
+  const unacked = state.alarms.filter((a) => a.state === "active" || a.state === "rtn_unacknowledged").length;
+  $("#alarm-count").textContent = `${state.alarms.length} (${unacked} unack${more})`;
+  document.title = unacked ? `(${unacked}) Vigil console` : "Vigil console";
 }
 
 async function refreshIncidents() {
@@ -491,6 +505,7 @@ async function loadEvents() {
 
 async function main() {
   wire();
+  showTokenState();
   await Promise.all([loadMeta(), loadEvents()]);
   await refreshAll();
   connect();
