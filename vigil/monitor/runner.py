@@ -148,7 +148,7 @@ def counter_line(m: Monitor) -> str:
         f"[counters] t={c['last_time']} rows={c['rows']} scored={tot['scored']} missing={tot['missing']} "
         f"out_of_order={tot['out_of_order']} duplicate={tot['duplicate']} malformed={tot['malformed']} "
         f"unparsable={c['unparsable']} unknown={sum(c['unknown'].values())} replayed={c['replayed']} "
-        f"stale_now={stale_now}"
+        f"stale_now={stale_now} errors={c['errors']}"
     )
 
 
