@@ -320,3 +320,54 @@ def test_vigil_alarms_lists_a_store(tmp_path):
     assert out.startswith("incident 1 [active] 2 channels in subsystem hyd")
     missing = run(app, ["alarms", "--store", str(tmp_path / "none.sqlite")])
     assert missing.exit_code == 2 and not (tmp_path / "none.sqlite").exists()
+
+
+class BrokenStore(SqliteStore):
+    """Audit writes fail while ``broken`` is set, like a full disk."""
+
+    broken = False
+
+    def add_audit(self, entries):
+        if self.broken:
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().add_audit(entries)
+
+
+def stored(store: SqliteStore) -> list[tuple[int, str, str]]:
+    return [(a.id, a.channel, a.state) for a in store.load_alarms()]
+
+
+def test_a_failed_update_commit_is_kept_and_written_with_the_next_one(tmp_path):
+    store = BrokenStore(tmp_path / "v.sqlite")
+    m = AlarmManager(config(), store, clock=Clock())
+    m.update(*block([[W, 0]]))
+    store.broken = True
+    events = m.update(*block([[0, C], [0, 0]], t0=1))  # A back to normal at 2 (2 samples), B raised at 1
+    assert [(e.kind, e.alarm_id) for e in events if e.kind != "incident"] == [("raised", 2), ("rtn", 1), ("rtn", 2)]
+    assert m.store_errors == 1 and "disk is full" in m.last_store_error
+    assert stored(store) == [(1, "A", "active")]  # the store is behind, the manager is not
+    with pytest.raises(sqlite3.OperationalError):
+        m.acknowledge(2, "ann")  # an operator verb fails loudly and changes nothing
+    assert m.get(2).state == "rtn_unacknowledged"
+    store.broken = False
+    m.update(*block([[0, 0]], t0=3))  # nothing new: the kept writes go in now
+    assert stored(store) == [(1, "A", "rtn_unacknowledged"), (2, "B", "rtn_unacknowledged")]
+    assert [(e.alarm_id, e.action) for e in store.audit()] == [(1, "raised"), (2, "raised"), (1, "rtn"), (2, "rtn")]
+    assert m.acknowledge(2, "ann").state == "latched"
+    assert store.acknowledgements()[0]["alarm_id"] == 2
+
+
+def test_a_rolled_back_outer_transaction_requeues_the_writes(tmp_path):
+    store = BrokenStore(tmp_path / "v.sqlite")
+    m = AlarmManager(config(), store)
+    store.broken = True
+    with pytest.raises(sqlite3.OperationalError), store.transaction():  # the monitor's transaction
+        m.update(*block([[W, 0]]))
+        store.save_checkpoint("stream", 0)
+    assert store.load_checkpoint("stream") is None and stored(store) == []
+    store.broken = False
+    with store.transaction():
+        m.update(*block([[W, 0]], t0=1))
+        store.save_checkpoint("stream", 1)
+    assert stored(store) == [(1, "A", "active")] and store.load_checkpoint("stream") == 1
+    assert [e.action for e in store.audit()] == ["raised"]

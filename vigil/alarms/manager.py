@@ -32,7 +32,8 @@ import math
 import threading
 import time as _time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -92,6 +93,9 @@ class AlarmManager:
         self._alarms: dict[int, Alarm] = {}  # unfinished alarms
         self._stale: dict[str, int] = {}  # channel -> unfinished staleness alarm
         self._incidents: dict[int, Incident] = {}  # incidents new alarms may still join
+        self.store_errors = 0
+        self.last_store_error: str | None = None
+        self._backlog = _Writes()  # writes of commits that failed, retried with the next one
         self._recent = RecentValues(correlation_samples) if config.incident_correlation else None
         self._block: tuple[TelemetryBlock, np.ndarray] | None = None  # the block being applied
         self._reset_pending()
@@ -155,7 +159,7 @@ class AlarmManager:
                         self._end(alarm)
 
                 self._change(alarm, "acknowledged", now, ack, user=user, comment=comment)
-                self._txn_store().add_acknowledgement(alarm.id, user, now, comment)
+                self._pending.acks.append((alarm.id, user, now, comment))
             events = self._commit()
         self._publish(events)
         return alarm
@@ -381,11 +385,13 @@ class AlarmManager:
             latching=bool(ch.latching) if ch is not None else False,
             units=ch.units if ch is not None else "",
         )
-        alarm.id, existing = self._txn_store().insert_alarm(alarm)
+        existing = self._stored(alarm.key)
         if existing is not None:  # raised before a restart, replayed now: adopt, do not duplicate
             if not existing.ended:
                 self._track(existing)
             return
+        alarm.id = self._next_alarm_id
+        self._next_alarm_id += 1
         self._track(alarm)
         self._join_incident(alarm, row=s.row)
         self._record(alarm, "raised", s.time, SYSTEM, None, "", notify=True)
@@ -404,12 +410,12 @@ class AlarmManager:
 
     def _new_peak(self, alarm: Alarm, s: _Sample) -> None:
         self._set_peak(alarm, s)
-        self._dirty_alarms[alarm.id] = alarm
+        self._pending.alarms[alarm.id] = alarm
         # The incident's ranking uses the peak score: store it, without an event per new peak.
         inc = self._incidents.get(alarm.incident_id or -1)
         if inc is not None:
             add_member(inc, member_of(alarm), self.config.incident_window_s)
-            self._quiet_incidents[inc.id] = inc
+            self._pending.quiet_incidents[inc.id] = inc
 
     def _set_peak(self, alarm: Alarm, s: _Sample) -> None:
         alarm.peak_value, alarm.peak_time, alarm.peak_score = s.value, s.time, s.score
@@ -457,7 +463,7 @@ class AlarmManager:
             if self._open[j] == alarm.id:
                 self._open[j], self._violating[j], self._peak_level[j] = -1, False, 0
                 self._peak_score[j] = np.nan
-        self._ended.append(alarm.id)
+        self._pending.ended.append(alarm.id)
 
     def _mark_violating(self, alarm: Alarm, violating: bool) -> None:
         if alarm.detector != STALE:
@@ -486,9 +492,9 @@ class AlarmManager:
 
     def _record(self, alarm: Alarm, action: str, t: float, user: str, before: str | None, comment: str, notify: bool):
         self._synced(alarm)
-        self._audit.append(AuditEntry(alarm.id, t, user, action, before, alarm.state, comment, self.clock()))
-        self._dirty_alarms[alarm.id] = alarm
-        self._events.append(AlarmEvent(action, alarm.id, t, alarm.to_dict(), notify))
+        self._pending.audit.append(AuditEntry(alarm.id, t, user, action, before, alarm.state, comment, self.clock()))
+        self._pending.alarms[alarm.id] = alarm
+        self._pending.events.append(AlarmEvent(action, alarm.id, t, alarm.to_dict(), notify))
 
     def _threshold(self, channel: str, s: _Sample) -> float:
         """The bound crossed: the configured limit of that severity for the limit check, else the band edge."""
@@ -520,14 +526,15 @@ class AlarmManager:
             incident = Incident(
                 id=0, subsystem=alarm.subsystem, first_time=alarm.first_time, last_time=alarm.first_time
             )
-            incident.id = self._txn_store().insert_incident(incident)
+            incident.id = self._next_incident_id
+            self._next_incident_id += 1
             self._incidents[incident.id] = incident
             self._forget_old_incidents(alarm.first_time - window)
         alarm.incident_id = incident.id
         add_member(incident, member_of(alarm), window)
         incident.active = True
-        self._dirty_incidents[incident.id] = incident
-        self._dirty_alarms[alarm.id] = alarm
+        self._pending.incidents[incident.id] = incident
+        self._pending.alarms[alarm.id] = alarm
 
     def _correlated_incident(self, alarm: Alarm, row: int) -> Incident | None:
         """The incident within the window holding the channel that co-varied most with ``alarm``'s
@@ -562,12 +569,12 @@ class AlarmManager:
 
     def _close_incidents(self) -> None:
         """Incidents whose alarms all ended are no longer active."""
-        for alarm_id in self._ended:
+        for alarm_id in self._pending.ended:
             alarm = self._alarms.pop(alarm_id, None)
             inc = self._incidents.get(alarm.incident_id or -1) if alarm is not None else None
             if inc is not None and not any(a in self._alarms for a in inc.alarm_ids):
                 inc.active = False
-                self._dirty_incidents[inc.id] = inc
+                self._pending.incidents[inc.id] = inc
 
     # --- shelving -------------------------------------------------------------------------------
     def _expire_shelves(self) -> None:
@@ -589,49 +596,64 @@ class AlarmManager:
     # --- transactions and notification ------------------------------------------------------------
     @contextmanager
     def _step(self) -> Iterator[None]:
-        """One public call: the lock, one store transaction (opened on first write), and pending
-        changes dropped if anything fails before the commit."""
-        with self._lock, ExitStack() as txn:
-            self._txn = txn
+        """One public call: under the lock; changes that fail before the commit are dropped (and an
+        operator verb's alarm restored)."""
+        with self._lock:
             try:
                 yield
             except BaseException:
-                if self._saved is not None:  # an operator verb whose commit failed: undo it in memory
+                if self._saved is not None:
                     self._restore_state(self._saved)
                 self._reset_pending()
                 raise
 
-    def _txn_store(self) -> AlarmStore:
-        """The store, inside this call's transaction (opened on first write)."""
-        if not self._in_txn:
-            self._txn.enter_context(self.store.transaction())
-            self._in_txn = True
-        return self.store
-
     def _commit(self) -> list[AlarmEvent]:
-        """Write everything this call changed in one transaction; return its events."""
-        events = list(self._events)
-        if self._events or self._dirty_alarms or self._dirty_incidents or self._quiet_incidents:
-            self._close_incidents()
-            store = self._txn_store()
-            store.save_alarms([self._synced(a) for a in self._dirty_alarms.values()])
-            store.add_audit(self._audit)
-            quiet = [i for i in self._quiet_incidents.values() if i.id not in self._dirty_incidents]
-            store.save_incidents([*self._dirty_incidents.values(), *quiet])
-            for inc in self._dirty_incidents.values():
-                events.append(AlarmEvent("incident", inc.alarm_ids[-1], inc.last_time, inc.to_dict()))
-        self._txn.close()  # commits (an exception before this point rolls back instead)
+        """Write this call's changes, and any left over from a failed commit, in one transaction;
+        return this call's events.
+
+        If the store fails: an operator verb is undone in memory and the error raised (the operator
+        must not see an acknowledgement that is not stored); an update keeps its changes in memory,
+        re-queues the writes for the next commit, counts ``store_errors`` and carries on (a monitor
+        must not stop). Inside a caller's transaction the error is raised to the caller, and the
+        writes are re-queued when that transaction rolls back.
+        """
+        self._close_incidents()
+        pending, saved = self._pending, self._saved
+        events = pending.events + [
+            AlarmEvent("incident", inc.alarm_ids[-1], inc.last_time, inc.to_dict())
+            for inc in pending.incidents.values()
+        ]
+        carried, self._backlog = self._backlog, _Writes()
         self._reset_pending()
+        if carried.empty() and pending.empty():
+            return events
+        owner = not self.store.in_transaction
+        restorable = [owner and saved is not None]
+
+        def requeue() -> None:
+            self._backlog.merge(carried)
+            if not restorable[0]:
+                self._backlog.merge(pending)
+
+        try:
+            with self.store.transaction():
+                self.store.on_rollback(requeue)
+                for writes in (carried, pending):
+                    writes.write(self.store, self._synced)
+            restorable[0] = False
+        except Exception as err:
+            if not owner:
+                raise
+            if saved is not None:
+                self._restore_state(saved)
+                raise
+            self.store_errors += 1
+            self.last_store_error = f"{type(err).__name__}: {err}"
+            log.error("alarm store write failed, %d writes kept for the next commit: %s", self._backlog.size(), err)
         return events
 
     def _reset_pending(self) -> None:
-        self._events: list[AlarmEvent] = []
-        self._audit: list[AuditEntry] = []
-        self._dirty_alarms: dict[int, Alarm] = {}
-        self._dirty_incidents: dict[int, Incident] = {}  # changed: stored and published
-        self._quiet_incidents: dict[int, Incident] = {}  # only a peak score changed: stored
-        self._ended: list[int] = []
-        self._in_txn = False
+        self._pending = _Writes()
         self._saved: tuple | None = None
 
     def _publish(self, events: list[AlarmEvent]) -> None:
@@ -689,6 +711,8 @@ class AlarmManager:
             self._watermark[self._index[channel]] = t
         for inc in self.store.load_incidents(active_only=True):
             self._incidents[inc.id] = inc
+        last_alarm, last_incident = self.store.max_ids()
+        self._next_alarm_id, self._next_incident_id = last_alarm + 1, last_incident + 1
 
     def _unfinished(self, alarm_id: int, verb: str) -> Alarm:
         """The unfinished alarm an operator verb applies to; its state is saved so that a verb
@@ -700,6 +724,16 @@ class AlarmManager:
         if self.store.get_alarm(int(alarm_id)) is not None:
             raise AlarmError(f"cannot {verb} alarm {alarm_id}: it is cleared")
         raise UnknownAlarmError(f"no alarm {alarm_id}")
+
+    def _stored(self, key: str) -> Alarm | None:
+        """The stored alarm with that key (a replay after a restart); ``None`` if the store cannot say."""
+        try:
+            return self.store.find_alarm(key)
+        except Exception as err:  # an unreadable store must not stop the monitor; the key stays unique
+            self.store_errors += 1
+            self.last_store_error = f"{type(err).__name__}: {err}"
+            log.error("alarm store read failed: %s", err)
+            return None
 
     def _save_state(self, alarm: Alarm) -> tuple:
         j = self._index.get(alarm.channel)
@@ -756,3 +790,38 @@ def _names(value: str | Iterable[str] | None, allowed: tuple[str, ...], what: st
     if bad:
         raise AlarmError(f"unknown {what} {bad[0]!r}; use one of {', '.join(allowed)}")
     return names
+
+
+@dataclass
+class _Writes:
+    """What one commit writes: alarms and incidents by id (their latest state), audit entries,
+    acknowledgements, and the events and endings of this call."""
+
+    alarms: dict[int, Alarm] = field(default_factory=dict)
+    incidents: dict[int, Incident] = field(default_factory=dict)
+    quiet_incidents: dict[int, Incident] = field(default_factory=dict)  # only a peak score changed
+    audit: list[AuditEntry] = field(default_factory=list)
+    acks: list[tuple[int, str, float, str]] = field(default_factory=list)
+    events: list[AlarmEvent] = field(default_factory=list)
+    ended: list[int] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.alarms or self.incidents or self.quiet_incidents or self.audit or self.acks)
+
+    def size(self) -> int:
+        return len(self.alarms) + len(self.incidents) + len(self.quiet_incidents) + len(self.audit) + len(self.acks)
+
+    def merge(self, other: _Writes) -> None:
+        self.alarms.update(other.alarms)
+        self.incidents.update(other.incidents)
+        self.quiet_incidents.update(other.quiet_incidents)
+        self.audit.extend(other.audit)
+        self.acks.extend(other.acks)
+
+    def write(self, store: AlarmStore, synced: Callable[[Alarm], Alarm]) -> None:
+        store.save_alarms([synced(a) for a in self.alarms.values()])
+        store.add_audit(self.audit)
+        incidents = {**self.quiet_incidents, **self.incidents}
+        store.save_incidents(incidents.values())
+        for alarm_id, user, when, comment in self.acks:
+            store.add_acknowledgement(alarm_id, user, when, comment)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
@@ -18,7 +18,9 @@ from vigil.alarms.model import STALE, Alarm, AuditEntry, Incident
 
 
 class AlarmStore(Protocol):
-    """What the manager needs from a store. Every method may be called inside ``transaction()``.
+    """What the manager needs from a store. Every method may be called inside ``transaction()``;
+    writes inside one are atomic, and ``on_rollback`` hooks run if it rolls back. Ids are given by
+    the manager, above ``max_ids()``.
 
     ``lock`` is the store's re-entrant lock; the manager takes the same lock, so a monitor thread
     that opens a store transaction around ``update()`` and an API thread acknowledging an alarm
@@ -28,12 +30,15 @@ class AlarmStore(Protocol):
     lock: Any
 
     def transaction(self) -> AbstractContextManager[Any]: ...
-    def insert_alarm(self, alarm: Alarm) -> tuple[int, Alarm | None]: ...
+    @property
+    def in_transaction(self) -> bool: ...
+    def on_rollback(self, hook: Callable[[], None]) -> None: ...
+    def max_ids(self) -> tuple[int, int]: ...
+    def find_alarm(self, key: str) -> Alarm | None: ...
     def save_alarms(self, alarms: Iterable[Alarm]) -> None: ...
     def load_alarms(self, open_only: bool = False) -> list[Alarm]: ...
     def get_alarm(self, alarm_id: int) -> Alarm | None: ...
     def watermarks(self) -> dict[str, float]: ...
-    def insert_incident(self, incident: Incident) -> int: ...
     def save_incidents(self, incidents: Iterable[Incident]) -> None: ...
     def load_incidents(self, active_only: bool = False) -> list[Incident]: ...
     def add_acknowledgement(self, alarm_id: int, user: str, time_: float, comment: str = "") -> None: ...
@@ -43,13 +48,16 @@ class AlarmStore(Protocol):
 
 
 class MemoryStore:
-    """Dicts behind the :class:`AlarmStore` interface; ids are never reused within the process."""
+    """Dicts behind the :class:`AlarmStore` interface. Writes apply at once (a failed transaction
+    is not undone, but its rollback hooks run)."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self._alarms: dict[int, Alarm | None] = {}
+        self._depth = 0
+        self._hooks: list[Callable[[], None]] = []
+        self._alarms: dict[int, Alarm] = {}
         self._keys: dict[str, int] = {}
-        self._incidents: dict[int, Incident | None] = {}
+        self._incidents: dict[int, Incident] = {}
         self._acks: list[dict[str, Any]] = []
         self._audit: list[AuditEntry] = []
         self._checkpoints: dict[str, Any] = {}
@@ -57,26 +65,44 @@ class MemoryStore:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self.lock:
-            yield
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                if self._depth == 1:
+                    for hook in self._hooks:
+                        hook()
+                raise
+            finally:
+                self._depth -= 1
+                if not self._depth:
+                    self._hooks = []
 
-    def insert_alarm(self, alarm: Alarm) -> tuple[int, Alarm | None]:
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    def on_rollback(self, hook: Callable[[], None]) -> None:
+        self._hooks.append(hook)
+
+    def max_ids(self) -> tuple[int, int]:
         with self.lock:
-            if alarm.key in self._keys:
-                found = self._alarms[self._keys[alarm.key]]
-                return self._keys[alarm.key], None if found is None else copy.copy(found)
-            new_id = len(self._alarms) + 1
-            self._alarms[new_id] = None
-            self._keys[alarm.key] = new_id
-            return new_id, None
+            return max(self._alarms, default=0), max(self._incidents, default=0)
+
+    def find_alarm(self, key: str) -> Alarm | None:
+        with self.lock:
+            found = self._keys.get(key)
+            return None if found is None else copy.copy(self._alarms[found])
 
     def save_alarms(self, alarms: Iterable[Alarm]) -> None:
         with self.lock:
             for a in alarms:
                 self._alarms[a.id] = copy.copy(a)
+                self._keys[a.key] = a.id
 
     def load_alarms(self, open_only: bool = False) -> list[Alarm]:
         with self.lock:
-            return [copy.copy(a) for a in self._alarms.values() if a is not None and not (open_only and a.ended)]
+            return [copy.copy(a) for a in self._alarms.values() if not (open_only and a.ended)]
 
     def get_alarm(self, alarm_id: int) -> Alarm | None:
         with self.lock:
@@ -87,15 +113,9 @@ class MemoryStore:
         out: dict[str, float] = {}
         with self.lock:
             for a in self._alarms.values():
-                if a is not None and a.detector != STALE and math.isfinite(a.event_time):
+                if a.detector != STALE and math.isfinite(a.event_time):
                     out[a.channel] = max(out.get(a.channel, -math.inf), a.event_time)
         return out
-
-    def insert_incident(self, incident: Incident) -> int:
-        with self.lock:
-            new_id = len(self._incidents) + 1
-            self._incidents[new_id] = None
-            return new_id
 
     def save_incidents(self, incidents: Iterable[Incident]) -> None:
         with self.lock:
@@ -104,9 +124,7 @@ class MemoryStore:
 
     def load_incidents(self, active_only: bool = False) -> list[Incident]:
         with self.lock:
-            return [
-                copy.deepcopy(i) for i in self._incidents.values() if i is not None and (i.active or not active_only)
-            ]
+            return [copy.deepcopy(i) for i in self._incidents.values() if i.active or not active_only]
 
     def add_acknowledgement(self, alarm_id: int, user: str, time_: float, comment: str = "") -> None:
         with self.lock:

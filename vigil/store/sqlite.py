@@ -8,7 +8,8 @@ commits once per ``update()`` and once per operator verb, not once per sample.
 
 Alarm rows carry a unique ``key`` (channel, detector kind, first time): a monitor that restarts and
 replays samples it already processed finds the alarm it raised before instead of raising a second
-one. Ids come from ``AUTOINCREMENT`` and are never reused, even after rows are deleted.
+one. The alarm manager numbers alarms and incidents above :meth:`SqliteStore.max_ids`, which reads
+``AUTOINCREMENT``'s high-water mark, so ids are never reused, even after rows are deleted.
 
 >>> store = SqliteStore()
 >>> store.save_checkpoint("replay", {"time": 12.5})
@@ -19,16 +20,19 @@ one. Ids come from ``AUTOINCREMENT`` and are never reused, even after rows are d
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from vigil.alarms.model import STALE, Alarm, AuditEntry, Incident
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -87,6 +91,7 @@ class SqliteStore:
         self.path = str(path)
         self.lock = threading.RLock()
         self._depth = 0
+        self._hooks: list[Callable[[], None]] = []
         self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -112,9 +117,14 @@ class SqliteStore:
         with self.lock:
             return int(self._conn.execute("PRAGMA synchronous").fetchone()[0])
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic, durable unit; nested uses join the outermost transaction."""
+        """One atomic, durable unit; nested uses join the outermost transaction. If the outermost
+        one rolls back (an exception, or a failed COMMIT), the rollback hooks run."""
         with self.lock:
             if self._depth:
                 self._depth += 1
@@ -127,13 +137,28 @@ class SqliteStore:
             self._depth = 1
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
                 self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                self._rolled_back()
+                raise
             finally:
                 self._depth = 0
+                self._hooks = []
+
+    def on_rollback(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` if the current transaction rolls back (the manager re-queues its writes)."""
+        if not self._depth:
+            raise RuntimeError("on_rollback() outside a transaction")
+        self._hooks.append(hook)
+
+    def _rolled_back(self) -> None:
+        for hook in self._hooks:
+            try:
+                hook()
+            except Exception:  # one failing hook must not stop the others
+                log.exception("rollback hook %r failed", hook)
 
     def close(self) -> None:
         with self.lock:
@@ -146,49 +171,55 @@ class SqliteStore:
         self.close()
 
     # --- alarms ---------------------------------------------------------------------------------
-    def insert_alarm(self, alarm: Alarm) -> tuple[int, Alarm | None]:
-        """Reserve an id for a new alarm by its key. Returns ``(id, None)`` for a new row, or the
-        id and the stored alarm when one with the same key exists (a replay after a restart)."""
-        with self.transaction() as conn:
-            row = conn.execute("SELECT id, data FROM alarms WHERE key = ?", (alarm.key,)).fetchone()
-            if row is not None and row[1] == "{}":  # reserved but never written: reuse the id
-                return int(row[0]), None
-            if row is not None:
-                return int(row[0]), Alarm.from_dict(json.loads(row[1]))
-            cur = conn.execute(
-                "INSERT INTO alarms (key, channel, detector, state, severity, first_time, event_time, ended, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, 0, '{}')",
-                (
-                    alarm.key,
-                    alarm.channel,
-                    alarm.detector,
-                    alarm.state,
-                    alarm.severity,
-                    _real(alarm.first_time),
-                    _real(alarm.event_time),
-                ),
-            )
-            return int(cur.lastrowid), None
+    def max_ids(self) -> tuple[int, int]:
+        """The highest alarm and incident ids ever stored (deleted rows included): new ids start above."""
+        with self.lock:
+            seq = dict(self._conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+        return int(seq.get("alarms", 0)), int(seq.get("incidents", 0))
+
+    def find_alarm(self, key: str) -> Alarm | None:
+        """The alarm stored under ``key`` (channel, kind, first time), if any: a replay after a restart."""
+        with self.lock:
+            row = self._conn.execute("SELECT data FROM alarms WHERE key = ?", (key,)).fetchone()
+        return None if row is None else Alarm.from_dict(json.loads(row[0]))
 
     def save_alarms(self, alarms: Iterable[Alarm]) -> None:
-        """Write the current state of alarms that already have an id."""
-        rows = [(a.state, a.severity, _real(a.event_time), int(a.ended), _dumps(a.to_dict()), a.id) for a in alarms]
+        """Insert or update alarms by id (ids are given by the manager)."""
+        rows = [
+            (
+                a.id,
+                a.key,
+                a.channel,
+                a.detector,
+                a.state,
+                a.severity,
+                _real(a.first_time),
+                _real(a.event_time),
+                int(a.ended),
+                _dumps(a.to_dict()),
+            )
+            for a in alarms
+        ]
         if rows:
             with self.transaction() as conn:
                 conn.executemany(
-                    "UPDATE alarms SET state=?, severity=?, event_time=?, ended=?, data=? WHERE id=?", rows
+                    "INSERT INTO alarms (id, key, channel, detector, state, severity, first_time, event_time, ended, "
+                    "data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
+                    "severity=excluded.severity, event_time=excluded.event_time, ended=excluded.ended, "
+                    "data=excluded.data",
+                    rows,
                 )
 
     def load_alarms(self, open_only: bool = False) -> list[Alarm]:
         """Alarms by id; with ``open_only`` only those that have not ended."""
         sql = "SELECT data FROM alarms" + (" WHERE ended = 0" if open_only else "") + " ORDER BY id"
         with self.lock:
-            return [Alarm.from_dict(json.loads(r[0])) for r in self._conn.execute(sql) if r[0] != "{}"]
+            return [Alarm.from_dict(json.loads(r[0])) for r in self._conn.execute(sql)]
 
     def get_alarm(self, alarm_id: int) -> Alarm | None:
         with self.lock:
             row = self._conn.execute("SELECT data FROM alarms WHERE id = ?", (int(alarm_id),)).fetchone()
-        return None if row is None or row[0] == "{}" else Alarm.from_dict(json.loads(row[0]))
+        return None if row is None else Alarm.from_dict(json.loads(row[0]))
 
     def watermarks(self) -> dict[str, float]:
         """Per channel, the telemetry time of its latest data-driven alarm transition: samples up to it
@@ -200,29 +231,26 @@ class SqliteStore:
         return {ch: float(t) for ch, t in rows if t is not None}
 
     # --- incidents ------------------------------------------------------------------------------
-    def insert_incident(self, incident: Incident) -> int:
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "INSERT INTO incidents (subsystem, first_time, last_time, active, data) VALUES (?, ?, ?, ?, '{}')",
-                (incident.subsystem, incident.first_time, incident.last_time, int(incident.active)),
-            )
-            return int(cur.lastrowid)
-
     def save_incidents(self, incidents: Iterable[Incident]) -> None:
+        """Insert or update incidents by id (ids are given by the manager)."""
         rows = [
-            (i.subsystem, _real(i.first_time), _real(i.last_time), int(i.active), _dumps(i.to_dict()), i.id)
+            (i.id, i.subsystem, _real(i.first_time), _real(i.last_time), int(i.active), _dumps(i.to_dict()))
             for i in incidents
         ]
         if rows:
             with self.transaction() as conn:
                 conn.executemany(
-                    "UPDATE incidents SET subsystem=?, first_time=?, last_time=?, active=?, data=? WHERE id=?", rows
+                    "INSERT INTO incidents (id, subsystem, first_time, last_time, active, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET subsystem=excluded.subsystem, "
+                    "first_time=excluded.first_time, last_time=excluded.last_time, active=excluded.active, "
+                    "data=excluded.data",
+                    rows,
                 )
 
     def load_incidents(self, active_only: bool = False) -> list[Incident]:
         sql = "SELECT data FROM incidents" + (" WHERE active = 1" if active_only else "") + " ORDER BY id"
         with self.lock:
-            return [Incident.from_dict(json.loads(r[0])) for r in self._conn.execute(sql) if r[0] != "{}"]
+            return [Incident.from_dict(json.loads(r[0])) for r in self._conn.execute(sql)]
 
     # --- acknowledgements and audit -------------------------------------------------------------
     def add_acknowledgement(self, alarm_id: int, user: str, time_: float, comment: str = "") -> None:
