@@ -2,23 +2,26 @@
 
 :class:`ForecastDetector` fits, per channel, a ridge-regularised linear autoregression on the last
 ``n_lags`` values plus the channel's command inputs (closed form, no iterations). While scoring it
-smooths the absolute one-step prediction errors with an exponentially weighted moving average
-(EWMA) and divides by a per-channel threshold, so a score >= 1 crosses it. Three scores, the
-largest of which counts:
+computes four scores per sample, each in threshold units (>= 1 crosses), and keeps the largest:
 
-* **error**: the smoothed error over the threshold. The threshold is learned without labels from
-  the detector's own smoothed errors on the nominal history by peaks over threshold
-  (:func:`vigil.detect.threshold.pot_threshold`), times ``threshold_factor``; while streaming it
-  rises in proportion to the recent error level (a slow EWMA of the smoothed error, each sample
-  capped at the threshold so an anomaly cannot raise its own bar quickly), so a channel that
-  became noisier settles instead of alarming forever; and it falls to ``relative`` times the
-  largest smoothed error the stream has shown below threshold, where that is lower, so a stream
-  calmer than its history still alarms on errors it has never shown (a causal cousin of
-  telemanom's thresholds relative to each window of test errors);
-* **novelty**: how far a value lies outside the range seen in the history, in units of
+* **error**: the absolute one-step prediction error, smoothed by an exponentially weighted moving
+  average (EWMA, ``span``), over a threshold learned without labels from the detector's own
+  smoothed errors on the nominal history by peaks over threshold
+  (:func:`vigil.detect.threshold.pot_threshold`) times ``threshold_factor``. While streaming, the
+  threshold rises in proportion to the recent error level (a slow EWMA, ``adapt_span``, of the
+  smoothed error, each sample capped at the threshold so an anomaly cannot quickly raise its own
+  bar), so a channel that became noisier settles instead of alarming forever; and it falls to
+  ``relative`` times the largest smoothed error the stream has shown below threshold, where that
+  is lower, so a stream calmer than its history still alarms on errors it has never shown (a
+  causal cousin of telemanom's thresholds relative to each window of test errors);
+* **novelty**: how far the value lies outside the range seen in the history, in units of
   ``novelty_margin`` times that range;
+* **level**: the same for an EWMA of the value (``level_span``), which catches a level held longer
+  than ever before (a plateau where history only had short pulses) or a slow drift; once the
+  stream has run ``learn_after`` samples, what it showed that long ago counts as seen, so a new
+  operating level alarms once rather than every time it recurs;
 * **stuck**: how long the value has repeated exactly, in units of ``stuck_factor`` times the
-  longest repeat seen in the history (at least ``span`` samples).
+  longest repeat in the history (at least ``span`` samples).
 
 After causal hysteresis the score gives the alarm level: >= 1 warning, >= 2 distress, >= 4
 critical, and watch while a raised alarm waits to clear (:data:`vigil.detect.threshold.SEVERITY_STEPS`).
@@ -42,8 +45,11 @@ one call gives. Missing (NaN) samples get level 0 and score NaN and leave the st
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numba
 import numpy as np
+from scipy.signal import lfilter
 
 from vigil.detect.base import Detector, Scores
 from vigil.detect.threshold import apply_hysteresis, pot_threshold
@@ -52,7 +58,7 @@ from vigil.model import TelemetryBlock
 
 
 class ForecastDetector(Detector):
-    """Ridge autoregression on lagged values and commands, EWMA-smoothed errors, POT threshold.
+    """Ridge autoregression on lagged values and commands; error, novelty, level and stuck scores.
 
     Args:
         n_lags: past values used to predict the next one.
@@ -61,26 +67,32 @@ class ForecastDetector(Detector):
         span: EWMA span (samples) of the absolute prediction errors.
         init_quantile, risk: POT parameters for the error threshold (see :func:`pot_threshold`).
         threshold_factor: multiplies the POT threshold (a safety margin).
-        min_threshold: floor of the error threshold, in channel units (for channels that were
-            perfectly predictable in history).
-        novelty_margin: values further than this fraction of the history's range (or than
-            ``min_threshold``, if larger) outside that range score >= 1; ``None`` disables it.
-        min_violations: consecutive samples at score >= 1 that raise an alarm.
-        clear_after: consecutive samples below 1 that clear it (shorter gaps merge alarms).
-        adapt_span: span (samples) of the slow EWMA of the smoothed error that lets the
-            threshold rise on a noisier stream; ``None`` keeps the learned threshold fixed.
+        min_threshold: floor of the error threshold and of the novelty margins, in channel units
+            (for channels that were constant or perfectly predictable in history).
+        novelty_margin: values further than this fraction of the history's range outside that
+            range score >= 1; ``None`` disables the novelty and level checks.
+        level_span, level_margin: EWMA span of the value and margin (fraction of the history's
+            range of that EWMA) for the level check; ``level_span=None`` disables it.
+        learn_after: samples after which what the stream showed counts as seen by the level
+            check; ``None`` keeps the history's range.
         stuck_factor: a value repeated this many times longer than the history's longest
             repeat scores >= 1; ``None`` disables the check.
-        relative, relative_after: once the stream has run ``relative_after`` samples, the
-            threshold may fall to ``relative`` times the largest smoothed error the stream itself
-            has shown below threshold, so errors unprecedented in the stream alarm even where the
-            history was noisier; ``None`` disables it.
+        adapt_span: span (samples) of the slow EWMA of the smoothed error that lets the
+            threshold rise on a noisier stream; ``None`` keeps the learned threshold.
+        relative, relative_after: once the stream has run ``relative_after`` samples, the error
+            threshold may fall to ``relative`` times the largest smoothed error the stream has
+            shown below threshold; ``relative=None`` disables it.
+        min_violations: consecutive samples at score >= 1 that raise an alarm.
+        clear_after: consecutive samples below 1 that clear it (shorter gaps merge alarms).
 
     The defaults are the one global configuration used on SMAP/MSL (values scaled to [-1, 1]);
     ``min_threshold`` is in channel units, so set it near the sensor's resolution elsewhere.
     """
 
     name = "forecast"
+
+    #: Slots of the delay line behind ``learn_after`` (its resolution is learn_after / slots).
+    LEARN_SLOTS: ClassVar[int] = 20
 
     def __init__(
         self,
@@ -90,15 +102,18 @@ class ForecastDetector(Detector):
         span: int = 30,
         init_quantile: float = 0.98,
         risk: float = 1e-4,
-        threshold_factor: float = 1.1,
+        threshold_factor: float = 1.2,
         min_threshold: float = 0.1,
         novelty_margin: float | None = 0.05,
-        min_violations: int = 1,
-        clear_after: int = 250,
-        adapt_span: int | None = 3000,
+        level_span: int | None = 30,
+        level_margin: float = 0.1,
+        learn_after: int | None = 1000,
         stuck_factor: float | None = 2.0,
+        adapt_span: int | None = 3000,
         relative: float | None = 1.5,
         relative_after: int = 500,
+        min_violations: int = 1,
+        clear_after: int = 250,
     ) -> None:
         self.n_lags = n_lags
         self.ridge = ridge
@@ -109,78 +124,84 @@ class ForecastDetector(Detector):
         self.threshold_factor = threshold_factor
         self.min_threshold = min_threshold
         self.novelty_margin = novelty_margin
-        self.min_violations = min_violations
-        self.clear_after = clear_after
-        self.adapt_span = adapt_span
+        self.level_span = level_span
+        self.level_margin = level_margin
+        self.learn_after = learn_after
         self.stuck_factor = stuck_factor
+        self.adapt_span = adapt_span
         self.relative = relative
         self.relative_after = relative_after
+        self.min_violations = min_violations
+        self.clear_after = clear_after
 
     def _check_params(self) -> None:
         positive = {
             "n_lags": self.n_lags,
             "span": self.span,
             "threshold_factor": self.threshold_factor,
+            "level_margin": self.level_margin,
+            "relative_after": self.relative_after,
             "min_violations": self.min_violations,
             "clear_after": self.clear_after,
-            "relative_after": self.relative_after,
         }
-        optional = {"adapt_span": self.adapt_span, "stuck_factor": self.stuck_factor, "relative": self.relative}
+        optional = {
+            "novelty_margin": self.novelty_margin,
+            "level_span": self.level_span,
+            "learn_after": self.learn_after,
+            "stuck_factor": self.stuck_factor,
+            "adapt_span": self.adapt_span,
+            "relative": self.relative,
+        }
         positive.update({k: v for k, v in optional.items() if v is not None})
         for key, val in positive.items():
             if not val > 0:
                 raise ConfigError(f"must be > 0, got {val!r}", key=key)
-        if self.ridge < 0 or self.min_threshold < 0:
-            raise ConfigError("must be >= 0", key="ridge" if self.ridge < 0 else "min_threshold")
-        if self.novelty_margin is not None and not self.novelty_margin > 0:
-            raise ConfigError(f"must be > 0 or None, got {self.novelty_margin!r}", key="novelty_margin")
+        for key in ("ridge", "min_threshold"):
+            if not getattr(self, key) >= 0:
+                raise ConfigError(f"must be >= 0, got {getattr(self, key)!r}", key=key)
 
     # --- fit --------------------------------------------------------------------------------------
     def fit(self, history: TelemetryBlock) -> ForecastDetector:
-        """Learn coefficients, value range and error threshold per channel from nominal ``history``."""
+        """Learn coefficients, ranges and the error threshold per channel from nominal ``history``."""
         self._check_params()
         values = _finite_or_nan(history.values)
         cmds = self._commands(history, fitting=True)
-        n, c = values.shape
-        ok = np.isfinite(values)
-        short = np.flatnonzero(ok.sum(axis=0) < self.n_lags + 2)
+        c = values.shape[1]
+        short = np.flatnonzero(np.isfinite(values).sum(axis=0) < self.n_lags + 2)
         if short.size:
-            name = history.channels[int(short[0])]
             raise DataError(
                 f"fewer than n_lags + 2 = {self.n_lags + 2} valid samples to fit on",
                 source=history.source,
-                channel=name,
+                channel=history.channels[int(short[0])],
             )
+        self.channels_ = history.channels
         with np.errstate(invalid="ignore"):
-            self.lo_ = np.nanmin(values, axis=0)
-            self.hi_ = np.nanmax(values, axis=0)
+            self.lo_, self.hi_ = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
             self.center_ = np.nanmean(values, axis=0)
             scale = np.nanstd(values, axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
         self.intercept_, self.coef_lags_, self.coef_cmds_ = self._fit_ridge(values, cmds)
-        self.channels_ = history.channels
-        # Thresholds from the detector's own smoothed errors on the history, as the stream sees them.
-        self.threshold_ = np.ones(c)  # so that the score is the smoothed error itself
-        self.margin_ = np.full(c, np.inf)
-        self.stuck_after_ = np.full(c, np.inf)
+        self.level_lo_, self.level_hi_ = _ewm_range(values, self.center_, self.level_span or 1)
+        # First pass over the history with every check but the error off: its smoothed errors.
+        inf = np.full(c, np.inf)
+        self.threshold_, self.margin_, self.level_margin_, self.stuck_after_ = np.ones(c), inf, inf, inf
         self.baseline_ = np.full(c, np.nan)
         self.reset()
-        smoothed = self._run(values, cmds, adapt=False)[0]
+        smoothed = self._run(values, cmds, stream=False)[0]
         # The stream starts from the typical nominal error instead of its first raw error.
         self.baseline_ = np.nan_to_num(np.nanmean(smoothed, axis=0), nan=0.0)
-        self.reset()
         thr = pot_threshold(smoothed, self.init_quantile, self.risk) * self.threshold_factor
-        self.threshold_ = np.maximum(np.nan_to_num(thr, nan=0.0), self.min_threshold)
-        self.threshold_ = np.where(self.threshold_ > 0, self.threshold_, np.finfo(float).tiny)
-        longest = np.array([_longest_repeat(values[:, j]) for j in range(c)], dtype=np.float64)
-        # A value repeated for less than the smoothing span is never called stuck.
-        stuck = np.full(c, np.inf) if self.stuck_factor is None else self.stuck_factor * np.maximum(longest, self.span)
-        self.stuck_after_ = stuck
-        if self.novelty_margin is None:
-            self.margin_ = np.full(c, np.inf)
-        else:
-            self.margin_ = np.maximum(self.novelty_margin * (self.hi_ - self.lo_), self.min_threshold)
-            self.margin_ = np.where(self.margin_ > 0, self.margin_, np.finfo(float).tiny)
+        self.threshold_ = _positive(np.maximum(np.nan_to_num(thr, nan=0.0), self.min_threshold))
+        if self.novelty_margin is not None:
+            self.margin_ = _positive(np.maximum(self.novelty_margin * (self.hi_ - self.lo_), self.min_threshold))
+            if self.level_span:
+                width = self.level_hi_ - self.level_lo_
+                self.level_margin_ = _positive(np.maximum(self.level_margin * width, self.min_threshold))
+        if self.stuck_factor is not None:
+            longest = np.array([_longest_repeat(values[:, j]) for j in range(c)], dtype=np.float64)
+            # A value repeated for less than the smoothing span is never called stuck.
+            self.stuck_after_ = self.stuck_factor * np.maximum(longest, self.span)
+        self.reset()
         return self
 
     def _commands(self, block: TelemetryBlock, fitting: bool = False) -> np.ndarray:
@@ -198,7 +219,7 @@ class ForecastDetector(Detector):
 
     def _fit_ridge(self, values: np.ndarray, cmds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Closed-form ridge per channel on standardised values (missing samples skipped, as in scoring)."""
-        n, c = values.shape
+        c = values.shape[1]
         lags, k = self.n_lags, cmds.shape[2]
         intercept = np.zeros(c)
         coef_lags = np.zeros((c, lags))
@@ -210,11 +231,10 @@ class ForecastDetector(Detector):
             windows = np.lib.stride_tricks.sliding_window_view(z, lags)[:m, ::-1]  # row t: z[t+lags-1], ..., z[t]
             inputs = np.nan_to_num(cmds[keep, j][lags:], nan=0.0, posinf=0.0, neginf=0.0)  # as in scoring
             x = np.concatenate([np.ones((m, 1)), windows, inputs], axis=1)
-            y = z[lags:]
             gram = x.T @ x
             penalty = self.ridge * np.trace(gram) / gram.shape[0] * np.eye(gram.shape[0])
             penalty[0, 0] = 0.0  # the intercept is not shrunk
-            w = np.linalg.lstsq(gram + penalty, x.T @ y, rcond=None)[0]
+            w = np.linalg.lstsq(gram + penalty, x.T @ z[lags:], rcond=None)[0]
             intercept[j], coef_lags[j], coef_cmds[j] = w[0], w[1 : lags + 1], w[lags + 1 :]
         return intercept, coef_lags, coef_cmds
 
@@ -224,9 +244,13 @@ class ForecastDetector(Detector):
         self.window_ = np.zeros((c, self.n_lags))
         self.n_seen_ = np.zeros(c, dtype=np.int64)
         self.repeats_ = np.zeros(c, dtype=np.int64)
-        self.runmax_ = np.zeros(c)
         self.ewm_ = self.baseline_.copy()
-        self.level_ = self.baseline_.copy()
+        self.err_level_ = self.baseline_.copy()
+        self.err_max_ = np.zeros(c)
+        self.value_ewm_ = self.center_.copy()
+        # Per channel: [low, high] of the level EWMA counted as seen; delay-line slots of [min, max].
+        self.level_seen_ = np.stack([self.level_lo_, self.level_hi_], axis=1)
+        self.level_slots_ = np.zeros((c, self.LEARN_SLOTS if self.learn_after else 0, 2))
         self.over_ = np.zeros(c, dtype=np.int64)
         self.under_ = np.zeros(c, dtype=np.int64)
         self.active_ = np.zeros(c, dtype=np.bool_)
@@ -240,20 +264,45 @@ class ForecastDetector(Detector):
         return Scores(level, score, expected, low, high, detector=(self.name,), by=by)
 
     def _run(
-        self, values: np.ndarray, cmds: np.ndarray, adapt: bool = True
+        self, values: np.ndarray, cmds: np.ndarray, stream: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Score, expected value and band ``[n, c]`` each, advancing the stream state."""
+        """Score, expected value and band ``[n, c]`` each, advancing the stream state.
+
+        ``stream=False`` (the pass over the history in :meth:`fit`) turns off what adapts to the
+        stream: the threshold's rise and fall and the level check.
+        """
         n, c = values.shape
         score, expected, low, high = (np.full((n, c), np.nan) for _ in range(4))
+        rates = np.array(
+            [
+                2.0 / (self.span + 1.0),
+                2.0 / (self.adapt_span + 1.0) if stream and self.adapt_span else 0.0,
+                2.0 / (self.level_span + 1.0) if stream and self.level_span else 0.0,
+            ]
+        )
+        settings = np.array(
+            [
+                (self.relative or 0.0) if stream else 0.0,
+                self.relative_after,
+                self.min_threshold,
+                max(1, (self.learn_after or 0) // self.LEARN_SLOTS),
+            ]
+        )
         _forecast_kernel(
-            values, cmds, self.center_, self.scale_, self.intercept_, self.coef_lags_, self.coef_cmds_,
-            2.0 / (self.span + 1.0), 2.0 / (self.adapt_span + 1.0) if adapt and self.adapt_span else 0.0,
-            self.baseline_, self.threshold_, self.lo_, self.hi_, self.margin_, self.stuck_after_,
-            (self.relative or 0.0) if adapt else 0.0, self.relative_after, self.min_threshold, self.runmax_,
-            self.window_, self.n_seen_, self.ewm_, self.level_, self.repeats_, score, expected, low,
-            high,
+            values, cmds, rates, settings,
+            self.center_, self.scale_, self.intercept_, self.coef_lags_, self.coef_cmds_,
+            self.baseline_, self.threshold_, self.lo_, self.hi_, self.margin_, self.level_margin_,
+            self.stuck_after_,
+            self.window_, self.n_seen_, self.repeats_, self.ewm_, self.err_level_, self.err_max_,
+            self.value_ewm_, self.level_seen_, self.level_slots_,
+            score, expected, low, high,
         )  # fmt: skip
         return score, expected, low, high
+
+
+def _positive(a: np.ndarray) -> np.ndarray:
+    """Zeros (nothing to scale by) become the smallest positive float, so divisions stay finite."""
+    return np.where(a > 0, a, np.finfo(float).tiny)
 
 
 def _longest_repeat(x: np.ndarray) -> int:
@@ -270,6 +319,23 @@ def _longest_repeat(x: np.ndarray) -> int:
     return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
 
 
+def _ewm_range(values: np.ndarray, start: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the range of the EWMA (from ``start``) of the valid values once warmed up.
+
+    >>> _ewm_range(np.array([[0.0], [1.0], [1.0], [1.0]]), np.array([0.0]), 1)
+    (array([1.]), array([1.]))
+    """
+    c = values.shape[1]
+    lo, hi = np.full(c, np.nan), np.full(c, np.nan)
+    alpha = 2.0 / (span + 1.0)
+    for j in range(c):
+        v = values[np.isfinite(values[:, j]), j]
+        ewm = lfilter([alpha], [1.0, alpha - 1.0], v, zi=[(1.0 - alpha) * start[j]])[0][span:]
+        if ewm.size:
+            lo[j], hi[j] = ewm.min(), ewm.max()
+    return lo, hi
+
+
 def _finite_or_nan(values: np.ndarray) -> np.ndarray:
     """Infinities are treated as missing, like NaN."""
     return np.where(np.isfinite(values), values, np.nan)
@@ -281,22 +347,28 @@ _TILE = 64
 
 @numba.njit(cache=True)
 def _forecast_kernel(
-    values, cmds, center, scale, intercept, coef_lags, coef_cmds, alpha, adapt, baseline, threshold,
-    lo, hi, margin, stuck_after, rel, rel_after, floor, runmax, window, n_seen, ewm, err_level, repeats,
+    values, cmds, rates, settings,
+    center, scale, intercept, coef_lags, coef_cmds,
+    baseline, threshold, lo, hi, margin, level_margin, stuck_after,
+    window, n_seen, repeats, ewm, err_level, err_max, value_ewm, level_seen, level_slots,
     score, expected, low, high,
 ):  # fmt: skip  # pragma: no cover - numba
     n, c = values.shape
     lags = window.shape[1]
     k = cmds.shape[2]
+    alpha, adapt, level_alpha = rates[0], rates[1], rates[2]
+    relative, relative_after, floor, stride = settings[0], settings[1], settings[2], int(settings[3])
+    n_slots = level_slots.shape[1]
     # Rows in tiles, so each channel's strided column comes from cache rather than main memory.
     for start in range(0, n, _TILE):
         stop = min(start + _TILE, n)
         for j in range(c):
-            e_prev = ewm[j]
+            e = ewm[j]
             m = err_level[j]
+            e_max = err_max[j]
+            v = value_ewm[j]
             seen = n_seen[j]
             rep = repeats[j]
-            rmax = runmax[j]
             for i in range(start, stop):
                 x = values[i, j]
                 if not np.isfinite(x):  # missing: no score, no change of state
@@ -305,6 +377,10 @@ def _forecast_kernel(
                 last = (seen - 1) % lags  # window slot of the previous value; older ones precede it
                 # Exact repeats of the previous value: a stuck sensor repeats longer than history did.
                 rep = rep + 1 if seen > 0 and z == window[j, last] else 0
+                if level_alpha > 0.0:
+                    v += level_alpha * (x - v)
+                    if n_slots > 0:
+                        _learn_level(j, seen, v, stride, level_seen, level_slots)
                 if seen >= lags:
                     pred = intercept[j]
                     slot = last
@@ -317,20 +393,19 @@ def _forecast_kernel(
                             pred += coef_cmds[j, q] * u
                     pred = center[j] + scale[j] * pred
                     err = abs(x - pred)
-                    e_prev = err if np.isnan(e_prev) else e_prev + alpha * (err - e_prev)
+                    e = err if np.isnan(e) else e + alpha * (err - e)
                     thr = threshold[j]
                     if adapt > 0.0 and baseline[j] > 0.0:
                         thr = threshold[j] * max(1.0, m / baseline[j])
-                        m += adapt * (min(e_prev, thr) - m)
-                    if rel > 0.0 and seen >= rel_after and rmax > 0.0:
-                        thr = max(floor, min(thr, rel * rmax))
-                    s = e_prev / thr
+                        m += adapt * (min(e, thr) - m)
+                    if relative > 0.0 and seen >= relative_after and e_max > 0.0:
+                        thr = max(floor, min(thr, relative * e_max))
+                    s = e / thr
                     if s < 1.0:
-                        rmax = max(rmax, e_prev)
-                    if x > hi[j]:
-                        s = max(s, (x - hi[j]) / margin[j])
-                    elif x < lo[j]:
-                        s = max(s, (lo[j] - x) / margin[j])
+                        e_max = max(e_max, e)
+                    s = max(s, _outside(x, lo[j], hi[j]) / margin[j])
+                    if level_alpha > 0.0:
+                        s = max(s, _outside(v, level_seen[j, 0], level_seen[j, 1]) / level_margin[j])
                     s = max(s, rep / stuck_after[j])
                     score[i, j] = s
                     expected[i, j] = pred
@@ -338,8 +413,31 @@ def _forecast_kernel(
                     high[i, j] = pred + thr
                 window[j, seen % lags] = z
                 seen += 1
-            ewm[j] = e_prev
+            ewm[j] = e
             err_level[j] = m
+            err_max[j] = e_max
+            value_ewm[j] = v
             n_seen[j] = seen
             repeats[j] = rep
-            runmax[j] = rmax
+
+
+@numba.njit(cache=True)
+def _outside(x, low, high):  # pragma: no cover - numba
+    """How far ``x`` lies outside ``[low, high]`` (0 inside)."""
+    return x - high if x > high else (low - x if x < low else 0.0)
+
+
+@numba.njit(cache=True)
+def _learn_level(j, seen, v, stride, level_seen, level_slots):  # pragma: no cover - numba
+    """Delay line of [min, max] per ``stride`` samples; a slot leaving it counts as seen."""
+    n_slots = level_slots.shape[1]
+    slot = (seen // stride) % n_slots
+    if seen % stride == 0:
+        if seen >= n_slots * stride:  # the slot holds samples n_slots * stride ago: now seen
+            level_seen[j, 0] = min(level_seen[j, 0], level_slots[j, slot, 0])
+            level_seen[j, 1] = max(level_seen[j, 1], level_slots[j, slot, 1])
+        level_slots[j, slot, 0] = v
+        level_slots[j, slot, 1] = v
+    else:
+        level_slots[j, slot, 0] = min(level_slots[j, slot, 0], v)
+        level_slots[j, slot, 1] = max(level_slots[j, slot, 1], v)
