@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -122,3 +123,16 @@ def test_bad_source_spec_is_a_clear_error(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("error: source: unknown source scheme 'kafka'; known: ['file', ")
     assert "Traceback" not in out.stderr
+
+
+def test_paced_replay_raises_staleness_during_a_gap(tmp_path):
+    data = tmp_path / "gap.csv"
+    data.write_text("0,T1,20\n0,V1,28\n1,T1,20\n1,V1,28\n20,T1,20\n20,V1,28\n")  # 19 s silent, 1.9 s at 10x
+    cmd = command(tmp_path, f"file:{data}")
+    out = subprocess.run([*cmd, "--speed", "10"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    raised = re.findall(r"\[alarm\] t=([\d.]+) raised #\d+ active: (\w+) .*no sample since t=1", out.stdout)
+    # Stale 3 s (T1, 3 periods of 1 Hz) and 2 s (V1) after t=1, on the replay's clock, before t=20.
+    assert sorted(ch for _, ch in raised) == ["T1", "V1"]
+    assert all(3.0 <= float(t) < 20.0 for t, _ in raised), raised
+    assert out.stdout.count("] t=20.0 rtn #") == 2  # both fresh again when data returns

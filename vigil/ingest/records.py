@@ -215,12 +215,17 @@ class FileSource:
     """Replay a record file at ``speed`` times real time (``None``: as fast as possible).
 
     Pacing follows the record times: a record is released ``(time - first_time) / speed`` seconds
-    after the replay started. Records whose time is at or before ``skip_until`` are passed over
+    after the replay started; while waiting longer than ``idle_s``, empty batches are yielded. Records whose time is at or before ``skip_until`` are passed over
     (used to resume after a restart) and counted in :attr:`skipped`.
     """
 
     def __init__(
-        self, path: str | Path, speed: float | None = None, batch_size: int = 10_000, skip_until: float | None = None
+        self,
+        path: str | Path,
+        speed: float | None = None,
+        batch_size: int = 10_000,
+        skip_until: float | None = None,
+        idle_s: float = 0.2,
     ) -> None:
         if speed is not None and not speed > 0:
             raise ConfigError(f"speed must be > 0 or None (as fast as possible), got {speed}", key="speed")
@@ -231,6 +236,7 @@ class FileSource:
         self.speed = speed
         self.batch_size = batch_size
         self.skip_until = skip_until
+        self.idle_s = idle_s
         self.skipped = 0
 
     def _items(self) -> Iterator[Item]:
@@ -280,7 +286,12 @@ class FileSource:
                     batch = []
                 if item.time > due_t:
                     due_t = item.time
-                    wait = start_wall + (item.time - first) / speed - _time.monotonic()
+                    due = start_wall + (item.time - first) / speed
+                    # Wait in idle_s steps, yielding empty batches: the consumer checks staleness
+                    # during gaps in the data, as it would live.
+                    while (wait := due - _time.monotonic()) > self.idle_s:
+                        _time.sleep(self.idle_s)
+                        yield []
                     if wait > 0:
                         _time.sleep(wait)
             batch.append(item)
