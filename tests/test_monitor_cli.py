@@ -59,6 +59,8 @@ def test_monitor_on_stdin(tmp_path):
     assert out.returncode == 0, out.stderr
     check_output(out.stdout)
     assert "rows=8 scored=10 " in out.stdout
+    assert "[channel] V1: stale=1\n" in out.stdout and "[unknown] X=1\n" in out.stdout
+    assert "[error] stdin: line 11: expected 3 comma-separated fields, got 1\n" in out.stdout
 
 
 class Running:

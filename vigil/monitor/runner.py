@@ -131,7 +131,26 @@ def run(
             m.flush()
     summary = m.counters(nonzero=True)
     echo(counter_line(m))
+    for line in problem_lines(summary):
+        echo(line)
     return summary
+
+
+def problem_lines(counters: dict, limit: int = 20) -> list[str]:
+    """Per channel with bad input, its non-zero counts (the worst ``limit`` channels), then the
+    unknown channels and the latest problem messages."""
+    keys = ("missing", "out_of_order", "duplicate", "malformed", "stale", "unscored")
+    rows = sorted(counters["channels"].items(), key=lambda kv: -sum(kv[1][k] for k in keys))
+    lines = []
+    for name, c in rows[:limit]:
+        lines.append(f"[channel] {name}: " + " ".join(f"{k}={c[k]}" for k in keys if c[k]))
+    if len(rows) > limit:
+        lines.append(f"[channel] ... and {len(rows) - limit} more channels with bad input")
+    if counters["unknown"]:
+        top = sorted(counters["unknown"].items(), key=lambda kv: -kv[1])[:limit]
+        lines.append("[unknown] " + " ".join(f"{name}={n}" for name, n in top))
+    lines += [f"[error] {msg}" for msg in counters["recent_errors"][-5:]]
+    return lines
 
 
 def _cutoff(now: float, lateness_s: float) -> float | None:
