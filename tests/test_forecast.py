@@ -192,6 +192,10 @@ def test_too_short_history_names_the_channel():
         ({"span": -1}, "span"),
         ({"ridge": -1.0}, "ridge"),
         ({"novelty_margin": 0.0}, "novelty_margin"),
+        ({"level_margin": float("nan")}, "level_margin"),
+        ({"learn_after": 0}, "learn_after"),
+        ({"min_threshold": -0.1}, "min_threshold"),
+        ({"clear_after": 0}, "clear_after"),
     ],
 )
 def test_bad_hyper_parameters_name_the_key(kwargs, key):
@@ -204,3 +208,36 @@ def test_score_before_fit_is_an_error():
     train, _ = _dataset()
     with pytest.raises(RuntimeError, match="not fitted"):
         ForecastDetector().score(train)
+
+
+def _pulses(n: int, rng: np.random.Generator, held: tuple[int, ...] = ()) -> np.ndarray:
+    """-1 with 5-sample pulses to +1 every 100 samples; at each start in ``held`` a pulse lasts 100."""
+    x = np.full(n, -1.0)
+    for start in range(50, n, 100):
+        x[start : start + 5] = 1.0
+    for start in held:
+        x[start : start + 100] = 1.0
+    return x + rng.normal(0.0, 0.01, n)
+
+
+def test_level_held_longer_than_ever_is_flagged_once_learned_it_is_not():
+    rng = np.random.default_rng(8)
+    train = TelemetryBlock.from_arrays(np.arange(3000.0), _pulses(3000, rng)[:, None], ["p"])
+    values = _pulses(4000, rng, held=(750, 3050))
+    test = TelemetryBlock.from_arrays(np.arange(4000.0), values[:, None], ["p"])
+    # Every value lies inside the history's range: only the level (EWMA of the value) is new.
+    assert train.values.min() - 0.05 < values.min() and values.max() < train.values.max() + 0.05
+
+    def flagged(**kwargs) -> np.ndarray:
+        # The error check (which sees the plateau too) is put out of the way.
+        det = ForecastDetector(threshold_factor=1e6, **kwargs).fit(train)
+        return det.score(test).flagged[:, 0]
+
+    first = flagged()
+    assert first[750:850].any() and not first[:750].any()
+    # 2300 samples later the same plateau is no longer new (learn_after=1000) ...
+    assert not first[3000:].any()
+    # ... unless the detector keeps only the history's range ...
+    assert flagged(learn_after=None)[3050:3150].any()
+    # ... and without the level check nothing sees it.
+    assert not flagged(level_span=None).any()
