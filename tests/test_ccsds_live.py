@@ -131,3 +131,19 @@ def test_packet_problems_reach_the_record_monitor_as_bad_records(tmp_path):
     items = [r for batch in src.batches() for r in batch]
     bad = [r for r in items if isinstance(r, BadRecord)]
     assert [b.reason for b in bad] == ["APID 100: truncated +1 (total 1)", "stream: skipped_bytes +14 (total 14)"]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_decoded_packets_round_trip_through_the_table_reader(tmp_path, suffix):
+    from vigil.ingest.ccsds import PacketStream, load_xtce
+    from vigil.ingest.ccsds.demo.generator import xtce_path
+    from vigil.ingest.ccsds.stream import write_long
+    from vigil.ingest.tabular import read_table
+
+    block = PacketStream(load_xtce(xtce_path())).feed(DemoSpacecraft().packets(5.0), final=True)
+    n = write_long(block, tmp_path / f"t{suffix}")
+    assert n == 50 * 4 + 5 * 2 + 50 * 3
+    back, _ = read_table(tmp_path / f"t{suffix}", strict=False)
+    same = back.select(list(block.channels))
+    np.testing.assert_array_equal(same.time, block.time)
+    np.testing.assert_allclose(same.values, block.values, equal_nan=True)

@@ -337,6 +337,24 @@ def packets_inspect(
     typer.echo(read_xtce_alarms(mission).report())
 
 
+@packets_app.command("decode")
+def packets_decode(
+    file: Path = typer.Argument(..., help="packet file (concatenated CCSDS space packets)"),
+    xtce: str = typer.Option(..., help=XTCE_HELP),
+    out: Path = typer.Option(..., help="long time,channel,value table to write (.parquet or .csv)"),
+    engine: str = typer.Option("ccsdspy", help="ccsdspy (bulk) or spp (space_packet_parser per packet)"),
+) -> None:
+    """Decode a packet file into a table (e.g. nominal history for vigil monitor --fit)."""
+    from vigil.ingest.ccsds import PacketStream, load_xtce
+    from vigil.ingest.ccsds.stream import write_long
+
+    stream = PacketStream(load_xtce(_xtce(xtce)), engine=engine, source=str(file))
+    block = stream.feed(file.read_bytes(), final=True)
+    typer.echo(stream.report())
+    n = 0 if block is None else write_long(block, out)
+    typer.echo(f"wrote {n} records to {out}")
+
+
 @packets_app.command("config")
 def packets_config(
     xtce: str = typer.Option(..., help=XTCE_HELP),

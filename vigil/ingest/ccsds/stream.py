@@ -28,10 +28,15 @@ packet at that time carried them (so detectors see missing, never invented, samp
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numba
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
+from vigil.errors import ConfigError
 from vigil.ingest.ccsds.decode import DecodedPackets, PacketDecoder
 from vigil.ingest.ccsds.framing import N_APIDS, Framer
 from vigil.ingest.ccsds.mdb import Mission
@@ -208,6 +213,30 @@ def block_records(block: TelemetryBlock) -> Iterator[tuple[float, str, float]]:
     rows, cols = np.nonzero(~np.isnan(block.values))
     for i, j in zip(rows.tolist(), cols.tolist()):
         yield float(block.time[i]), block.channels[j], float(block.values[i, j])
+
+
+def write_long(block: TelemetryBlock, path: str | Path) -> int:
+    """Write a block's present samples as a long ``time,channel,value`` table (.parquet or .csv).
+
+    The form :func:`vigil.ingest.tabular.read_table` reads, e.g. as nominal history for ``--fit``.
+    Returns the number of records written.
+    """
+    path = Path(path)
+    rows, cols = np.nonzero(~np.isnan(block.values))
+    table = pa.table(
+        {
+            "time": block.time[rows],
+            "channel": pa.array(np.asarray(block.channels, dtype=object)[cols], pa.string()),
+            "value": block.values[rows, cols],
+        }
+    )
+    if path.suffix.lower() == ".parquet":
+        pq.write_table(table, path)
+    elif path.suffix.lower() == ".csv":
+        pacsv.write_csv(table, path)
+    else:
+        raise ConfigError(f"unknown table format {path.suffix!r}: use .parquet or .csv", key="out", source=str(path))
+    return int(rows.shape[0])
 
 
 def _take(pk: DecodedPackets, mask: np.ndarray) -> DecodedPackets:
