@@ -209,6 +209,8 @@ def test_unknown_and_missing_columns_of_blocks():
     c = m.counters()
     assert c["unknown"] == {"extra": 2}
     assert c["channels"]["a"]["missing"] == 1 and c["channels"]["a"]["scored"] == 1
+    assert c["channels"]["a"]["received"] == 2 and c["channels"]["b"]["received"] == 0  # b: not in the block
+    assert c["channels"]["b"]["missing"] == 0
     m.feed_block(block)  # the same times again: out of order
     assert m.counters()["channels"]["a"]["out_of_order"] == 1
 

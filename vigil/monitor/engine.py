@@ -145,7 +145,7 @@ class Monitor:
         Rows at or before the last scored time are counted as out-of-order and skipped; channels
         the detector does not know are counted under ``unknown``; NaN/inf cells count as missing.
         """
-        values = self._aligned(block)
+        values, present = self._aligned(block)
         if block.n_samples == 0:
             return []
         events = self.flush(before=float(block.time[0]))
@@ -164,8 +164,8 @@ class Monitor:
         if time.size == 0:
             return events
         finite = np.isfinite(values)
-        self.counts_["received"] += values.shape[0]
-        self.counts_["missing"] += (~finite).sum(axis=0)
+        self.counts_["received"] += values.shape[0] * present
+        self.counts_["missing"] += (~finite).sum(axis=0) * present
         if not finite.all():
             values = np.where(finite, values, np.nan)
         self._max_seen = max(self._max_seen, float(time[-1]))
@@ -386,9 +386,12 @@ class Monitor:
         return events
 
     # -- bookkeeping -------------------------------------------------------------------------------
-    def _aligned(self, block: TelemetryBlock) -> np.ndarray:
+    def _aligned(self, block: TelemetryBlock) -> tuple[np.ndarray, np.ndarray]:
+        """The block's values in the monitor's channel order, and which channels the block has."""
+        present = np.zeros(len(self.channels), dtype=np.int64)
         if block.channels == self.channels:
-            return block.values
+            present[:] = 1
+            return block.values, present
         values = np.full((block.n_samples, len(self.channels)), np.nan)
         for k, name in enumerate(block.channels):
             j = self._index.get(name)
@@ -398,7 +401,8 @@ class Monitor:
                     self._count_unknown(name, n)
             else:
                 values[:, j] = block.values[:, k]
-        return values
+                present[j] = 1
+        return values, present
 
     def _remember(self, time: np.ndarray, finite: np.ndarray) -> None:
         k = min(RECENT_ROWS, time.size)
