@@ -147,3 +147,19 @@ def test_decoded_packets_round_trip_through_the_table_reader(tmp_path, suffix):
     same = back.select(list(block.channels))
     np.testing.assert_array_equal(same.time, block.time)
     np.testing.assert_allclose(same.values, block.values, equal_nan=True)
+
+
+def test_tcp_reconnect_does_not_join_two_connections():
+    src = open_packet_source("tcp+ccsds://127.0.0.1:0?xtce=demo")
+    packets = split(DemoSpacecraft().packets(1.0))
+    try:
+        with socket.create_connection(src.address) as tx:
+            tx.sendall(packets[0][0] + packets[1][0][:8])  # one packet and a cut one (header + 2 bytes)
+        with socket.create_connection(src.address) as tx:
+            tx.sendall(b"".join(p for p, _ in packets[2:]))
+        blocks = _collect(src, want_rows=len(packets) - 1)
+    finally:
+        src.close()
+    assert sum(b.n_samples for b in blocks) == len(packets) - 1
+    assert src.counters()["apid"][101]["truncated"] == 1  # packets[1] is HK_THERMAL
+    assert src.counters()["stream"] == {"bad_header": 0, "resyncs": 0, "skipped_bytes": 8}

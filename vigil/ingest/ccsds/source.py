@@ -108,9 +108,16 @@ class PacketSource:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            yield self._decode([i for i in items if i is not None])
-            if None in items:  # TCP peer gone: its unfinished packet is truncated
-                yield self.stream.close()
+            segment: list[bytes] = []
+            for item in items:
+                if item is None:  # TCP peer gone: its unfinished packet is truncated
+                    yield self._decode(segment)
+                    yield self.stream.close()
+                    segment = []
+                else:
+                    segment.append(item)
+            if segment:
+                yield self._decode(segment)
 
     def batches(self) -> Iterator[list[Record | BadRecord]]:
         """The records protocol of :mod:`vigil.ingest.records`: present samples as records.

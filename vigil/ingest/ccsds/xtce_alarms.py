@@ -161,7 +161,9 @@ def read_xtce_alarms(mission: Mission, path: str | Path | None = None) -> XtceAl
         raise ConfigError("the mission has no XTCE file to read alarms from", source=mission.source)
     src = str(path)
     try:
-        root = etree.parse(str(path)).getroot()
+        # The database is configuration, but still: no external entities, no network.
+        parser = etree.XMLParser(resolve_entities=False, no_network=True)
+        root = etree.parse(str(path), parser).getroot()
     except (OSError, etree.XMLSyntaxError) as err:
         raise ConfigError(f"cannot read XTCE: {err}", source=src) from None
     types = {el.get("name"): el for el in root.iterfind(".//{*}ParameterTypeSet/*")}
