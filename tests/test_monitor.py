@@ -332,3 +332,19 @@ def test_a_corrupt_future_time_is_refuted_a_real_jump_confirmed():
     batch.feed_records(recs)
     batch.flush()
     assert np.array_equal(batch.manager.joined()[0], t)
+
+
+def test_records_gridded_in_several_detector_calls_score_the_same(scenario, monkeypatch):
+    import vigil.monitor.engine as engine
+
+    train, test = scenario
+    batch = monitor_for(train)
+    batch.feed_block(test)
+    monkeypatch.setattr(engine, "MAX_CELLS", 3 * len(CHANNELS))  # 3 rows per detector call
+    chunked = monitor_for(train)
+    recs = records_of(test)
+    chunked.feed_records(recs)  # one call: all rows final but the last, scored 3 rows at a time
+    chunked.flush()
+    assert max(len(b[0]) for b in chunked.manager.blocks) == 3 and len(chunked.manager.blocks) >= 100
+    for got, want in zip(chunked.manager.joined(), batch.manager.joined()):
+        np.testing.assert_array_equal(got, want)

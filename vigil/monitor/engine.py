@@ -267,14 +267,16 @@ class Monitor:
         t, j, v = self._pend_t[done], self._pend_j[done], self._pend_v[done]
         self._pend_t, self._pend_j, self._pend_v = self._pend_t[~done], self._pend_j[~done], self._pend_v[~done]
         times, row = np.unique(t, return_inverse=True)
+        order = np.argsort(row, kind="stable")
+        row, j, v = row[order], j[order], v[order]
         c = len(self.channels)
         step = max(1, MAX_CELLS // max(c, 1))
         events: list = []
         for a in range(0, times.size, step):
             b = min(a + step, times.size)
-            sel = (row >= a) & (row < b)
+            lo, hi = np.searchsorted(row, [a, b])
             values = np.full((b - a, c), np.nan)
-            values[row[sel] - a, j[sel]] = v[sel]
+            values[row[lo:hi] - a, j[lo:hi]] = v[lo:hi]
             events += self._score(times[a:b], values)
         return events
 
