@@ -71,8 +71,10 @@ def test_file_source_through_the_records_registry(tmp_path):
 
 
 def test_bad_source_specs():
-    with pytest.raises(ConfigError, match=r"needs \?xtce=FILE"):
+    with pytest.raises(ConfigError, match=r"needs exactly one of \?xtce=FILE"):
         open_packet_source("udp+ccsds://127.0.0.1:10025")
+    with pytest.raises(ConfigError, match="csv definitions need time=FIELD"):
+        open_packet_source("udp+ccsds://127.0.0.1:10025?csv=101:t.csv")
     with pytest.raises(ConfigError, match="needs a port"):
         open_packet_source("udp+ccsds://127.0.0.1?xtce=demo")
     with pytest.raises(ConfigError, match="unknown options"):
@@ -163,3 +165,16 @@ def test_tcp_reconnect_does_not_join_two_connections():
     assert sum(b.n_samples for b in blocks) == len(packets) - 1
     assert src.counters()["apid"][101]["truncated"] == 1  # packets[1] is HK_THERMAL
     assert src.counters()["stream"] == {"bad_header": 0, "resyncs": 0, "skipped_bytes": 8}
+
+
+def test_file_source_with_ccsdspy_csv_definitions(tmp_path):
+    csv = tmp_path / "thermal.csv"
+    csv.write_text("name,data_type,bit_length\nSC_TIME,uint,48\nHTR_STATE,uint,8\nPANEL_T,float,32\n")
+    path = tmp_path / "demo.bin"
+    path.write_bytes(DemoSpacecraft().packets(4.0))
+    spec = f"file+ccsds://{path}?csv=101:{csv}&time=SC_TIME&time_scale={1 / 65536!r}"
+    src = open_packet_source(spec)
+    blocks = [b for b in src.blocks() if b is not None]
+    assert blocks[0].channels == ("HTR_STATE", "PANEL_T")
+    assert sum(b.n_samples for b in blocks) == 4  # the 1 Hz HK_THERMAL packets
+    assert src.counters()["apid"][100] == {"unknown_apid": 40}  # HK_POWER is not described

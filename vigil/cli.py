@@ -340,15 +340,21 @@ def packets_inspect(
 @packets_app.command("decode")
 def packets_decode(
     file: Path = typer.Argument(..., help="packet file (concatenated CCSDS space packets)"),
-    xtce: str = typer.Option(..., help=XTCE_HELP),
     out: Path = typer.Option(..., help="long time,channel,value table to write (.parquet or .csv)"),
+    xtce: str | None = typer.Option(None, help=XTCE_HELP),
+    csv: str | None = typer.Option(None, help="instead of XTCE: ccsdspy definitions APID:FILE,APID:FILE"),
+    time: str | None = typer.Option(None, help="with --csv: the field holding packet time"),
+    time_scale: float = typer.Option(1.0, help="with --csv: seconds per count of the time field"),
     engine: str = typer.Option("ccsdspy", help="ccsdspy (bulk) or spp (space_packet_parser per packet)"),
 ) -> None:
     """Decode a packet file into a table (e.g. nominal history for vigil monitor --fit)."""
-    from vigil.ingest.ccsds import PacketStream, load_xtce
+    from vigil.ingest.ccsds import PacketStream
+    from vigil.ingest.ccsds.source import mission_from_options
     from vigil.ingest.ccsds.stream import write_long
 
-    stream = PacketStream(load_xtce(_xtce(xtce)), engine=engine, source=str(file))
+    options = {"xtce": xtce, "csv": csv, "time": time, "time_scale": str(time_scale)}
+    mission = mission_from_options({k: v for k, v in options.items() if v}, where="vigil packets decode")
+    stream = PacketStream(mission, engine=engine, source=str(file))
     block = stream.feed(file.read_bytes(), final=True)
     typer.echo(stream.report())
     n = 0 if block is None else write_long(block, out)
@@ -421,7 +427,7 @@ def packets_monitor(
     from vigil.monitor.runner import Session, event_line, run
     from vigil.store.sqlite import SqliteStore
 
-    src = open_packet_source(source.replace("xtce=demo", f"xtce={_xtce('demo')}"))
+    src = open_packet_source(source)
     alarms = read_xtce_alarms(src.stream.mission)
     typer.echo(alarms.report())
     config = xtce_monitor_config(alarms)

@@ -7,7 +7,9 @@ A source spec names the transport, the address and the mission database::
     file+ccsds://recorded.bin?xtce=mission.xml&speed=10  a recorded packet file, replayed
 
 ``xtce=demo`` selects the packaged DEMOSAT database; ``engine=spp`` decodes with
-space_packet_parser instead of ccsdspy. Sockets bind 127.0.0.1 unless told otherwise.
+space_packet_parser instead of ccsdspy. Instead of XTCE, ccsdspy packet definition tables can
+describe the packets: ``csv=100:power.csv,101:thermal.csv&time=SC_TIME&time_scale=1.52587890625e-05``.
+Sockets bind where the spec says (127.0.0.1 in these examples).
 
 :class:`PacketSource` yields telemetry blocks (:meth:`~PacketSource.blocks`) or, for the record
 monitor, batches of :class:`~vigil.ingest.records.Record` (:meth:`~PacketSource.batches`); both
@@ -28,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from vigil.errors import ConfigError
-from vigil.ingest.ccsds.mdb import load_xtce
+from vigil.ingest.ccsds.mdb import Mission, load_csv_definitions, load_xtce
 from vigil.ingest.ccsds.stream import PacketStream, block_records
 from vigil.ingest.records import BadRecord, Record, register_source
 from vigil.model import TelemetryBlock
@@ -229,17 +231,10 @@ def open_packet_source(spec: str, speed: float | None = None, idle_s: float = 0.
     if parts.scheme not in SCHEMES:
         raise ConfigError(f"unknown packet source {spec!r}; use one of {[s + '://...' for s in SCHEMES]}", key="source")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = set(query) - {"xtce", "engine", "speed"}
+    unknown = set(query) - {"xtce", "csv", "time", "time_scale", "engine", "speed"}
     if unknown:
         raise ConfigError(f"unknown options {sorted(unknown)} in {spec!r}", key="source")
-    xtce = query.get("xtce")
-    if not xtce:
-        raise ConfigError(f"{spec!r} needs ?xtce=FILE (or xtce=demo)", key="source")
-    if xtce == "demo":
-        from vigil.ingest.ccsds.demo.generator import xtce_path
-
-        xtce = xtce_path()
-    mission = load_xtce(xtce)
+    mission = mission_from_options(query, spec)
     stream = PacketStream(mission, engine=query.get("engine", "ccsdspy"))
     transport = parts.scheme.split("+")[0]
     if "speed" in query and query["speed"] != "max":
@@ -257,6 +252,36 @@ def open_packet_source(spec: str, speed: float | None = None, idle_s: float = 0.
     if port is None:
         raise ConfigError(f"{spec!r} needs a port, e.g. {parts.scheme}://127.0.0.1:10025", key="source")
     return PacketSource(stream, transport, (parts.hostname or "127.0.0.1", port), idle_s=idle_s)
+
+
+def mission_from_options(options: dict[str, str], where: str = "source") -> Mission:
+    """The mission named by source options: ``xtce=FILE`` (or ``demo``), or ccsdspy CSV tables
+    ``csv=APID:FILE,APID:FILE`` with ``time=FIELD`` and optional ``time_scale=SECONDS_PER_COUNT``.
+    """
+    xtce, csv = options.get("xtce"), options.get("csv")
+    if bool(xtce) == bool(csv):
+        raise ConfigError(
+            f"{where!r} needs exactly one of ?xtce=FILE (or xtce=demo) and ?csv=APID:FILE,...", key="source"
+        )
+    if xtce:
+        if xtce == "demo":
+            from vigil.ingest.ccsds.demo.generator import xtce_path
+
+            xtce = xtce_path()
+        return load_xtce(xtce)
+    if not options.get("time"):
+        raise ConfigError(f"{where!r}: csv definitions need time=FIELD", key="source.time")
+    tables = {}
+    for item in csv.split(","):
+        apid, _, path = item.partition(":")
+        if not apid.strip().isdigit() or not path:
+            raise ConfigError(f"csv entry {item!r} is not APID:FILE", key="source.csv")
+        tables[int(apid)] = path
+    try:
+        scale = float(options.get("time_scale", "1"))
+    except ValueError:
+        raise ConfigError(f"time_scale {options['time_scale']!r} is not a number", key="source.time_scale") from None
+    return load_csv_definitions(tables, time_parameter=options["time"], time_scale=scale)
 
 
 def _factory(spec: str, speed: float | None = None, skip_until: float | None = None) -> PacketSource:
