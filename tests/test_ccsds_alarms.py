@@ -67,7 +67,7 @@ XTCE_ODD = """<?xml version="1.0"?>
      <xtce:StaticAlarmRanges><xtce:WarningRange minInclusive="1" maxInclusive="2" rangeForm="inside"/></xtce:StaticAlarmRanges>
      <xtce:AlarmMultiRanges/>
     </xtce:DefaultAlarm>
-    <xtce:ContextAlarmList><xtce:ContextAlarm>
+    <xtce:ContextAlarmList><xtce:ContextAlarm minViolations="3">
      <xtce:StaticAlarmRanges><xtce:WarningRange minInclusive="0" maxInclusive="9"/></xtce:StaticAlarmRanges>
      <xtce:ContextMatch><xtce:BooleanExpression/></xtce:ContextMatch>
     </xtce:ContextAlarm></xtce:ContextAlarmList>
@@ -110,6 +110,7 @@ def test_what_cannot_be_mapped_is_reported_by_name(tmp_path):
     assert 'A: DefaultAlarm/WarningRange: rangeForm="inside" (alarm inside a range)' in text
     assert "A: DefaultAlarm/AlarmMultiRanges: not checked by Vigil" in text
     assert any(t.startswith("A: ContextAlarm[0]: context ['BooleanExpression']") for t in text)
+    assert "A: ContextAlarm[0]@minViolations: per-context debounce: the DefaultAlarm's is used" in text
     assert any("basis 'perContainerUpdate'" in t for t in text)
     assert "A" not in odd.alarms and odd.alarms["B"].ranges == {"warning": (1.0, 2.0)}
     assert odd.rate_hz == {}

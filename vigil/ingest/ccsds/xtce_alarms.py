@@ -272,6 +272,9 @@ def _enum_alarms(default, el, name, mission: Mission, alarm: ParameterAlarms, un
 
 def _context(ctx, name, k, mission: Mission, unmapped, where, src) -> ContextRanges | None:
     element = f"ContextAlarm[{k}]"
+    for attr in ("minViolations", "minConformance"):
+        if ctx.get(attr) is not None:
+            unmapped.append(Unmapped(name, f"{element}@{attr}", "per-context debounce: the DefaultAlarm's is used"))
     match = ctx.find("{*}ContextMatch")
     if match is None:
         unmapped.append(Unmapped(name, element, "no ContextMatch"))
