@@ -45,7 +45,6 @@ class Hub:
         self._clients: set[Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard = threading.Lock()
-        self.published = 0
         self.dropped_total = 0
 
     def connect(self) -> Client:
@@ -65,7 +64,6 @@ class Hub:
 
     def publish(self, message: dict[str, Any]) -> None:
         """Queue ``message`` for every client; callable from any thread, never blocks."""
-        self.published += 1
         loop = self._loop
         if loop is None or not self._clients or loop.is_closed():
             return

@@ -40,14 +40,14 @@ class Feeder(threading.Thread):
         try:
             with self.lock:
                 fn()
-        except Exception as err:  # noqa: BLE001 - a feeder must outlive any single bad chunk
+        except Exception as err:  # a feeder must outlive any single bad chunk
             self.errors += 1
             self.last_error = f"{type(err).__name__}: {err}"
             log.exception("feeding the monitor failed")
 
     def status(self) -> dict[str, Any]:
-        return {"feeder": self.name, "rows": self.rows, "done": self.done, "errors": self.errors,
-                "last_error": self.last_error}  # fmt: skip
+        progress = {"feeder": self.name, "rows": self.rows, "done": self.done}
+        return progress | {"errors": self.errors, "last_error": self.last_error}
 
 
 class BlockReplay(Feeder):
@@ -71,15 +71,12 @@ class BlockReplay(Feeder):
             j = int(np.searchsorted(block.time, data_now, side="right"))
             if j > i:
                 chunk = block.slice(i, j)
-                self._guarded(lambda chunk=chunk: self._feed(chunk))
+                # The monitor judges staleness row by row, so the chunking changes nothing.
+                self._guarded(lambda chunk=chunk: self.monitor.feed_block(chunk))
                 self.rows += j - i
                 i = j
             self.stop_event.wait(self.tick_s)
         self.done = True
-
-    def _feed(self, chunk: TelemetryBlock) -> None:
-        self.monitor.feed_block(chunk)
-        self.monitor.check_staleness(float(chunk.time[-1]))
 
     def status(self) -> dict[str, Any]:
         out = super().status()
@@ -100,7 +97,7 @@ class SessionPump(Feeder):
 
         try:
             run(self.session, self.source, echo=log.info, stop=self.stop_event)
-        except Exception as err:  # noqa: BLE001 - the console stays up and reports the failed source
+        except Exception as err:  # the console stays up and reports the failed source
             self.errors += 1
             self.last_error = f"{type(err).__name__}: {err}"
             log.exception("the record source failed")
