@@ -11,6 +11,7 @@ import pytest
 
 from vigil.errors import ConfigError
 from vigil.ingest.records import (
+    MAX_LINE,
     BadRecord,
     FileSource,
     Record,
@@ -123,6 +124,19 @@ def test_tcp_source_from_two_clients():
     assert records == [Record(0.0, "a", 1.0), Record(0.0, "b", 5.0), Record(1.0, "a", 2.0)]
     bad = [i for i in got if isinstance(i, BadRecord)]
     assert len(bad) == 1 and bad[0].line == 2 and bad[0].source.startswith("tcp://127.0.0.1:")
+
+
+def test_tcp_source_reports_a_runaway_line_and_goes_on():
+    src = TcpSource(port=0, idle_s=0.05)
+    try:
+        with socket.create_connection(src.address) as s:
+            s.sendall(b"0,a,1\n" + b"9" * (3 * MAX_LINE) + b"\n1,a,2\n")
+        got, _ = collect(src, 3)
+    finally:
+        src.close()
+    assert got[0] == Record(0.0, "a", 1.0) and got[2] == Record(1.0, "a", 2.0)
+    assert isinstance(got[1], BadRecord) and got[1].reason == f"line longer than {MAX_LINE} characters"
+    assert got[1].line == 2
 
 
 def test_udp_source_datagrams_and_idle_ticks():

@@ -40,6 +40,8 @@ from urllib.parse import urlsplit
 from vigil.errors import ConfigError
 
 HEADER = ("time", "channel", "value")
+#: Longest line a socket source accepts; longer ones are reported as bad records and skipped.
+MAX_LINE = 65_536
 
 
 class Record(NamedTuple):
@@ -397,9 +399,17 @@ class TcpSource(_QueueSource):
         origin = f"{self.name} from {peer[0]}:{peer[1]}"
         counter = [0]
         with conn, conn.makefile("r", encoding="utf-8", errors="replace", newline="") as fh:
-            for text in fh:
-                if self._stop.is_set():
+            while not self._stop.is_set():
+                text = fh.readline(MAX_LINE)
+                if not text:
                     break
+                if len(text) == MAX_LINE and not text.endswith("\n"):
+                    # A runaway line: report it and skip to its end rather than hold it in memory.
+                    while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
+                        pass
+                    counter[0] += 1
+                    self._queue.put(BadRecord(origin, counter[0], f"line longer than {MAX_LINE} characters"))
+                    continue
                 self._put_lines(text, origin, counter)
 
     def close(self) -> None:
