@@ -88,3 +88,9 @@ def test_build_detector_without_limits_is_forecast_only_and_bad_options_name_the
     bad = MonitorConfig.from_dict({"detector": {"forecast": {"no_such_option": 1}}}, source="vigil.toml")
     with pytest.raises(ConfigError, match="vigil.toml: detector.forecast"):
         build_detector(bad)
+
+
+def test_build_detector_refuses_per_channel_options_instead_of_ignoring_them():
+    cfg = MonitorConfig.from_dict({"channels": {"a": {"subsystem": "power", "detector": {"forecast": {"span": 5}}}}})
+    with pytest.raises(ConfigError, match="channels.a.detector"):
+        build_detector(cfg)

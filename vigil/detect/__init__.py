@@ -16,7 +16,9 @@ def build_detector(config: MonitorConfig | None = None, **forecast_options: Any)
     """The default detector: limit checks from ``config`` (where any channel has limits) + forecast.
 
     Forecast options come from the configuration's ``[detector.forecast]`` table, then from
-    ``forecast_options`` (which win). With ``config=None`` only the forecast detector is built.
+    ``forecast_options`` (which win); per-channel ``[channels.X.detector]`` options are refused
+    with a :class:`~vigil.errors.ConfigError`, since one configuration serves every channel. With
+    ``config=None`` only the forecast detector is built.
 
     >>> build_detector(None).name
     'forecast'
@@ -30,12 +32,22 @@ def build_detector(config: MonitorConfig | None = None, **forecast_options: Any)
     from vigil.detect.limits import LimitCheck
     from vigil.errors import ConfigError
 
+    source = getattr(config, "source", None)
+    if config is not None:
+        # One detector scores all channels with one configuration; say so rather than ignore.
+        for name, channel in config.channels.items():
+            if channel.detector:
+                raise ConfigError(
+                    "per-channel detector options are not supported; set [detector.forecast] for all channels",
+                    key=f"channels.{name}.detector",
+                    source=source,
+                )
     options = dict(config.detector.get("forecast", {})) if config is not None else {}
     options.update(forecast_options)
     try:
         forecast = ForecastDetector(**options)
     except TypeError as err:
-        raise ConfigError(str(err), key="detector.forecast", source=getattr(config, "source", None)) from None
+        raise ConfigError(str(err), key="detector.forecast", source=source) from None
     if config is None or not config.limits():
         return forecast
     return Ensemble([LimitCheck(config.limits()), forecast])
