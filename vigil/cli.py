@@ -47,10 +47,9 @@ def monitor(
     import signal
     import threading
 
+    from vigil.errors import VigilError
     from vigil.ingest.records import open_source
     from vigil.monitor.runner import build_session, event_line, run
-
-    from vigil.errors import VigilError
 
     try:
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
