@@ -348,3 +348,19 @@ def test_records_gridded_in_several_detector_calls_score_the_same(scenario, monk
     assert max(len(b[0]) for b in chunked.manager.blocks) == 3 and len(chunked.manager.blocks) >= 100
     for got, want in zip(chunked.manager.joined(), batch.manager.joined()):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(("n", "max_points"), [(4096, 2000), (1234, 100), (10, 4), (3000, 2), (7, 10)])
+def test_decimate_keeps_extremes_order_and_alarms(n, max_points):
+    from vigil.monitor.history import decimate
+
+    rng = np.random.default_rng(n)
+    level = np.zeros(n, dtype=np.int8)
+    level[rng.integers(n)] = 4
+    s = {"time": np.arange(float(n)), "value": rng.standard_normal(n), "level": level}
+    d = decimate(s, max_points)
+    assert len(d["time"]) <= max(max_points, 2) and np.all(np.diff(d["time"]) > 0)
+    assert d["value"].min() == s["value"].min() and d["value"].max() == s["value"].max()
+    assert d["level"].max() == 4
+    kept = d["time"].astype(int)
+    np.testing.assert_array_equal(d["value"], s["value"][kept])  # real samples, not averages

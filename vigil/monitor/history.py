@@ -65,22 +65,27 @@ def decimate(series: dict[str, np.ndarray], max_points: int) -> dict[str, np.nda
     if n <= max_points:
         return series
     n_buckets = max(1, max_points // 2)
-    edges = np.linspace(0, n, n_buckets + 1).astype(np.int64)
-    value = series["value"]
-    picks, levels = [], []
-    for a, b in zip(edges[:-1], edges[1:]):
-        if b <= a:
-            continue
-        seg = value[a:b]
-        lo, hi = a + int(np.argmin(seg)), a + int(np.argmax(seg))
-        top = series["level"][a:b].max()
-        for k in sorted({lo, hi}):
-            picks.append(k)
-            levels.append(top)
-    idx = np.asarray(picks, dtype=np.int64)
-    out = {name: a[idx] for name, a in series.items()}
-    out["level"] = np.asarray(levels, dtype=series["level"].dtype)
+    bucket = np.arange(n) * n_buckets // n  # non-decreasing: buckets are runs of samples
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    ends = np.r_[starts[1:], n]
+    value, counts = series["value"], ends - starts
+    lo = _first_where(value == np.repeat(np.minimum.reduceat(value, starts), counts), bucket)
+    hi = _first_where(value == np.repeat(np.maximum.reduceat(value, starts), counts), bucket)
+    top = np.maximum.reduceat(series["level"], starts)
+    first, second = np.minimum(lo, hi), np.maximum(lo, hi)
+    idx = np.stack([first, second], axis=1).ravel()
+    levels = np.repeat(top, 2)
+    keep = np.stack([np.ones_like(first, dtype=bool), second != first], axis=1).ravel()
+    out = {name: a[idx[keep]] for name, a in series.items()}
+    out["level"] = levels[keep].astype(series["level"].dtype)
     return out
+
+
+def _first_where(mask: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    """Index of the first True of ``mask`` in each bucket (every bucket has one)."""
+    pos = np.flatnonzero(mask)
+    _, first = np.unique(bucket[pos], return_index=True)
+    return pos[first]
 
 
 @numba.njit(cache=True)
