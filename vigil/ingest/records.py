@@ -364,7 +364,7 @@ class StreamSource(_QueueSource):
     def _read(self) -> None:
         counter = [0]
         try:
-            for text in self._stream:
+            for text in iter(self._stream.readline, ""):  # line by line, as each arrives
                 if self._stop.is_set():
                     break
                 self._put_lines(text, self.name, counter)
