@@ -371,3 +371,18 @@ def test_a_rolled_back_outer_transaction_requeues_the_writes(tmp_path):
         store.save_checkpoint("stream", 1)
     assert stored(store) == [(1, "A", "active")] and store.load_checkpoint("stream") == 1
     assert [e.action for e in store.audit()] == ["raised"]
+
+
+def test_inside_a_caller_transaction_events_follow_its_commit(tmp_path):
+    store = SqliteStore(tmp_path / "v.sqlite")
+    m = AlarmManager(MonitorConfig.from_dict({"channels": {c: {"subsystem": "hyd"} for c in "abc"}}), store)
+    got: list[dict] = []
+    m.subscribe(got.append)
+    with store.transaction():
+        for c in "abc":
+            m.report_stale(c, 10.0, 5.0)
+        assert got == [] and store.load_alarms() == []  # nothing is public before the commit
+        store.save_checkpoint("stream", 10.0)
+    assert [(e["kind"], e["alarm_id"]) for e in got] == [("raised", 1), ("raised", 2), ("raised", 3), ("incident", 3)]
+    assert [len(i.channels) for i in store.load_incidents()] == [3]
+    assert [a.channel for a in store.load_alarms()] == ["a", "b", "c"]

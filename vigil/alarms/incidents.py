@@ -15,8 +15,9 @@ peak score, then the channel name.
 
 >>> from vigil.alarms.model import Incident, RankedChannel
 >>> inc = Incident(id=1, subsystem="hyd", first_time=0.0, last_time=0.0)
->>> add_member(inc, RankedChannel("P1", 1, 0.0, "critical", 0.0, 2.0, "low"), window_s=10.0)
->>> add_member(inc, RankedChannel("P2", 2, 0.0, "critical", 5.0, 3.0, "low"), window_s=10.0)
+>>> add_member(inc, RankedChannel("P1", 1, 0.0, "critical", 0.0, 2.0, "low"))
+>>> add_member(inc, RankedChannel("P2", 2, 0.0, "critical", 5.0, 3.0, "low"))
+>>> rank(inc, window_s=10.0)
 >>> [(c.channel, c.rank_score) for c in inc.channels]
 [('P1', 5.0), ('P2', 4.5)]
 >>> inc.explanation
@@ -34,6 +35,8 @@ from vigil.detect.base import SEVERITIES
 
 #: Fewest samples both channels must have for a correlation to count.
 MIN_POINTS = 8
+#: Channels named in an incident's explanation (the rest are counted).
+MAX_LISTED = 10
 
 
 def joins(incident: Incident, alarm: Alarm, window_s: float) -> bool:
@@ -57,17 +60,21 @@ def member_of(alarm: Alarm) -> RankedChannel:
     )
 
 
-def add_member(incident: Incident, member: RankedChannel, window_s: float) -> None:
-    """Add (or update, for an alarm already in) ``member``, then re-rank and re-explain."""
+def add_member(incident: Incident, member: RankedChannel) -> None:
+    """Add (or update, for an alarm already in) ``member``; :func:`rank` afterwards. Cheap, so an
+    incident that gains many channels in one commit is ranked and explained once."""
     if member.alarm_id not in incident.alarm_ids:
         incident.alarm_ids.append(member.alarm_id)
-    others = [c for c in incident.channels if c.alarm_id != member.alarm_id]
-    entries = others + [member]
-    incident.first_time = min(c.onset for c in entries)
-    incident.last_time = max(c.onset for c in entries)
+    incident.channels = [c for c in incident.channels if c.alarm_id != member.alarm_id] + [member]
+    incident.first_time = min(incident.first_time, member.onset)
+    incident.last_time = max(incident.last_time, member.onset)
+
+
+def rank(incident: Incident, window_s: float) -> None:
+    """Order the channels, set the incident's severity and explanation."""
     # A channel with several alarms in the incident is listed once, by its best-ranked alarm.
     best: dict[str, RankedChannel] = {}
-    for c in _ranked(entries, incident.first_time, window_s):
+    for c in _ranked(incident.channels, incident.first_time, window_s):
         best.setdefault(c.channel, c)
     incident.channels = list(best.values())
     incident.severity = max((c.severity for c in incident.channels), key=SEVERITIES.index)
@@ -99,8 +106,10 @@ def explain(incident: Incident) -> str:
     listed = ", ".join(
         f"{c.channel} ({c.severity}, onset t={_fmt(c.onset)}"
         + (f", {_fmt(c.peak_score)}x threshold)" if math.isfinite(c.peak_score) else ")")
-        for c in chans
+        for c in chans[:MAX_LISTED]
     )
+    if len(chans) > MAX_LISTED:
+        listed += f" and {len(chans) - MAX_LISTED} more"
     if len(chans) == 1:
         return f"1 channel in {where} {way.replace('their nominal bands', 'its nominal band')}: {listed}"
     span = incident.last_time - incident.first_time

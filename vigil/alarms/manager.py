@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vigil.alarms.incidents import RecentValues, add_member, correlation, joins, member_of
+from vigil.alarms.incidents import RecentValues, add_member, correlation, joins, member_of, rank
 from vigil.alarms.memory import AlarmStore, MemoryStore
 from vigil.alarms.model import STALE, STATES, Alarm, AlarmError, AlarmEvent, AuditEntry, Incident, UnknownAlarmError
 from vigil.config import MonitorConfig
@@ -90,11 +90,15 @@ class AlarmManager:
         self._peak_level = np.zeros(0, dtype=np.int8)
         self._peak_score, self._last_t, self._last_v, self._watermark = (np.zeros(0) for _ in range(4))
         self._alarms: dict[int, Alarm] = {}  # unfinished alarms
+        self._shelved: set[int] = set()  # ids of shelved ones
         self._stale: dict[str, int] = {}  # channel -> unfinished staleness alarm
         self._incidents: dict[int, Incident] = {}  # incidents new alarms may still join
         self.store_errors = 0
         self.last_store_error: str | None = None
         self._backlog = _Writes()  # writes of commits that failed, retried with the next one
+        self._deferred = _Writes()  # changes made inside a caller's transaction, written at its commit
+        self._flushed: tuple[_Writes, _Writes] | None = None
+        self._hooked = False
         self._recent = RecentValues(correlation_samples) if config.incident_correlation else None
         self._block: tuple[TelemetryBlock, np.ndarray] | None = None  # the block being applied
         self._reset_pending()
@@ -112,8 +116,8 @@ class AlarmManager:
             self._expire_shelves()
             if block.n_samples:
                 self._apply(block, scores)
-            events = self._commit()
-        self._publish(events)
+            events, publish = self._commit()
+        self._publish(publish)
         return events
 
     def report_stale(self, channel: str, time: float, last_seen: float | None) -> list[AlarmEvent]:
@@ -128,8 +132,8 @@ class AlarmManager:
                 self._raise(channel, sample, stale=True)
             elif not alarm.violating:
                 self._reactivate(alarm, sample)
-            events = self._commit()
-        self._publish(events)
+            events, publish = self._commit()
+        self._publish(publish)
         return events
 
     def report_fresh(self, channel: str, time: float) -> list[AlarmEvent]:
@@ -138,8 +142,8 @@ class AlarmManager:
             alarm = self._alarms.get(self._stale.get(channel, -1))
             if alarm is not None and alarm.violating:
                 self._rtn(alarm, float(time))
-            events = self._commit()
-        self._publish(events)
+            events, publish = self._commit()
+        self._publish(publish)
         return events
 
     # --- operator verbs ---------------------------------------------------------------------------
@@ -159,8 +163,8 @@ class AlarmManager:
 
                 self._change(alarm, "acknowledged", now, ack, user=user, comment=comment)
                 self._pending.acks.append((alarm.id, user, now, comment))
-            events = self._commit()
-        self._publish(events)
+            events, publish = self._commit()
+        self._publish(publish)
         return alarm
 
     def shelve(self, alarm_id: int, user: str, duration_s: float, comment: str = "") -> Alarm:
@@ -176,8 +180,8 @@ class AlarmManager:
                 alarm.shelved_by, alarm.shelved_until = user, now + float(duration_s)
 
             self._change(alarm, "shelved", now, shelve, user=user, comment=comment or f"for {duration_s:g} s")
-            events = self._commit()
-        self._publish(events)
+            events, publish = self._commit()
+        self._publish(publish)
         return alarm
 
     def unshelve(self, alarm_id: int, user: str) -> Alarm:
@@ -187,8 +191,8 @@ class AlarmManager:
             if alarm.shelved_until is None:
                 raise AlarmError(f"alarm {alarm_id} is not shelved")
             self._unshelve(alarm, user, self.clock(), "")
-            events = self._commit()
-        self._publish(events)
+            events, publish = self._commit()
+        self._publish(publish)
         return alarm
 
     def clear(self, alarm_id: int, user: str, comment: str = "") -> Alarm:
@@ -207,8 +211,8 @@ class AlarmManager:
                 self._end(alarm)
 
             self._change(alarm, "cleared", now, clear, user=user, comment=comment)
-            events = self._commit()
-        self._publish(events)
+            events, publish = self._commit()
+        self._publish(publish)
         return alarm
 
     # --- queries ------------------------------------------------------------------------------
@@ -413,7 +417,7 @@ class AlarmManager:
         # The incident's ranking uses the peak score: store it, without an event per new peak.
         inc = self._incidents.get(alarm.incident_id or -1)
         if inc is not None:
-            add_member(inc, member_of(alarm), self.config.incident_window_s)
+            add_member(inc, member_of(alarm))
             self._pending.quiet_incidents[inc.id] = inc
 
     def _set_peak(self, alarm: Alarm, s: _Sample) -> None:
@@ -471,6 +475,7 @@ class AlarmManager:
     def _track(self, alarm: Alarm) -> None:
         """Hold an unfinished alarm and point its channel's state at it."""
         self._alarms[alarm.id] = alarm
+        self._note_shelf(alarm)
         if alarm.detector == STALE:
             self._stale[alarm.channel] = alarm.id
             return
@@ -491,6 +496,7 @@ class AlarmManager:
 
     def _record(self, alarm: Alarm, action: str, t: float, user: str, before: str | None, comment: str, notify: bool):
         self._synced(alarm)
+        self._note_shelf(alarm)
         self._pending.audit.append(AuditEntry(alarm.id, t, user, action, before, alarm.state, comment, self.clock()))
         self._pending.alarms[alarm.id] = alarm
         self._pending.events.append(AlarmEvent(action, alarm.id, t, alarm.to_dict(), notify))
@@ -530,7 +536,7 @@ class AlarmManager:
             self._incidents[incident.id] = incident
             self._forget_old_incidents(alarm.first_time - window)
         alarm.incident_id = incident.id
-        add_member(incident, member_of(alarm), window)
+        add_member(incident, member_of(alarm))
         incident.active = True
         self._pending.incidents[incident.id] = incident
         self._pending.alarms[alarm.id] = alarm
@@ -578,19 +584,28 @@ class AlarmManager:
     # --- shelving -------------------------------------------------------------------------------
     def _expire_shelves(self) -> None:
         now = self.clock()
-        for alarm in list(self._alarms.values()):
-            if alarm.shelved_until is not None and alarm.shelved_until <= now:
+        for alarm_id in sorted(self._shelved):
+            alarm = self._alarms.get(alarm_id)
+            if alarm is not None and alarm.shelved_until is not None and alarm.shelved_until <= now:
                 self._unshelve(alarm, SYSTEM, now, "shelve expired")
+
+    def _note_shelf(self, alarm: Alarm) -> None:
+        """Keep the set of shelved alarms (so expiry checks do not scan every open alarm)."""
+        if alarm.shelved_until is not None and not alarm.ended:
+            self._shelved.add(alarm.id)
+        else:
+            self._shelved.discard(alarm.id)
 
     def _expire_shelves_now(self) -> None:
         """Queries apply expired shelves first (their own transaction, events published)."""
         with self._lock:
-            if not any(a.shelved_until is not None and a.shelved_until <= self.clock() for a in self._alarms.values()):
+            now = self.clock()
+            if not any(self._alarms[i].shelved_until <= now for i in self._shelved if i in self._alarms):
                 return
             with self._step():
                 self._expire_shelves()
-                events = self._commit()
-        self._publish(events)
+                events, publish = self._commit()
+        self._publish(publish)
 
     # --- transactions and notification ------------------------------------------------------------
     @contextmanager
@@ -606,28 +621,31 @@ class AlarmManager:
                 self._reset_pending()
                 raise
 
-    def _commit(self) -> list[AlarmEvent]:
-        """Write this call's changes, and any left over from a failed commit, in one transaction;
-        return this call's events.
+    def _commit(self) -> tuple[list[AlarmEvent], list[AlarmEvent]]:
+        """Write this call's changes, and any left over from a failed commit, in one transaction.
+        Returns this call's events and those to publish now.
+
+        Inside a caller's transaction (a monitor committing alarms with its checkpoint) the changes
+        are written just before that transaction commits and published after it, once per
+        transaction however many calls it holds.
 
         If the store fails: an operator verb is undone in memory and the error raised (the operator
         must not see an acknowledgement that is not stored); an update keeps its changes in memory,
         re-queues the writes for the next commit, counts ``store_errors`` and carries on (a monitor
-        must not stop). Inside a caller's transaction the error is raised to the caller, and the
-        writes are re-queued when that transaction rolls back.
+        must not stop). In a caller's transaction the error goes to the caller and the writes are
+        re-queued when it rolls back.
         """
         self._close_incidents()
         pending, saved = self._pending, self._saved
-        events = pending.events + [
-            AlarmEvent("incident", inc.alarm_ids[-1], inc.last_time, inc.to_dict())
-            for inc in pending.incidents.values()
-        ]
-        carried, self._backlog = self._backlog, _Writes()
         self._reset_pending()
+        if self.store.in_transaction:
+            self._defer(pending)
+            return pending.events, []
+        self._finish(pending)
+        carried, self._backlog = self._backlog, _Writes()
         if carried.empty() and pending.empty():
-            return events
-        owner = not self.store.in_transaction
-        restorable = [owner and saved is not None]
+            return pending.events, pending.events
+        restorable = [saved is not None]
 
         def requeue() -> None:
             self._backlog.merge(carried)
@@ -641,15 +659,63 @@ class AlarmManager:
                     writes.write(self.store, self._synced)
             restorable[0] = False
         except Exception as err:
-            if not owner:
-                raise
             if saved is not None:
                 self._restore_state(saved)
                 raise
-            self.store_errors += 1
-            self.last_store_error = f"{type(err).__name__}: {err}"
-            log.error("alarm store write failed, %d writes kept for the next commit: %s", self._backlog.size(), err)
-        return events
+            self._store_failed(err)
+        return pending.events, pending.events
+
+    def _finish(self, writes: _Writes) -> None:
+        """Rank the incidents that changed and add their events."""
+        window = self.config.incident_window_s
+        for inc in {**writes.quiet_incidents, **writes.incidents}.values():
+            rank(inc, window)
+        writes.events += [
+            AlarmEvent("incident", inc.alarm_ids[-1], inc.last_time, inc.to_dict()) for inc in writes.incidents.values()
+        ]
+
+    def _defer(self, pending: _Writes) -> None:
+        self._deferred.merge(pending, events=True)
+        if not self._hooked:
+            self._hooked = True
+            self.store.before_commit(self._flush)
+            self.store.after_commit(self._after_outer_commit)
+            self.store.on_rollback(self._after_outer_rollback)
+
+    def _flush(self) -> None:
+        """Inside the caller's transaction, just before it commits: write what was deferred."""
+        with self._lock:
+            writes, self._deferred = self._deferred, _Writes()
+            carried, self._backlog = self._backlog, _Writes()
+            self._finish(writes)
+            self._flushed = (carried, writes)
+            carried.write(self.store, self._synced)
+            writes.write(self.store, self._synced)
+
+    def _after_outer_commit(self) -> None:
+        with self._lock:
+            _, writes = self._flushed or (None, _Writes())
+            self._flushed, self._hooked = None, False
+        self._publish(writes.events)
+
+    def _after_outer_rollback(self) -> None:
+        """The caller's transaction failed: keep the writes for the next commit, and tell the
+        subscribers what changed (it did change, in memory)."""
+        with self._lock:
+            if self._flushed is not None:
+                carried, writes = self._flushed
+            else:
+                carried, writes = _Writes(), self._deferred
+                self._finish(writes)
+            self._flushed, self._deferred, self._hooked = None, _Writes(), False
+            self._backlog.merge(carried)
+            self._backlog.merge(writes)
+        self._publish(writes.events)
+
+    def _store_failed(self, err: Exception) -> None:
+        self.store_errors += 1
+        self.last_store_error = f"{type(err).__name__}: {err}"
+        log.error("alarm store write failed, %d writes kept for the next commit: %s", self._backlog.size(), err)
 
     def _reset_pending(self) -> None:
         self._pending = _Writes()
@@ -729,9 +795,7 @@ class AlarmManager:
         try:
             return self.store.find_alarm(key)
         except Exception as err:  # an unreadable store must not stop the monitor; the key stays unique
-            self.store_errors += 1
-            self.last_store_error = f"{type(err).__name__}: {err}"
-            log.error("alarm store read failed: %s", err)
+            self._store_failed(err)
             return None
 
     def _save_state(self, alarm: Alarm) -> tuple:
@@ -748,6 +812,7 @@ class AlarmManager:
         alarm, fields, arrays, stale, inc, inc_fields = saved
         alarm.__dict__.update(fields)
         self._alarms[alarm.id] = alarm
+        self._note_shelf(alarm)
         if arrays is not None:
             j, *values = arrays
             self._open[j], self._violating[j], self._peak_level[j], self._peak_score[j] = values
@@ -811,7 +876,11 @@ class _Writes:
     def size(self) -> int:
         return len(self.alarms) + len(self.incidents) + len(self.quiet_incidents) + len(self.audit) + len(self.acks)
 
-    def merge(self, other: _Writes) -> None:
+    def merge(self, other: _Writes, events: bool = False) -> None:
+        """Take ``other``'s writes (and its events and endings if ``events``)."""
+        if events:
+            self.events.extend(other.events)
+            self.ended.extend(other.ended)
         self.alarms.update(other.alarms)
         self.incidents.update(other.incidents)
         self.quiet_incidents.update(other.quiet_incidents)

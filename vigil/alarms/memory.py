@@ -19,8 +19,9 @@ from vigil.alarms.model import STALE, Alarm, AuditEntry, Incident
 
 class AlarmStore(Protocol):
     """What the manager needs from a store. Every method may be called inside ``transaction()``;
-    writes inside one are atomic, and ``on_rollback`` hooks run if it rolls back. Ids are given by
-    the manager, above ``max_ids()``.
+    writes inside one are atomic. Hooks of the outermost transaction: ``before_commit`` (inside it,
+    just before COMMIT), ``after_commit``, ``on_rollback``. Ids are given by the manager, above
+    ``max_ids()``.
 
     ``lock`` is the store's re-entrant lock; the manager takes the same lock, so a monitor thread
     that opens a store transaction around ``update()`` and an API thread acknowledging an alarm
@@ -33,6 +34,8 @@ class AlarmStore(Protocol):
     @property
     def in_transaction(self) -> bool: ...
     def on_rollback(self, hook: Callable[[], None]) -> None: ...
+    def before_commit(self, hook: Callable[[], None]) -> None: ...
+    def after_commit(self, hook: Callable[[], None]) -> None: ...
     def max_ids(self) -> tuple[int, int]: ...
     def find_alarm(self, key: str) -> Alarm | None: ...
     def save_alarms(self, alarms: Iterable[Alarm]) -> None: ...
@@ -54,7 +57,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._depth = 0
-        self._hooks: list[Callable[[], None]] = []
+        self._hooks: dict[str, list[Callable[[], None]]] = {"before": [], "after": [], "rollback": []}
         self._alarms: dict[int, Alarm] = {}
         self._keys: dict[str, int] = {}
         self._incidents: dict[int, Incident] = {}
@@ -68,22 +71,35 @@ class MemoryStore:
             self._depth += 1
             try:
                 yield
+                if self._depth == 1:
+                    for hook in self._hooks["before"]:
+                        hook()
             except BaseException:
                 if self._depth == 1:
-                    for hook in self._hooks:
+                    for hook in self._hooks["rollback"]:
                         hook()
                 raise
+            else:
+                if self._depth == 1:
+                    for hook in self._hooks["after"]:
+                        hook()
             finally:
                 self._depth -= 1
                 if not self._depth:
-                    self._hooks = []
+                    self._hooks = {"before": [], "after": [], "rollback": []}
 
     @property
     def in_transaction(self) -> bool:
         return self._depth > 0
 
     def on_rollback(self, hook: Callable[[], None]) -> None:
-        self._hooks.append(hook)
+        self._hooks["rollback"].append(hook)
+
+    def before_commit(self, hook: Callable[[], None]) -> None:
+        self._hooks["before"].append(hook)
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        self._hooks["after"].append(hook)
 
     def max_ids(self) -> tuple[int, int]:
         with self.lock:

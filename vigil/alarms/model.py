@@ -240,10 +240,9 @@ class Incident:
     grouping: str = "subsystem"
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["first_time"] = _json(self.first_time)
-        out["last_time"] = _json(self.last_time)
-        out["channels"] = [{k: _json(v) for k, v in asdict(c).items()} for c in self.channels]
+        out = {k: _json(getattr(self, k)) for k in self.__dataclass_fields__}  # flat: no deep copy
+        out["alarm_ids"] = list(self.alarm_ids)
+        out["channels"] = [{k: _json(v) for k, v in vars(c).items()} for c in self.channels]
         return out
 
     @classmethod

@@ -91,7 +91,7 @@ class SqliteStore:
         self.path = str(path)
         self.lock = threading.RLock()
         self._depth = 0
-        self._hooks: list[Callable[[], None]] = []
+        self._hooks: dict[str, list[Callable[[], None]]] = {"before": [], "after": [], "rollback": []}
         self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -123,8 +123,9 @@ class SqliteStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic, durable unit; nested uses join the outermost transaction. If the outermost
-        one rolls back (an exception, or a failed COMMIT), the rollback hooks run."""
+        """One atomic, durable unit; nested uses join the outermost transaction. Hooks of the
+        outermost one: ``before_commit`` ones run inside it just before COMMIT, ``after_commit``
+        ones after it, ``on_rollback`` ones if it rolls back (an exception or a failed COMMIT)."""
         with self.lock:
             if self._depth:
                 self._depth += 1
@@ -137,28 +138,43 @@ class SqliteStore:
             self._depth = 1
             try:
                 yield self._conn
+                for hook in self._hooks["before"]:
+                    hook()
                 self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                self._rolled_back()
+                self._run_hooks("rollback")
                 raise
+            else:
+                self._run_hooks("after")
             finally:
                 self._depth = 0
-                self._hooks = []
+                self._hooks = {"before": [], "after": [], "rollback": []}
 
     def on_rollback(self, hook: Callable[[], None]) -> None:
         """Call ``hook()`` if the current transaction rolls back (the manager re-queues its writes)."""
-        if not self._depth:
-            raise RuntimeError("on_rollback() outside a transaction")
-        self._hooks.append(hook)
+        self._add_hook("rollback", hook)
 
-    def _rolled_back(self) -> None:
-        for hook in self._hooks:
+    def before_commit(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` inside the current transaction just before it commits (deferred writes)."""
+        self._add_hook("before", hook)
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` once the current transaction has committed (notifications)."""
+        self._add_hook("after", hook)
+
+    def _add_hook(self, when: str, hook: Callable[[], None]) -> None:
+        if not self._depth:
+            raise RuntimeError(f"{when} hook outside a transaction")
+        self._hooks[when].append(hook)
+
+    def _run_hooks(self, when: str) -> None:
+        for hook in self._hooks[when]:
             try:
                 hook()
             except Exception:  # one failing hook must not stop the others
-                log.exception("rollback hook %r failed", hook)
+                log.exception("%s hook %r failed", when, hook)
 
     def close(self) -> None:
         with self.lock:
