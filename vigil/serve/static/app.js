@@ -424,6 +424,16 @@ async function refreshCounters() {
   $("#counters").title = (c.recent_errors || []).join("\n") || "bad input counted by the monitor";
 }
 
+async function refreshHealth() {
+  const h = await getJSON("/api/health");
+  $("#feeders").innerHTML = (h.feeders || []).map((f) => {
+    const pct = f.total_rows ? ` ${Math.round((100 * f.rows) / f.total_rows)}%` : ` ${f.rows} rows`;
+    const speed = f.speed ? ` at ${f.speed}x` : "";
+    const err = f.errors ? ` <span style="color:var(--critical)" title="${esc(f.last_error)}">${f.errors} errors</span>` : "";
+    return `${esc(f.feeder)}${f.done ? " finished" : pct + speed}${err}`;
+  }).join(" · ");
+}
+
 // ---------- live feed ----------
 const latestSoon = throttle(refreshLatest, 1000);
 const alarmsSoon = throttle(async () => { await refreshAlarms(); await refreshIncidents(); }, 700);
@@ -506,6 +516,7 @@ async function loadEvents() {
 async function main() {
   wire();
   showTokenState();
+  setInterval(() => refreshHealth().catch(() => {}), 2000);
   await Promise.all([loadMeta(), loadEvents()]);
   await refreshAll();
   connect();
