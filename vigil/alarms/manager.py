@@ -13,7 +13,9 @@ Per channel, in sample order (so feeding a block in chunks gives the same alarms
 
 Operator verbs (acknowledge, shelve, unshelve, clear) and every automatic change write the audit
 trail with time, user (``"system"`` when automatic), action, from-state, to-state and comment.
-Each ``update()`` and each verb is one store transaction, committed before subscribers hear of it.
+Each ``update()`` and each verb is one store transaction, committed before subscribers hear of it;
+called inside a caller's store transaction, the manager writes once just before that transaction
+commits and notifies after it. A failing store never stops ``update()`` (see :meth:`_commit`).
 
 Times: data-driven changes carry the telemetry time of the sample; operator verbs and shelve
 expiry use ``clock()`` (wall-clock seconds by default, injectable for tests and replays). Every
