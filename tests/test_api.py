@@ -14,7 +14,7 @@ from vigil.detect.limits import LimitCheck
 from vigil.errors import ConfigError
 from vigil.model import TelemetryBlock
 from vigil.monitor import Monitor
-from vigil.serve.app import create_app
+from vigil.serve.app import create_app, loopback_hosts
 from vigil.serve.auth import resolve_token
 from vigil.serve.hub import Hub
 from vigil.store.sqlite import SqliteStore
@@ -303,3 +303,13 @@ def test_reference_timeline_is_sorted_and_json_safe():
         ]
     with TestClient(create_app(monitor, manager, None, TOKEN)) as client:
         assert client.get("/api/events").json() == []
+
+
+def test_loopback_console_refuses_foreign_host_names():
+    """Against DNS rebinding: a console bound to 127.0.0.1 answers only to this machine's names."""
+    monitor, manager = make_stack()
+    app = create_app(monitor, manager, None, TOKEN, allowed_hosts=loopback_hosts("127.0.0.1"))
+    with TestClient(app, base_url="http://localhost:8000") as client:
+        assert client.get("/api/health").status_code == 200
+        assert client.get("/api/health", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+        assert client.get("/api/health", headers={"Host": "attacker.example"}).status_code == 400

@@ -208,13 +208,14 @@ def serve(
     """Serve the operator console and API over a live monitor and its alarm store."""
     from vigil.ingest.records import open_source
     from vigil.monitor.runner import build_session
-    from vigil.serve.app import create_app
+    from vigil.serve.app import create_app, loopback_hosts
     from vigil.serve.auth import resolve_token
     from vigil.serve.runner import SessionPump, serve_app
 
     token, where = resolve_token(token_file)
     session = build_session(config, fit_path=fit, store_path=store)
-    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock)
+    hosts = loopback_hosts(host)
+    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock, allowed_hosts=hosts)
     if source is not None:
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
         pump = SessionPump(session, open_source(source, speed=rate, skip_until=session.monitor.resume()))
@@ -239,14 +240,16 @@ def demo(
     seed: int = typer.Option(0, help="seed of the generated data"),
 ) -> None:
     """Replay Columbia's STS-107 entry (reconstructed) and SMAP/MSL-like channels into the console."""
+    from vigil.serve.app import loopback_hosts
     from vigil.serve.auth import resolve_token
     from vigil.serve.demo import build_demo
     from vigil.serve.runner import serve_app
 
     token, where = resolve_token(token_file)
     typer.echo("generating the STS-107 scenario and fitting the detector ...")
-    session = build_demo(token, speed=speed, store_path=store, seed=seed)
-    typer.echo(f"replaying {session.replay.block.n_samples} s of telemetry at {speed:g}x; alarms in {session.store_path}")
+    session = build_demo(token, speed=speed, store_path=store, seed=seed, allowed_hosts=loopback_hosts(host))
+    rows = session.replay.block.n_samples
+    typer.echo(f"replaying {rows} s of telemetry at {speed:g}x; alarms in {session.store_path}")
     session.replay.start()
     _announce(host, port, token, where)
     try:

@@ -20,6 +20,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from vigil.alarms import AlarmError
 from vigil.detect.base import SEVERITIES
@@ -142,6 +143,16 @@ def _period(alarm: Alarm) -> dict[str, Any]:
     return jsonable(span)
 
 
+def loopback_hosts(host: str) -> list[str] | None:
+    """The ``Host`` names to accept for a server bound to ``host``: this machine's names when it is a
+    loopback address, else ``None`` (no check: the operator chose to serve other machines).
+
+    >>> loopback_hosts("127.0.0.1"), loopback_hosts("0.0.0.0")
+    (['localhost', '127.0.0.1', '[::1]'], None)
+    """
+    return ["localhost", "127.0.0.1", "[::1]"] if host in ("127.0.0.1", "localhost", "::1") else None
+
+
 def create_app(
     monitor: Monitor,
     manager: AlarmManager,
@@ -152,17 +163,22 @@ def create_app(
     hub: Hub | None = None,
     title: str = "Vigil operator console",
     events: list[dict[str, Any]] | None = None,
+    allowed_hosts: list[str] | None = None,
 ) -> FastAPI:
     """The API and web console. ``lock`` must be the lock held by the thread that feeds ``monitor``.
 
     ``events`` is an optional reference timeline (``time``, ``kind``, ``label``) drawn on the plots,
-    for example the calls made in mission control during a replayed scenario.
+    for example the calls made in mission control during a replayed scenario. ``allowed_hosts``
+    limits the ``Host`` header (see :func:`loopback_hosts`), so a web page cannot reach a console
+    bound to this machine through DNS rebinding.
     """
     console = Console(monitor, manager, store, lock)
     hub = hub or Hub()
     require_token = token_guard(token)
     app = FastAPI(title=title, version=__version__, docs_url="/api/docs", redoc_url=None)
     app.middleware("http")(token_middleware(token))
+    if allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.state.console = console
     app.state.hub = hub
     app.state.feeders = []  # background threads feeding the monitor; their status shows at /api/health

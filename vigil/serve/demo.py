@@ -98,7 +98,13 @@ class Demo:
     store_path: Path
 
 
-def build_demo(token: str, speed: float = 10.0, store_path: Path | None = None, seed: int = 0) -> Demo:
+def build_demo(
+    token: str,
+    speed: float = 10.0,
+    store_path: Path | None = None,
+    seed: int = 0,
+    allowed_hosts: list[str] | None = None,
+) -> Demo:
     """Fit the default detector on the nominal entries and wire monitor, alarms, store and console.
 
     The replay thread is created but not started (``demo.replay.start()``).
@@ -121,7 +127,10 @@ def build_demo(token: str, speed: float = 10.0, store_path: Path | None = None, 
     span = float(data.replay.time[-1] - data.replay.time[0]) + 60.0
     monitor = Monitor(data.config, detector, manager, history_s=span, history_points=4096, store=store)
     lock = threading.RLock()
-    app = create_app(monitor, manager, store, token, lock=lock, title="Vigil demo: STS-107 entry", events=data.events)
+    app = create_app(
+        monitor, manager, store, token, lock=lock, title="Vigil demo: STS-107 entry", events=data.events,
+        allowed_hosts=allowed_hosts,
+    )  # fmt: skip
     replay = BlockReplay(monitor, lock, data.replay, speed=speed)
     app.state.feeders.append(replay)
     return Demo(app, monitor, manager, store, replay, store_path)
