@@ -256,6 +256,8 @@ def test_sigkill_mid_stream_loses_no_acknowledgement_and_restart_duplicates_noth
     assert [a.id for a in got] == list(range(1, len(got) + 1))
     assert summary(got) == summary(ref.alarms("all"))
     assert len(got) > 100
+    groups = [(i.subsystem, sorted(i.alarm_ids), i.active) for i in SqliteStore(path).load_incidents()]
+    assert groups == [(i.subsystem, sorted(i.alarm_ids), i.active) for i in ref.incidents()]
 
 
 def test_monitor_thread_and_operator_thread_do_not_deadlock(tmp_path):

@@ -776,7 +776,9 @@ class AlarmManager:
         self._add_channels(list(marks))
         for channel, t in marks.items():
             self._watermark[self._index[channel]] = t
-        for inc in self.store.load_incidents(active_only=True):
+        # Incidents new alarms may still join: active ones, and those within the window of the latest data.
+        since = max(marks.values(), default=-math.inf) - self.config.incident_window_s
+        for inc in self.store.load_incidents(active_only=True, since=since if math.isfinite(since) else None):
             self._incidents[inc.id] = inc
         last_alarm, last_incident = self.store.max_ids()
         self._next_alarm_id, self._next_incident_id = last_alarm + 1, last_incident + 1

@@ -263,10 +263,18 @@ class SqliteStore:
                     rows,
                 )
 
-    def load_incidents(self, active_only: bool = False) -> list[Incident]:
-        sql = "SELECT data FROM incidents" + (" WHERE active = 1" if active_only else "") + " ORDER BY id"
+    def load_incidents(self, active_only: bool = False, since: float | None = None) -> list[Incident]:
+        """Incidents by id: all, or only active ones, plus (with ``since``) those whose latest
+        onset is at or after ``since``."""
+        where, args = [], []
+        if active_only or since is not None:
+            where.append("active = 1")
+        if since is not None:
+            where.append("last_time >= ?")
+            args.append(float(since))
+        sql = "SELECT data FROM incidents" + (f" WHERE {' OR '.join(where)}" if where else "") + " ORDER BY id"
         with self.lock:
-            return [Incident.from_dict(json.loads(r[0])) for r in self._conn.execute(sql)]
+            return [Incident.from_dict(json.loads(r[0])) for r in self._conn.execute(sql, args)]
 
     # --- acknowledgements and audit -------------------------------------------------------------
     def add_acknowledgement(self, alarm_id: int, user: str, time_: float, comment: str = "") -> None:
