@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vigil.config import MonitorConfig
 from vigil.detect import build_detector
@@ -364,3 +366,38 @@ def test_decimate_keeps_extremes_order_and_alarms(n, max_points):
     assert d["level"].max() == 4
     kept = d["time"].astype(int)
     np.testing.assert_array_equal(d["value"], s["value"][kept])  # real samples, not averages
+
+
+record_strategy = st.tuples(
+    st.integers(0, 40).map(float) | st.just(5000.0),  # mostly near, sometimes a far jump
+    st.sampled_from([*CHANNELS, "zz"]),
+    st.floats(-6, 6) | st.just(float("nan")) | st.just(float("inf")),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    recs=st.lists(record_strategy, max_size=60),
+    cuts=st.lists(st.integers(0, 60), max_size=8),
+    lateness=st.sampled_from([0.0, 2.0]),
+)
+def test_any_arrival_order_any_chunking_same_result(recs, cuts, lateness):
+    """Out-of-order, duplicate, NaN, unknown and jumping records: chunking never changes anything."""
+    whole = limit_monitor(lateness_s=lateness)
+    whole.feed_records(recs)
+    whole.flush()
+    chunked = limit_monitor(lateness_s=lateness)
+    bounds = sorted({0, len(recs), *(c for c in cuts if c <= len(recs))})
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        chunked.feed_records(recs[a:b])
+    chunked.flush()
+    assert whole.counters() == chunked.counters()
+    assert whole.manager.staleness == chunked.manager.staleness
+    if whole.manager.blocks:
+        for got, want in zip(chunked.manager.joined(), whole.manager.joined()):
+            np.testing.assert_array_equal(got, want)
+    else:
+        assert not chunked.manager.blocks
+    c = whole.counters()
+    known = [r for r in recs if r[1] != "zz"]
+    assert c["totals"]["received"] == len(known) and sum(c["unknown"].values()) == len(recs) - len(known)
