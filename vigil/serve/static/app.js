@@ -40,7 +40,9 @@ function fmtClock(t) {
 function fmtNum(x) {
   if (x == null) return "—";
   const a = Math.abs(x);
-  return a !== 0 && (a >= 1e5 || a < 1e-3) ? x.toExponential(3) : x.toPrecision(5).replace(/\.?0+$/, "");
+  if (a !== 0 && (a >= 1e5 || a < 1e-3)) return x.toExponential(3);
+  const s = x.toPrecision(5);
+  return s.includes(".") ? s.replace(/\.?0+$/, "") : s; // trailing zeros of a fraction only
 }
 
 function fmtAge(a) {
@@ -109,7 +111,7 @@ function askVerb(verb, alarm) {
 async function doVerb(verb, alarm) {
   const answer = await askVerb(verb, alarm);
   if (!answer) return;
-  let token = sessionStorage.getItem("vigil-token") || (await askToken());
+  const token = sessionStorage.getItem("vigil-token") || (await askToken());
   if (!token) return;
   const body = {};
   if (verb === "acknowledge" || verb === "shelve") body.comment = answer.comment;
