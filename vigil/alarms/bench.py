@@ -13,6 +13,8 @@ runs: this times the alarm layer alone) and reports the median and 99th-percenti
 Each case runs against the in-memory store and the SQLite store (WAL, synchronous=FULL) in a
 temporary directory. Last, the latency of one ``acknowledge()`` (one committed transaction) on
 SQLite with synchronous=FULL and =NORMAL: the price of surviving a power cut, not just a kill.
+And a loss of signal: every channel reported stale, then fresh, inside one store transaction (as a
+monitor does), SQLite.
 """
 
 from __future__ import annotations
@@ -67,6 +69,21 @@ def time_acknowledge(store, alarms: int = 100) -> np.ndarray:
     return np.array(out) * 1e3
 
 
+def time_loss_of_signal(channels: int, store) -> tuple[float, float]:
+    """Seconds to report every channel stale, then fresh, each inside one transaction."""
+    names = [f"ch{i}" for i in range(channels)]
+    cfg = MonitorConfig.from_dict({"channels": {n: {"subsystem": f"s{i % 50}"} for i, n in enumerate(names)}})
+    manager = AlarmManager(cfg, store)
+    out = []
+    for report in (lambda n: manager.report_stale(n, 100.0, 90.0), lambda n: manager.report_fresh(n, 101.0)):
+        start = time.perf_counter()
+        with store.transaction():
+            for name in names:
+                report(name)
+        out.append(time.perf_counter() - start)
+    return out[0], out[1]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, default=10_000)
@@ -85,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         for sync in ("FULL", "NORMAL"):
             ms = time_acknowledge(SqliteStore(Path(tmp) / f"ack-{sync}.sqlite", synchronous=sync))
             print(f"{'ack':9} {sync.lower():8} {np.median(ms):9.3f}  {np.percentile(ms, 99):6.3f}")
+        stale, fresh = time_loss_of_signal(args.channels, SqliteStore(Path(tmp) / "los.sqlite"))
+        print(f"loss of signal, {args.channels} channels: all stale {stale:.2f} s, all fresh again {fresh:.2f} s")
 
 
 if __name__ == "__main__":
