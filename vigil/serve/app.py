@@ -175,7 +175,8 @@ def create_app(
     console = Console(monitor, manager, store, lock)
     hub = hub or Hub()
     require_token = token_guard(token)
-    app = FastAPI(title=title, version=__version__, docs_url="/api/docs", redoc_url=None)
+    # No Swagger UI: it loads scripts from a CDN into this origin, where the page keeps the token.
+    app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
     app.middleware("http")(token_middleware(token))
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
