@@ -274,6 +274,8 @@ def test_page_and_vendored_chart_library_are_served(setup):
     client, *_ = setup
     page = client.get("/")
     assert page.status_code == 200 and "uPlot.iife.min.js" in page.text
+    assert "script-src 'self';" in page.headers["content-security-policy"]  # no inline or third-party script
+    assert "<script>" not in page.text
     assert client.get("/static/vendor/uPlot.iife.min.js").status_code == 200
     assert (
         client.get("/static/app.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
