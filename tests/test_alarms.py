@@ -362,3 +362,12 @@ def test_a_verb_whose_commit_fails_changes_nothing():
     store.broken = False
     assert m.acknowledge(1, "ann").state == "cleared"
     assert [e.action for e in m.audit(1)] == ["raised", "rtn", "acknowledged"]
+
+
+def test_levels_outside_the_severities_are_refused_with_channel_and_row():
+    m = AlarmManager(config())
+    b, s = block([0, 0, 0])
+    s.level[2, 0] = 6
+    with pytest.raises(DataError, match="channel A: row 2: level 6 is not 0..5"):
+        m.update(b, s)
+    assert m.alarms() == []

@@ -114,6 +114,15 @@ class AlarmManager:
             raise DataError(
                 f"scores of shape {scores.level.shape} for a block of shape {block.values.shape}", source=block.source
             )
+        bad = (scores.level < 0) | (scores.level > len(SEVERITIES))
+        if bad.any():
+            i, k = (int(x[0]) for x in np.nonzero(bad))
+            raise DataError(
+                f"level {int(scores.level[i, k])} is not 0..{len(SEVERITIES)}",
+                source=block.source,
+                channel=block.channels[k],
+                row=i,
+            )
         with self._step():
             self._expire_shelves()
             if block.n_samples:
