@@ -100,9 +100,12 @@ def explain(incident: Incident) -> str:
     else:
         where = f"subsystem {incident.subsystem}" if incident.subsystem else "no subsystem"
     sides = {c.direction for c in chans}
-    way = {"low": "went low (below their nominal bands)", "high": "went high (above their nominal bands)"}.get(
-        sides.pop() if len(sides) == 1 else "", "left nominal"
-    )
+    ways = {
+        "low": "went low (below their nominal bands)",
+        "high": "went high (above their nominal bands)",
+        "stale": "went stale (stopped arriving)",
+    }
+    way = ways.get(sides.pop() if len(sides) == 1 else "", "left nominal")
     listed = ", ".join(
         f"{c.channel} ({c.severity}, onset t={_fmt(c.onset)}"
         + (f", {_fmt(c.peak_score)}x threshold)" if math.isfinite(c.peak_score) else ")")

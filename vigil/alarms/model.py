@@ -97,7 +97,10 @@ class Alarm:
 
     @property
     def direction(self) -> str:
-        """``"low"`` / ``"high"`` when the trigger value left the band on that side, else ``"off"``."""
+        """``"low"`` / ``"high"`` when the trigger value left the band on that side, ``"stale"`` for a
+        staleness alarm, else ``"off"``."""
+        if self.detector == STALE:
+            return "stale"
         v = self.peak_value if math.isfinite(self.peak_value) else self.trigger_value
         if math.isfinite(self.low) and v < self.low:
             return "low"
