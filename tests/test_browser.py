@@ -8,6 +8,7 @@ through the page's dialogs with the token, and a screenshot is checked for conte
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import socket
 import threading
@@ -83,7 +84,7 @@ def test_alarms_appear_live_and_acknowledge_with_token(console, page, tmp_path):
     # Alarms arrive through the WebSocket feed while the replay runs (the entry's hydraulic
     # return-line temperatures go off-scale low about 8 minutes after entry interface).
     page.wait_for_selector("#alarms tbody tr.alarm", timeout=30_000)
-    page.wait_for_function("document.querySelectorAll('#chanlist .row.l4, #chanlist .row.l5').length > 0")
+    page.locator("#chanlist .row.l4, #chanlist .row.l5").first.wait_for()
 
     row = page.locator("#alarms tbody tr.state-active").first
     alarm_id = int(row.get_attribute("data-id"))
@@ -92,12 +93,7 @@ def test_alarms_appear_live_and_acknowledge_with_token(console, page, tmp_path):
     page.click("#verb-ok")
     page.fill("#token-input", TOKEN)
     page.click("#token-ok")
-    page.wait_for_function(
-        "id => { const r = document.querySelector(`#alarms tr[data-id='${id}']`);"
-        " return !r || !r.classList.contains('state-active'); }",
-        arg=alarm_id,
-        timeout=10_000,
-    )
+    page.locator(f"#alarms tr.state-active[data-id='{alarm_id}']").wait_for(state="detached", timeout=10_000)
     alarm = demo.manager.get(alarm_id)
     assert alarm.acknowledged_by == "operator" and alarm.acknowledged_comment == "seen by the browser test"
     assert alarm.state in ("acknowledged", "cleared", "latched")
@@ -162,17 +158,17 @@ def test_ten_thousand_channels_stay_responsive(page):
         big = page.context.browser.new_page(viewport={"width": 1600, "height": 900})
         try:
             big.goto(f"http://127.0.0.1:{port}/")
-            big.wait_for_function("document.querySelector('#chan-foot').textContent === '10000 of 10000 channels'")
+            big.locator("#chan-foot", has_text=re.compile(r"^10000 of 10000 channels$")).wait_for()
             assert big.locator("#chanlist .row").count() < 100
             # The 100 channels pushed out of limits (every 100th, by +5 V: past critical 6 V within 60
             # samples of N(0, 1)) sort to the top, coloured critical.
             first = big.locator("#chanlist .row").first
             assert first.get_attribute("data-name").endswith("00") and "l4" in first.get_attribute("class")
             big.fill("#filter", "CH0999")
-            big.wait_for_function("document.querySelector('#chan-foot').textContent === '10 of 10000 channels'")
+            big.locator("#chan-foot", has_text=re.compile(r"^10 of 10000 channels$")).wait_for()
             big.select_option("#chan-view", "alarm")
             big.fill("#filter", "")
-            big.wait_for_function("document.querySelector('#chan-foot').textContent === '100 of 10000 channels'")
+            big.locator("#chan-foot", has_text=re.compile(r"^100 of 10000 channels$")).wait_for()
         finally:
             big.close()
     finally:

@@ -87,7 +87,7 @@ def browser_timings(url: str) -> dict[str, float]:
         page = browser.new_page(viewport={"width": 1600, "height": 900})
         t = time.perf_counter()
         page.goto(url)
-        page.wait_for_function("document.querySelector('#chan-foot').textContent.includes(' of ')")
+        page.locator("#chan-foot", has_text=" of ").wait_for()
         load_ms = (time.perf_counter() - t) * 1000
         rows_in_dom = page.locator("#chanlist .row").count()
         filter_ms = page.evaluate(
