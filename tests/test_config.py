@@ -185,3 +185,13 @@ def test_vigil_config_check(tmp_path):
     result = CliRunner().invoke(app, ["config", "check", str(bad)])
     assert result.exit_code == 2
     assert "channels.T-1.limits.warning: low 3.0 is not below high 1.0" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "key"), [('"a,b"', "channels.a,b"), ('""', "channels.''"), ('" T "', "channels.' T '")]
+)
+def test_channel_names_that_cannot_travel_in_records_are_refused(tmp_path, name, key):
+    path = write(tmp_path, f"[channels.{name}]\nsubsystem = 'p'\n")
+    with pytest.raises(ConfigError, match="channel name must be non-empty") as err:
+        load_config(path)
+    assert err.value.key == key

@@ -103,6 +103,9 @@ class MonitorConfig(BaseModel):
             raise ConfigError(f"expected a table, got {type(data).__name__}", source=source)
         if "source" in data:
             raise ConfigError("unknown key", key="source", source=source)
+        if isinstance(data.get("channels"), dict):
+            for name in data["channels"]:
+                _check_channel_name(name, source)
         try:
             return cls.model_validate({**data, "source": source or "<memory>"})
         except ValidationError as err:
@@ -174,6 +177,18 @@ def parse_limits(raw: Any) -> ChannelLimits:
             ranges[sev] = _parse_range(raw[sev], sev)
     _check_nesting(ranges)
     return ChannelLimits(**{sev: tuple(None if math.isinf(v) else v for v in rng) for sev, rng in ranges.items()})
+
+
+def _check_channel_name(name: Any, source: str | None) -> None:
+    """Channel names travel in CSV records (``time,channel,value``) and URLs: no commas, no
+    surrounding or control whitespace, not empty."""
+    text = str(name)
+    if not text or text != text.strip() or "," in text or any(ord(ch) < 32 for ch in text):
+        raise ConfigError(
+            "channel name must be non-empty, without commas, control characters or surrounding spaces",
+            key=f"channels.{text!r}" if text != text.strip() or not text else f"channels.{text}",
+            source=source,
+        )
 
 
 def _parse_range(value: Any, key: str) -> tuple[float, float]:
