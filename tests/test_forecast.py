@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vigil.detect.base import Scores
+from vigil.detect.events import detections
 from vigil.detect.forecast import ForecastDetector
 from vigil.errors import ConfigError, DataError
 from vigil.model import TelemetryBlock
@@ -241,3 +242,18 @@ def test_level_held_longer_than_ever_is_flagged_once_learned_it_is_not():
     assert flagged(learn_after=None)[3050:3150].any()
     # ... and without the level check nothing sees it.
     assert not flagged(level_span=None).any()
+
+
+def test_each_detection_says_when_how_far_and_which_check(fitted):
+    det, test = fitted
+    det.reset()
+    scores = det.score(test)
+    found = {d.channel: d for d in detections(test, scores)}
+    assert set(found) == set(KINDS[:5])
+    frozen = found["frozen"]
+    # The sine stops at test row START: after 2 x span = 60 repeats the stuck check decides.
+    assert frozen.detector == "forecast.stuck" and frozen.start_index == START + 60
+    assert frozen.severity in ("warning", "distress", "critical")
+    drift = found["drift"]
+    assert drift.detector in ("forecast.novelty", "forecast.level") and drift.value > drift.high
+    assert "drift: " in drift.explain() and "forecast." in drift.explain()

@@ -91,6 +91,9 @@ class ForecastDetector(Detector):
 
     name = "forecast"
 
+    #: Names of the four checks, as ``Scores.detector``; ``Scores.by`` says which one decided.
+    CHECKS: ClassVar[tuple[str, ...]] = ("forecast.error", "forecast.novelty", "forecast.level", "forecast.stuck")
+
     #: Slots of the delay line behind ``learn_after`` (its resolution is learn_after / slots).
     LEARN_SLOTS: ClassVar[int] = 20
 
@@ -258,21 +261,21 @@ class ForecastDetector(Detector):
     def score(self, block: TelemetryBlock) -> Scores:
         """Score ``block`` (continuing the stream): level, score, expected value and nominal band."""
         self._check_channels(block)
-        score, expected, low, high = self._run(block.values, self._commands(block))
+        score, expected, low, high, by = self._run(block.values, self._commands(block))
         level = apply_hysteresis(score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_)
-        by = np.zeros(score.shape, dtype=np.int8)
-        return Scores(level, score, expected, low, high, detector=(self.name,), by=by)
+        return Scores(level, score, expected, low, high, detector=self.CHECKS, by=by)
 
     def _run(
         self, values: np.ndarray, cmds: np.ndarray, stream: bool = True
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Score, expected value and band ``[n, c]`` each, advancing the stream state.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Score, expected value, band and deciding check ``[n, c]`` each, advancing the stream state.
 
         ``stream=False`` (the pass over the history in :meth:`fit`) turns off what adapts to the
         stream: the threshold's rise and fall and the level check.
         """
         n, c = values.shape
         score, expected, low, high = (np.full((n, c), np.nan) for _ in range(4))
+        by = np.zeros((n, c), dtype=np.int8)
         rates = np.array(
             [
                 2.0 / (self.span + 1.0),
@@ -295,9 +298,9 @@ class ForecastDetector(Detector):
             self.stuck_after_,
             self.window_, self.n_seen_, self.repeats_, self.ewm_, self.err_level_, self.err_max_,
             self.value_ewm_, self.level_seen_, self.level_slots_,
-            score, expected, low, high,
+            score, expected, low, high, by,
         )  # fmt: skip
-        return score, expected, low, high
+        return score, expected, low, high, by
 
 
 def _positive(a: np.ndarray) -> np.ndarray:
@@ -351,7 +354,7 @@ def _forecast_kernel(
     center, scale, intercept, coef_lags, coef_cmds,
     baseline, threshold, lo, hi, margin, level_margin, stuck_after,
     window, n_seen, repeats, ewm, err_level, err_max, value_ewm, level_seen, level_slots,
-    score, expected, low, high,
+    score, expected, low, high, by,
 ):  # fmt: skip  # pragma: no cover - numba
     n, c = values.shape
     lags = window.shape[1]
@@ -403,11 +406,19 @@ def _forecast_kernel(
                     s = e / thr
                     if s < 1.0:
                         e_max = max(e_max, e)
-                    s = max(s, _outside(x, lo[j], hi[j]) / margin[j])
+                    # The largest score counts; ``by`` says which check gave it (see CHECKS).
+                    check = 0
+                    novelty = _outside(x, lo[j], hi[j]) / margin[j]
+                    if novelty > s:
+                        s, check = novelty, 1
                     if level_alpha > 0.0:
-                        s = max(s, _outside(v, level_seen[j, 0], level_seen[j, 1]) / level_margin[j])
-                    s = max(s, rep / stuck_after[j])
+                        held = _outside(v, level_seen[j, 0], level_seen[j, 1]) / level_margin[j]
+                        if held > s:
+                            s, check = held, 2
+                    if rep / stuck_after[j] > s:
+                        s, check = rep / stuck_after[j], 3
                     score[i, j] = s
+                    by[i, j] = check
                     expected[i, j] = pred
                     low[i, j] = pred - thr
                     high[i, j] = pred + thr
