@@ -33,8 +33,9 @@ from vigil.monitor.history import Rings, absorb, decimate
 MAX_CELLS = 2_000_000
 #: Most distinct unknown channel names tracked; the rest are counted together.
 MAX_UNKNOWN = 1_000
-#: Emitted rows remembered to tell a late duplicate from an out-of-order record.
-RECENT_ROWS = 16
+#: Seconds behind the latest time within which a late record is checked against the samples
+#: already taken (a duplicate) rather than counted as out-of-order without looking.
+DUPLICATE_WINDOW_S = 60.0
 
 COUNTERS = ("received", "scored", "missing", "out_of_order", "duplicate", "malformed", "stale", "unscored")
 
@@ -95,8 +96,7 @@ class Monitor:
         self.last_level_ = np.zeros(c, dtype=np.int8)
         self.stale_ = np.zeros(c, dtype=np.bool_)
         self.rings_ = Rings(c, history_points)
-        self._recent_t = np.full(RECENT_ROWS, np.nan)
-        self._recent_has = np.zeros((RECENT_ROWS, c), dtype=np.bool_)
+        self._recent: dict[float, np.ndarray] = {}  # scored row time -> which channels had a sample
         self._pend_t = np.empty(0)
         self._pend_j = np.empty(0, dtype=np.int64)
         self._pend_v = np.empty(0)
@@ -197,7 +197,7 @@ class Monitor:
         prev_max = np.maximum.accumulate(np.concatenate(([self._max_seen], t)))[:-1]
         late = (t <= self._emitted) | (t < prev_max - self.lateness_s)
         if late.any():
-            self._count_late(t, j, late)
+            self._count_late(t, j, late, prev_max)
             t, j, v = t[~late], j[~late], v[~late]
         if t.size == 0:
             return []
@@ -245,20 +245,24 @@ class Monitor:
             k += 1
         return t[keep], j[keep], v[keep]
 
-    def _count_late(self, t: np.ndarray, j: np.ndarray, late: np.ndarray) -> None:
-        """Late records: duplicates of a sample already taken, or out-of-order."""
+    def _count_late(self, t: np.ndarray, j: np.ndarray, late: np.ndarray, prev_max: np.ndarray) -> None:
+        """Late records: duplicates of a sample already taken, or out-of-order.
+
+        A late record is a duplicate when a record for the same time and channel arrived before it
+        and that time is within :data:`DUPLICATE_WINDOW_S` of the latest time seen until then; the
+        rule depends only on the arrival order, never on how the stream was chunked.
+        """
         seen = set(zip(self._pend_t.tolist(), self._pend_j.tolist()))
-        for row_t, has in zip(self._recent_t.tolist(), self._recent_has):
-            if math.isfinite(row_t):
-                seen.update((row_t, int(k)) for k in np.flatnonzero(has))
-        # Records of this batch taken before a late one arrived count as seen too.
         for k in range(t.size):
             key = (float(t[k]), int(j[k]))
-            if late[k]:
-                name = "duplicate" if key in seen else "out_of_order"
-                self.counts_[name][j[k]] += 1
-            else:
-                seen.add(key)
+            if not late[k]:
+                seen.add(key)  # taken before the late records that follow it
+                continue
+            dup = False
+            if key[0] >= prev_max[k] - DUPLICATE_WINDOW_S:
+                row = self._recent.get(key[0])
+                dup = key in seen or (row is not None and bool(row[key[1]]))
+            self.counts_["duplicate" if dup else "out_of_order"][j[k]] += 1
 
     def _emit(self, done: np.ndarray) -> list:
         """Grid the pending records marked ``done`` into rows and score them."""
@@ -277,11 +281,14 @@ class Monitor:
             lo, hi = np.searchsorted(row, [a, b])
             values = np.full((b - a, c), np.nan)
             values[row[lo:hi] - a, j[lo:hi]] = v[lo:hi]
-            events += self._score(times[a:b], values)
+            has = np.zeros((b - a, c), dtype=bool)  # a NaN record is a sample too (a missing one)
+            has[row[lo:hi] - a, j[lo:hi]] = True
+            events += self._score(times[a:b], values, has)
         return events
 
     # -- scoring -----------------------------------------------------------------------------------
-    def _score(self, time: np.ndarray, values: np.ndarray) -> list:
+    def _score(self, time: np.ndarray, values: np.ndarray, has: np.ndarray | None = None) -> list:
+        """Score rows; ``has`` marks the (row, channel) cells that had a sample (default: finite)."""
         block = self._block(time, values)
         try:
             scores = self.detector.score(block)
@@ -291,12 +298,12 @@ class Monitor:
         # Alarms and the checkpoint commit together: after a kill, a restart resumes exactly after
         # the last block whose alarms were stored.
         with self.store.transaction() if self.store is not None else nullcontext():
-            events = self._apply(block, scores)
+            events = self._apply(block, scores, has)
         if self._subscribers:
             self._publish(time, np.isfinite(values))
         return events
 
-    def _apply(self, block: TelemetryBlock, scores: Scores | None) -> list:
+    def _apply(self, block: TelemetryBlock, scores: Scores | None, has: np.ndarray | None) -> list:
         time, values = block.time, block.values
         finite = np.isfinite(values)
         self.counts_["scored" if scores is not None else "unscored"] += finite.sum(axis=0)
@@ -323,7 +330,7 @@ class Monitor:
             events += self._report_staleness(bool(kind), int(j), float(time[i]), float(seen))
         if done < time.size and not skip_manager:
             events += self._update(block, scores, done, time.size)
-        self._remember(time, finite)
+        self._remember(time, finite if has is None else has)
         self._emitted = float(time[-1])
         self.rows += time.size
         if self._resume_t is not None and self._emitted > self._resume_t:
@@ -406,10 +413,12 @@ class Monitor:
                 present[j] = 1
         return values, present
 
-    def _remember(self, time: np.ndarray, finite: np.ndarray) -> None:
-        k = min(RECENT_ROWS, time.size)
-        self._recent_t = np.concatenate((self._recent_t[k:], time[-k:]))
-        self._recent_has = np.concatenate((self._recent_has[k:], finite[-k:]))
+    def _remember(self, time: np.ndarray, has: np.ndarray) -> None:
+        horizon = self._max_seen - DUPLICATE_WINDOW_S
+        for i in range(int(np.searchsorted(time, horizon)), time.size):
+            self._recent[float(time[i])] = has[i]
+        while self._recent and next(iter(self._recent)) < horizon:
+            del self._recent[next(iter(self._recent))]
 
     def _count_bad(self, channel: str | None, message: str) -> None:
         j = None if channel is None else self._index.get(channel)
@@ -519,7 +528,7 @@ class Monitor:
     def state_nbytes(self, include_history: bool = True) -> int:
         """Bytes of per-channel state held by the monitor (not the detector or manager)."""
         arrays = [*self.counts_.values(), self.last_seen_, self.last_value_, self.last_level_, self.stale_]
-        arrays += [self.stale_limit_, self._recent_has]
+        arrays += [self.stale_limit_]
         return sum(a.nbytes for a in arrays) + (self.rings_.nbytes if include_history else 0)
 
 
