@@ -252,6 +252,7 @@ def demo(
     typer.echo(f"replaying {rows} s of telemetry at {speed:g}x; alarms in {session.store_path}")
     session.replay.start()
     _announce(host, port, token, where)
+    typer.echo("open the URL now: alarms appear as the replay reaches them. Ctrl-C stops.")
     try:
         serve_app(session.app, host, port)
     finally:
