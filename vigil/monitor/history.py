@@ -28,7 +28,9 @@ class Rings:
         if size < 1:
             raise ValueError(f"history size must be >= 1, got {size}")
         self.size = size
-        self.arrays = {name: np.zeros((size, n_channels), dtype=dt) for name, dt in FIELDS}
+        # Written now (np.full, not the lazily mapped np.zeros): the memory is claimed at start,
+        # and the first scored blocks do not pay a page fault every 4 KiB.
+        self.arrays = {name: np.full((size, n_channels), 0, dtype=dt) for name, dt in FIELDS}
         self.head = np.zeros(n_channels, dtype=np.int64)
         self.count = np.zeros(n_channels, dtype=np.int64)
 
