@@ -270,6 +270,30 @@ def test_hub_counts_overflow_and_asks_for_resync():
     assert dropped == 3
 
 
+def test_a_slow_client_holds_one_merged_tick_and_every_alarm_event():
+    import asyncio
+
+    def tick(t, channels, values):
+        return {"type": "values", "time": t, "channels": channels, "value": values, "level": [0] * len(values)}
+
+    async def scenario():
+        hub = Hub(maxsize=8)
+        client = hub.connect()
+        hub._fanout(tick(1.0, ["a", "b"], [1.0, 2.0]))
+        hub._fanout({"type": "alarm", "alarm_id": 1})
+        hub._fanout(tick(2.0, ["b", "c"], [3.0, 4.0]))
+        hub._fanout(tick(3.0, ["a"], [5.0]))
+        got = [client.resolve(client.queue.get_nowait()) for _ in range(client.queue.qsize())]
+        return got, client.merged, client.dropped
+
+    got, merged, dropped = asyncio.run(scenario())
+    assert got == [
+        {"type": "values", "time": 3.0, "channels": ["a", "b", "c"], "value": [5.0, 3.0, 4.0], "level": [0, 0, 0]},
+        {"type": "alarm", "alarm_id": 1},
+    ]
+    assert (merged, dropped) == (2, 0)
+
+
 def test_page_and_vendored_chart_library_are_served(setup):
     client, *_ = setup
     page = client.get("/")

@@ -412,7 +412,7 @@ def _add_live_feed(app: FastAPI, hub: Hub) -> None:
                 if getter not in done:
                     getter.cancel()
                     break
-                await ws.send_json(getter.result())
+                await ws.send_json(client.resolve(getter.result()))
                 note = client.take_resync()
                 if note:
                     await ws.send_json(note)
