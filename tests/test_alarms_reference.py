@@ -4,7 +4,7 @@ cut into random blocks (no operator verbs: raise, escalate, return to normal, re
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vigil.alarms import AlarmManager
@@ -54,7 +54,7 @@ def streams(draw):
     return levels.reshape(n, c).astype(np.int8), keep.reshape(n, c), min_v, min_c, [0, *cuts, n]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
 def test_manager_matches_the_reference(stream):
     levels, valid, min_v, min_c, cuts = stream

@@ -213,7 +213,7 @@ def test_sigkill_mid_stream_loses_no_acknowledgement_and_restart_duplicates_noth
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(
-        [sys.executable, "-c", main, str(path), "0", str(stop), "0.002"], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", main, str(path), "0", str(stop), "0.005"], stdout=subprocess.PIPE, text=True, env=env
     )
     acked: list[int] = []
     deadline = time.monotonic() + 60
