@@ -32,6 +32,10 @@ def severity_name(level: int) -> str | None:
     return SEVERITIES[level - 1] if level > 0 else None
 
 
+#: The per-sample arrays of :class:`Scores`, besides ``by``.
+_FIELDS = ("level", "score", "expected", "low", "high")
+
+
 @dataclass
 class Scores:
     """What a detector says about each sample of a block (all arrays ``[n, c]``).
@@ -78,7 +82,7 @@ class Scores:
         if not parts:
             raise ValueError("no scores to join")
         return Scores(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("level", "score", "expected", "low", "high")),
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS),
             detector=parts[0].detector,
             by=np.concatenate([p.by for p in parts]),
         )
@@ -91,29 +95,21 @@ class Scores:
         flags, from the first detector that has an expectation.
         """
         names = tuple(name for p in parts for name in p.detector)
-        level = np.stack([p.level for p in parts])
-        # On ties the earlier detector wins, so the first (usually the limit check) explains.
-        win = np.argmax(level, axis=0)
-        nominal = level.max(axis=0) == 0
-        has_expect = np.stack([np.isfinite(p.expected) for p in parts])
-        first_expect = np.where(has_expect.any(axis=0), np.argmax(has_expect, axis=0), 0)
-        pick = np.where(nominal, first_expect, win)
-
-        def take(field: str) -> np.ndarray:
-            stack = np.stack([getattr(p, field) for p in parts])
-            return np.take_along_axis(stack, pick[None], axis=0)[0]
-
-        offsets = np.cumsum([0] + [len(p.detector) for p in parts[:-1]])
-        by = np.take_along_axis(np.stack([p.by + off for p, off in zip(parts, offsets)]), pick[None], axis=0)[0]
-        return Scores(
-            level=take("level"),
-            score=take("score"),
-            expected=take("expected"),
-            low=take("low"),
-            high=take("high"),
-            detector=names,
-            by=by.astype(np.int8),
+        first = parts[0]
+        out = Scores(
+            *(getattr(first, f).copy() for f in _FIELDS), detector=names, by=first.by.astype(np.int8, copy=True)
         )
+        offset = len(first.detector)
+        for part in parts[1:]:
+            # A later detector wins only with a strictly higher level (ties: the earlier explains), or,
+            # where all are nominal, when it has an expectation and the earlier ones had none.
+            take = part.level > out.level
+            take |= (out.level == 0) & (part.level == 0) & np.isnan(out.expected) & ~np.isnan(part.expected)
+            for f in _FIELDS:
+                np.copyto(getattr(out, f), getattr(part, f), where=take)
+            np.copyto(out.by, part.by + offset, where=take, casting="unsafe")
+            offset += len(part.detector)
+        return out
 
 
 class Detector(ABC):
