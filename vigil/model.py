@@ -7,7 +7,9 @@ counted by the detectors as missing, never silently filled.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -126,3 +128,16 @@ class TelemetryBlock:
         """Number of NaN (missing) samples per channel; infinities count as missing too."""
         bad = ~np.isfinite(self.values)
         return {name: int(n) for name, n in zip(self.channels, bad.sum(axis=0)) if n}
+
+
+def format_time(t: float | None) -> str:
+    """Epoch seconds as UTC clock time; small numbers (sample indices, scenario seconds) as they are.
+
+    >>> format_time(1044107612.0), format_time(563.0)
+    ('2003-02-01T13:53:32Z', 't=563')
+    """
+    if t is None or not math.isfinite(t):
+        return "t=-"
+    if t > 1e8:  # after 1973: a Unix time, not an index
+        return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"t={t:.6g}"

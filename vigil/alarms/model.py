@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from vigil.errors import VigilError
+from vigil.model import format_time
 
 STATES: tuple[str, ...] = ("active", "acknowledged", "rtn_unacknowledged", "latched", "shelved", "cleared")
 
@@ -115,18 +115,20 @@ class Alarm:
         if self.detector == STALE:
             return (
                 f"{self.channel} ({self.subsystem or 'no subsystem'}): {self.severity}: no sample since "
-                f"{_fmt_time(self.trigger_value)}; stale since {_fmt_time(self.first_time)}"
+                f"{format_time(self.trigger_value)}; stale since {format_time(self.first_time)}"
             )
         u = f" {self.units}" if self.units else ""
         side = {"low": "below", "high": "above"}.get(self.direction, "outside")
         where = (
-            "normal since " + _fmt_time(self.rtn_time) if not self.violating and self.rtn_time is not None else "ongoing"
+            "normal since " + format_time(self.rtn_time)
+            if not self.violating and self.rtn_time is not None
+            else "ongoing"
         )
         return (
             f"{self.channel} ({self.subsystem or 'no subsystem'}): {self.severity} by {self.detector} since "
-            f"{_fmt_time(self.first_time)}: value {_fmt(self.trigger_value)}{u} {side} nominal band "
+            f"{format_time(self.first_time)}: value {_fmt(self.trigger_value)}{u} {side} nominal band "
             f"[{_fmt(self.low)}, {_fmt(self.high)}]{u}, expected {_fmt(self.expected)}{u}, threshold "
-            f"{_fmt(self.threshold)}{u} crossed; peak {_fmt(self.peak_value)}{u} at {_fmt_time(self.peak_time)} "
+            f"{_fmt(self.threshold)}{u} crossed; peak {_fmt(self.peak_value)}{u} at {format_time(self.peak_time)} "
             f"({_fmt(self.peak_score)}x threshold); {where}"
         )
 
@@ -267,16 +269,3 @@ def _json(v: Any) -> Any:
 
 def _fmt(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.4g}"
-
-
-def _fmt_time(t: float | None) -> str:
-    """Epoch seconds as UTC clock time; small numbers (sample indices, scenario seconds) as they are.
-
-    >>> _fmt_time(1044107612.0), _fmt_time(563.0)
-    ('2003-02-01T13:53:32Z', 't=563')
-    """
-    if t is None or not math.isfinite(t):
-        return "t=-"
-    if t > 1e8:  # after 1973: a Unix time, not an index
-        return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"t={t:.6g}"

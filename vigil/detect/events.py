@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from vigil.detect.base import Scores, severity_name
-from vigil.model import TelemetryBlock
+from vigil.model import TelemetryBlock, format_time
 
 
 def runs(mask: np.ndarray) -> np.ndarray:
@@ -50,8 +50,8 @@ class Detection:
         """One line an operator can read."""
         band = f"[{_fmt(self.low)}, {_fmt(self.high)}]"
         return (
-            f"{self.channel}: {self.severity} by {self.detector} from t={_fmt(self.start_time)} "
-            f"to t={_fmt(self.end_time)}; at t={_fmt(self.peak_time)} value {_fmt(self.value)}, "
+            f"{self.channel}: {self.severity} by {self.detector} from {format_time(self.start_time)} "
+            f"to {format_time(self.end_time)}; at {format_time(self.peak_time)} value {_fmt(self.value)}, "
             f"expected {_fmt(self.expected)}, nominal band {band}, {_fmt(self.peak_score)}x threshold"
         )
 
