@@ -14,8 +14,10 @@ computes four scores per sample, each in threshold units (>= 1 crosses), and kee
   ``relative`` times the largest smoothed error the stream has shown below threshold, where that
   is lower, so a stream calmer than its history still alarms on errors it has never shown (a
   causal cousin of telemanom's thresholds relative to each window of test errors);
-* **novelty**: how far the value lies outside the range seen in the history, in units of
-  ``novelty_margin`` times that range;
+* **novelty**: how far the value lies outside the range seen in the history, in units of a margin
+  per side: ``novelty_margin`` times that range, or, where the history comes in segments (flights,
+  passes), as far as a new segment's extreme may reach by the spread of the segments' extremes
+  (a normal prediction bound at ``range_risk``), whichever is wider;
 * **level**: the same for an EWMA of the value (``level_span``), which catches a level held longer
   than ever before (a plateau where history only had short pulses) or a slow drift; once the
   stream has run ``learn_after`` samples, what it showed that long ago counts as seen, so a new
@@ -45,6 +47,7 @@ one call gives. Missing (NaN) samples get level 0 and score NaN and leave the st
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import numba
@@ -52,7 +55,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from vigil.detect.base import Detector, Scores
-from vigil.detect.threshold import apply_hysteresis, pot_threshold
+from vigil.detect.threshold import apply_hysteresis, extreme_bound, pot_threshold
 from vigil.errors import ConfigError, DataError
 from vigil.model import TelemetryBlock
 
@@ -70,7 +73,15 @@ class ForecastDetector(Detector):
         min_threshold: floor of the error threshold and of the novelty margins, in channel units
             (for channels that were constant or perfectly predictable in history).
         novelty_margin: values further than this fraction of the history's range outside that
-            range score >= 1; ``None`` disables the novelty and level checks.
+            range score >= 1 (the least margin); ``None`` disables the novelty and level checks.
+        range_risk: where the history comes in segments (runs of rows split by time gaps over 10
+            times the median step: passes, flights), the margins also reach as far as a new
+            segment's extreme goes with this probability, by the spread of the segments'
+            extremes (:func:`~vigil.detect.threshold.extreme_bound`); ``None`` keeps the least margin.
+        min_segments: fewest segments for ``range_risk`` to apply.
+        drift_factor: widen the range by this factor times how far the history's running range
+            grew over its second half, scaled by the square root of the samples streamed since
+            (a random walk's spread); ``None`` (the default) keeps the range fixed.
         level_span, level_margin: EWMA span of the value and margin (fraction of the history's
             range of that EWMA) for the level check; ``level_span=None`` disables it.
         learn_after: samples after which what the stream showed counts as seen by the level
@@ -108,6 +119,9 @@ class ForecastDetector(Detector):
         threshold_factor: float = 1.2,
         min_threshold: float = 0.1,
         novelty_margin: float | None = 0.05,
+        range_risk: float | None = 1e-4,
+        min_segments: int = 5,
+        drift_factor: float | None = None,
         level_span: int | None = 30,
         level_margin: float = 0.1,
         learn_after: int | None = 1000,
@@ -127,6 +141,9 @@ class ForecastDetector(Detector):
         self.threshold_factor = threshold_factor
         self.min_threshold = min_threshold
         self.novelty_margin = novelty_margin
+        self.range_risk = range_risk
+        self.min_segments = min_segments
+        self.drift_factor = drift_factor
         self.level_span = level_span
         self.level_margin = level_margin
         self.learn_after = learn_after
@@ -154,11 +171,17 @@ class ForecastDetector(Detector):
             "stuck_factor": self.stuck_factor,
             "adapt_span": self.adapt_span,
             "relative": self.relative,
+            "range_risk": self.range_risk,
+            "drift_factor": self.drift_factor,
         }
         positive.update({k: v for k, v in optional.items() if v is not None})
         for key, val in positive.items():
             if not val > 0:
                 raise ConfigError(f"must be > 0, got {val!r}", key=key)
+        if not self.min_segments >= 3:  # a spread needs a few segments
+            raise ConfigError(f"must be >= 3, got {self.min_segments!r}", key="min_segments")
+        if self.range_risk is not None and not self.range_risk < 0.5:
+            raise ConfigError(f"must be in (0, 0.5), got {self.range_risk!r}", key="range_risk")
         for key in ("ridge", "min_threshold"):
             if not getattr(self, key) >= 0:
                 raise ConfigError(f"must be >= 0, got {getattr(self, key)!r}", key=key)
@@ -179,15 +202,20 @@ class ForecastDetector(Detector):
             )
         self.channels_ = history.channels
         with np.errstate(invalid="ignore"):
-            self.lo_, self.hi_ = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
             self.center_ = np.nanmean(values, axis=0)
             scale = np.nanstd(values, axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
         self.intercept_, self.coef_lags_, self.coef_cmds_ = self._fit_ridge(values, cmds)
-        self.level_lo_, self.level_hi_ = _ewm_range(values, self.center_, self.level_span or 1)
+        with np.errstate(invalid="ignore"):
+            self.lo_, self.hi_ = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+        level = _ewm(values, self.center_, self.level_span or 1)
+        with np.errstate(invalid="ignore"):
+            self.level_lo_, self.level_hi_ = np.nanmin(level, axis=0), np.nanmax(level, axis=0)
         # First pass over the history with every check but the error off: its smoothed errors.
         inf = np.full(c, np.inf)
-        self.threshold_, self.margin_, self.level_margin_, self.stuck_after_ = np.ones(c), inf, inf, inf
+        self.threshold_, self.stuck_after_ = np.ones(c), inf
+        self.margin_, self.level_margin_ = np.full((c, 2), np.inf), np.full((c, 2), np.inf)
+        self.drift_ = np.zeros(c)
         self.baseline_ = np.full(c, np.nan)
         self.reset()
         smoothed = self._run(values, cmds, stream=False)[0]
@@ -196,16 +224,39 @@ class ForecastDetector(Detector):
         thr = pot_threshold(smoothed, self.init_quantile, self.risk) * self.threshold_factor
         self.threshold_ = _positive(np.maximum(np.nan_to_num(thr, nan=0.0), self.min_threshold))
         if self.novelty_margin is not None:
-            self.margin_ = _positive(np.maximum(self.novelty_margin * (self.hi_ - self.lo_), self.min_threshold))
+            segments = _segments(history.time)
+            self.margin_ = self._margins(values, self.hi_ - self.lo_, self.novelty_margin, segments)
             if self.level_span:
                 width = self.level_hi_ - self.level_lo_
-                self.level_margin_ = _positive(np.maximum(self.level_margin * width, self.min_threshold))
+                self.level_margin_ = self._margins(level, width, self.level_margin, segments)
+            if self.drift_factor is not None:
+                self.drift_ = self.drift_factor * _range_growth(values)
         if self.stuck_factor is not None:
             longest = np.array([_longest_repeat(values[:, j]) for j in range(c)], dtype=np.float64)
             # A value repeated for less than the smoothing span is never called stuck.
             self.stuck_after_ = self.stuck_factor * np.maximum(longest, self.span)
         self.reset()
         return self
+
+    def _margins(self, x: np.ndarray, width: np.ndarray, fraction: float, segments: list[np.ndarray]) -> np.ndarray:
+        """Per channel and side (low, high): how far beyond the history's range of ``x`` a value may go.
+
+        At least ``fraction`` of the range (and ``min_threshold``); where the history comes in
+        ``min_segments`` or more segments, also as far as a new segment's extreme may reach by the
+        spread of the segments' extremes (:func:`vigil.detect.threshold.extreme_bound`).
+        """
+        floor = np.maximum(fraction * width, self.min_threshold)
+        out = np.repeat(floor[:, None], 2, axis=1)
+        if self.range_risk is not None and len(segments) >= self.min_segments:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-missing segments: NaN, ignored
+                lows = np.stack([np.nanmin(x[seg], axis=0) for seg in segments])
+                highs = np.stack([np.nanmax(x[seg], axis=0) for seg in segments])
+                seen_lo, seen_hi = np.nanmin(lows, axis=0), np.nanmax(highs, axis=0)
+            reach = (seen_lo + extreme_bound(-lows, self.range_risk), extreme_bound(highs, self.range_risk) - seen_hi)
+            for side, ext in enumerate(reach):
+                out[:, side] = np.maximum(out[:, side], np.nan_to_num(ext, nan=0.0))
+        return _positive(out)
 
     def _commands(self, block: TelemetryBlock, fitting: bool = False) -> np.ndarray:
         """Command inputs ``[n, c, k]`` (k = 0 when not used)."""
@@ -295,7 +346,7 @@ class ForecastDetector(Detector):
             values, cmds, rates, settings,
             self.center_, self.scale_, self.intercept_, self.coef_lags_, self.coef_cmds_,
             self.baseline_, self.threshold_, self.lo_, self.hi_, self.margin_, self.level_margin_,
-            self.stuck_after_,
+            self.drift_, self.stuck_after_,
             self.window_, self.n_seen_, self.repeats_, self.ewm_, self.err_level_, self.err_max_,
             self.value_ewm_, self.level_seen_, self.level_slots_,
             score, expected, low, high, by,
@@ -322,21 +373,47 @@ def _longest_repeat(x: np.ndarray) -> int:
     return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
 
 
-def _ewm_range(values: np.ndarray, start: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per column, the range of the EWMA (from ``start``) of the valid values once warmed up.
+def _ewm(values: np.ndarray, start: np.ndarray, span: int) -> np.ndarray:
+    """Per column, the EWMA (from ``start``) of the valid values; NaN where missing or warming up.
 
-    >>> _ewm_range(np.array([[0.0], [1.0], [1.0], [1.0]]), np.array([0.0]), 1)
-    (array([1.]), array([1.]))
+    >>> _ewm(np.array([[0.0], [1.0], [np.nan], [1.0]]), np.array([0.0]), 1)[:, 0].tolist()
+    [nan, 1.0, nan, 1.0]
     """
-    c = values.shape[1]
-    lo, hi = np.full(c, np.nan), np.full(c, np.nan)
+    out = np.full(values.shape, np.nan)
     alpha = 2.0 / (span + 1.0)
-    for j in range(c):
-        v = values[np.isfinite(values[:, j]), j]
-        ewm = lfilter([alpha], [1.0, alpha - 1.0], v, zi=[(1.0 - alpha) * start[j]])[0][span:]
-        if ewm.size:
-            lo[j], hi[j] = ewm.min(), ewm.max()
-    return lo, hi
+    for j in range(values.shape[1]):
+        keep = np.flatnonzero(np.isfinite(values[:, j]))
+        ewm = lfilter([alpha], [1.0, alpha - 1.0], values[keep, j], zi=[(1.0 - alpha) * start[j]])[0]
+        out[keep[span:], j] = ewm[span:]
+    return out
+
+
+def _segments(time: np.ndarray, gap: float = 10.0) -> list[np.ndarray]:
+    """Row indices of the history's segments: runs of rows without a time step over ``gap`` times
+    the median step (passes, flights, contacts).
+
+    >>> [seg.tolist() for seg in _segments(np.array([0.0, 1.0, 2.0, 100.0, 101.0]))]
+    [[0, 1, 2], [3, 4]]
+    """
+    step = np.diff(time)
+    cuts = np.flatnonzero(step > gap * np.median(step)) + 1 if step.size else np.zeros(0, dtype=np.int64)
+    return np.split(np.arange(time.size), cuts)
+
+
+def _range_growth(x: np.ndarray) -> np.ndarray:
+    """Per column, how far the running range grew over the second half of ``x``, divided by the
+    square root of that half's valid samples (the rate of a random walk's spread).
+
+    >>> _range_growth(np.arange(8.0)[:, None]).tolist()   # grew by 4 over 4 samples: 4 / sqrt(4)
+    [2.0]
+    """
+    half = x.shape[0] // 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        first = np.nanmax(x[:half], axis=0) - np.nanmin(x[:half], axis=0)
+        whole = np.nanmax(x, axis=0) - np.nanmin(x, axis=0)
+    n_late = np.isfinite(x[half:]).sum(axis=0)
+    return np.nan_to_num((whole - first) / np.sqrt(np.maximum(n_late, 1)), nan=0.0)
 
 
 def _finite_or_nan(values: np.ndarray) -> np.ndarray:
@@ -352,7 +429,7 @@ _TILE = 64
 def _forecast_kernel(
     values, cmds, rates, settings,
     center, scale, intercept, coef_lags, coef_cmds,
-    baseline, threshold, lo, hi, margin, level_margin, stuck_after,
+    baseline, threshold, lo, hi, margin, level_margin, drift, stuck_after,
     window, n_seen, repeats, ewm, err_level, err_max, value_ewm, level_seen, level_slots,
     score, expected, low, high, by,
 ):  # fmt: skip  # pragma: no cover - numba
@@ -408,11 +485,13 @@ def _forecast_kernel(
                         e_max = max(e_max, e)
                     # The largest score counts; ``by`` says which check gave it (see CHECKS).
                     check = 0
-                    novelty = _outside(x, lo[j], hi[j]) / margin[j]
+                    # The range the history showed, widened at the rate it widened in history.
+                    grow = drift[j] * np.sqrt(seen)
+                    novelty = _beyond(x, lo[j] - grow, hi[j] + grow, margin[j, 0], margin[j, 1])
                     if novelty > s:
                         s, check = novelty, 1
                     if level_alpha > 0.0:
-                        held = _outside(v, level_seen[j, 0], level_seen[j, 1]) / level_margin[j]
+                        held = _beyond(v, level_seen[j, 0], level_seen[j, 1], level_margin[j, 0], level_margin[j, 1])
                         if held > s:
                             s, check = held, 2
                     if rep / stuck_after[j] > s:
@@ -433,9 +512,9 @@ def _forecast_kernel(
 
 
 @numba.njit(cache=True)
-def _outside(x, low, high):  # pragma: no cover - numba
-    """How far ``x`` lies outside ``[low, high]`` (0 inside)."""
-    return x - high if x > high else (low - x if x < low else 0.0)
+def _beyond(x, low, high, margin_low, margin_high):  # pragma: no cover - numba
+    """How far ``x`` lies outside ``[low, high]``, in units of that side's margin (0 inside)."""
+    return (x - high) / margin_high if x > high else ((low - x) / margin_low if x < low else 0.0)
 
 
 @numba.njit(cache=True)

@@ -24,6 +24,7 @@ import warnings
 import numba
 import numpy as np
 from scipy.stats import genpareto
+from scipy.stats import t as student_t
 
 from vigil.errors import ConfigError
 
@@ -69,6 +70,29 @@ def pot_threshold(errors: np.ndarray, init_quantile: float = 0.98, risk: float =
     ok = (n_exc >= 10) & np.isfinite(z) & (var > 0)
     thr[has] = np.where(ok, z, peak)
     return thr
+
+
+def extreme_bound(extremes: np.ndarray, risk: float = 1e-3) -> np.ndarray:
+    """Per column, the level a new segment's maximum exceeds with probability ``risk``, from the
+    maxima ``[s, c]`` of ``s`` nominal segments (NaN ignored; NaN with fewer than 3).
+
+    The maxima are taken as normal (a segment's extreme follows its level, which varies from
+    segment to segment as the sum of many small causes), and the bound is the one-sided normal
+    prediction bound for one new draw: mean + t(1 - risk, s - 1) * sd * sqrt(1 + 1/s), which
+    allows for the mean and sd being estimated from few segments. With 21 segments the largest
+    maximum seen is exceeded by a new segment about 1 time in 22; this bound, 1 time in 1 / ``risk``.
+
+    >>> extreme_bound(np.array([[1.0], [2.0], [3.0]]), risk=0.05).round(3).tolist()   # 2 + 2.920 * 1.155
+    [5.372]
+    """
+    if not 0 < risk < 0.5:
+        raise ConfigError(f"must be in (0, 0.5), got {risk!r}", key="range_risk")
+    n_ok = np.isfinite(extremes).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # columns with too few segments: NaN below
+        spread = np.nanstd(extremes, axis=0, ddof=1) * np.sqrt(1.0 + 1.0 / n_ok)
+        bound = np.nanmean(extremes, axis=0) + student_t.isf(risk, np.maximum(n_ok - 1, 1)) * spread
+    return np.where(n_ok >= 3, bound, np.nan)
 
 
 def severity_of(score: np.ndarray) -> np.ndarray:
