@@ -79,13 +79,14 @@ class ForecastDetector(Detector):
             segment's extreme goes with this probability, by the spread of the segments'
             extremes (:func:`~vigil.detect.threshold.extreme_bound`); ``None`` keeps the least margin.
         min_segments: fewest segments for ``range_risk`` to apply.
-        drift_factor: widen the range by this factor times how far the history's running range
-            grew over its second half, scaled by the square root of the samples streamed since
-            (a random walk's spread); ``None`` (the default) keeps the range fixed.
+        command_span: EWMA span (samples) of the command traces that carry held commands'
+            offsets into the range checks; ``None`` ignores commands there.
         level_span, level_margin: EWMA span of the value and margin (fraction of the history's
             range of that EWMA) for the level check; ``level_span=None`` disables it.
         learn_after: samples after which what the stream showed counts as seen by the level
             check; ``None`` keeps the history's range.
+        learn_values: the novelty check learns from the stream like the level check (a drifting
+            channel alarms once, not ever more often); off by default (see docs/forecast.md).
         stuck_factor: a value repeated this many times longer than the history's longest
             repeat scores >= 1; ``None`` disables the check.
         adapt_span: span (samples) of the slow EWMA of the smoothed error that lets the
@@ -121,10 +122,11 @@ class ForecastDetector(Detector):
         novelty_margin: float | None = 0.05,
         range_risk: float | None = 1e-4,
         min_segments: int = 5,
-        drift_factor: float | None = None,
+        command_span: int | None = 30,
         level_span: int | None = 30,
         level_margin: float = 0.1,
         learn_after: int | None = 1000,
+        learn_values: bool = False,
         stuck_factor: float | None = 2.0,
         adapt_span: int | None = 3000,
         relative: float | None = 1.5,
@@ -143,10 +145,11 @@ class ForecastDetector(Detector):
         self.novelty_margin = novelty_margin
         self.range_risk = range_risk
         self.min_segments = min_segments
-        self.drift_factor = drift_factor
+        self.command_span = command_span
         self.level_span = level_span
         self.level_margin = level_margin
         self.learn_after = learn_after
+        self.learn_values = learn_values
         self.stuck_factor = stuck_factor
         self.adapt_span = adapt_span
         self.relative = relative
@@ -172,7 +175,7 @@ class ForecastDetector(Detector):
             "adapt_span": self.adapt_span,
             "relative": self.relative,
             "range_risk": self.range_risk,
-            "drift_factor": self.drift_factor,
+            "command_span": self.command_span,
         }
         positive.update({k: v for k, v in optional.items() if v is not None})
         for key, val in positive.items():
@@ -215,8 +218,8 @@ class ForecastDetector(Detector):
         inf = np.full(c, np.inf)
         self.threshold_, self.stuck_after_ = np.ones(c), inf
         self.margin_, self.level_margin_ = np.full((c, 2), np.inf), np.full((c, 2), np.inf)
-        self.drift_ = np.zeros(c)
         self.baseline_ = np.full(c, np.nan)
+        self.command_gain_ = np.zeros((c, cmds.shape[2]))
         self.reset()
         smoothed = self._run(values, cmds, stream=False)[0]
         # The stream starts from the typical nominal error instead of its first raw error.
@@ -229,8 +232,7 @@ class ForecastDetector(Detector):
             if self.level_span:
                 width = self.level_hi_ - self.level_lo_
                 self.level_margin_ = self._margins(level, width, self.level_margin, segments)
-            if self.drift_factor is not None:
-                self.drift_ = self.drift_factor * _range_growth(values)
+        self.command_gain_ = self._command_gain(values, cmds)
         if self.stuck_factor is not None:
             longest = np.array([_longest_repeat(values[:, j]) for j in range(c)], dtype=np.float64)
             # A value repeated for less than the smoothing span is never called stuck.
@@ -257,6 +259,24 @@ class ForecastDetector(Detector):
             for side, ext in enumerate(reach):
                 out[:, side] = np.maximum(out[:, side], np.nan_to_num(ext, nan=0.0))
         return _positive(out)
+
+    def _command_gain(self, values: np.ndarray, cmds: np.ndarray) -> np.ndarray:
+        """Per channel and command input, the offset ``[c, k]`` the fitted model settles at while the
+        command is held (its steady-state gain), at most the history's range either way; zero for
+        inputs the history gave but never held for ``command_span`` samples (impulse commands, such
+        as SMAP/MSL's, say nothing about a held mode); NaN (unknown: the range either way) for
+        inputs the history never gave."""
+        persistence = 1.0 - self.coef_lags_.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = self.coef_cmds_ * self.scale_[:, None] / persistence
+        width = (self.hi_ - self.lo_)[:, None]
+        gain = np.clip(np.nan_to_num(gain, nan=0.0, posinf=np.inf, neginf=-np.inf), -width, width)
+        if not self.command_span or cmds.shape[2] == 0:
+            return np.zeros_like(gain)
+        longest = np.array(
+            [[_longest_run(values[:, j], cmds[:, j, q]) for q in range(cmds.shape[2])] for j in range(cmds.shape[1])]
+        )
+        return np.where(longest >= self.command_span, gain, np.where(longest == 0, np.nan, 0.0))
 
     def _commands(self, block: TelemetryBlock, fitting: bool = False) -> np.ndarray:
         """Command inputs ``[n, c, k]`` (k = 0 when not used)."""
@@ -296,6 +316,7 @@ class ForecastDetector(Detector):
     def reset(self) -> None:
         c = len(self.channels_)
         self.window_ = np.zeros((c, self.n_lags))
+        self.traces_ = np.zeros_like(self.command_gain_)
         self.n_seen_ = np.zeros(c, dtype=np.int64)
         self.repeats_ = np.zeros(c, dtype=np.int64)
         self.ewm_ = self.baseline_.copy()
@@ -305,6 +326,8 @@ class ForecastDetector(Detector):
         # Per channel: [low, high] of the level EWMA counted as seen; delay-line slots of [min, max].
         self.level_seen_ = np.stack([self.level_lo_, self.level_hi_], axis=1)
         self.level_slots_ = np.zeros((c, self.LEARN_SLOTS if self.learn_after else 0, 2))
+        self.value_seen_ = np.stack([self.lo_, self.hi_], axis=1)
+        self.value_slots_ = np.zeros((c, self.LEARN_SLOTS if self.learn_after and self.learn_values else 0, 2))
         self.over_ = np.zeros(c, dtype=np.int64)
         self.under_ = np.zeros(c, dtype=np.int64)
         self.active_ = np.zeros(c, dtype=np.bool_)
@@ -332,6 +355,7 @@ class ForecastDetector(Detector):
                 2.0 / (self.span + 1.0),
                 2.0 / (self.adapt_span + 1.0) if stream and self.adapt_span else 0.0,
                 2.0 / (self.level_span + 1.0) if stream and self.level_span else 0.0,
+                2.0 / (self.command_span + 1.0) if self.command_span else 0.0,
             ]
         )
         settings = np.array(
@@ -346,9 +370,9 @@ class ForecastDetector(Detector):
             values, cmds, rates, settings,
             self.center_, self.scale_, self.intercept_, self.coef_lags_, self.coef_cmds_,
             self.baseline_, self.threshold_, self.lo_, self.hi_, self.margin_, self.level_margin_,
-            self.drift_, self.stuck_after_,
-            self.window_, self.n_seen_, self.repeats_, self.ewm_, self.err_level_, self.err_max_,
-            self.value_ewm_, self.level_seen_, self.level_slots_,
+            self.stuck_after_, self.command_gain_,
+            self.window_, self.traces_, self.n_seen_, self.repeats_, self.ewm_, self.err_level_, self.err_max_,
+            self.value_ewm_, self.level_seen_, self.level_slots_, self.value_seen_, self.value_slots_,
             score, expected, low, high, by,
         )  # fmt: skip
         return score, expected, low, high, by
@@ -357,6 +381,19 @@ class ForecastDetector(Detector):
 def _positive(a: np.ndarray) -> np.ndarray:
     """Zeros (nothing to scale by) become the smallest positive float, so divisions stay finite."""
     return np.where(a > 0, a, np.finfo(float).tiny)
+
+
+def _longest_run(values: np.ndarray, command: np.ndarray) -> int:
+    """Longest run of a command input held non-zero, over the channel's valid samples.
+
+    >>> _longest_run(np.array([1.0, 1.0, np.nan, 1.0, 1.0]), np.array([1.0, 1.0, 0.0, 1.0, 0.0]))
+    3
+    """
+    on = np.nan_to_num(command[np.isfinite(values)], nan=0.0) != 0
+    if not on.any():
+        return 0
+    edges = np.diff(np.r_[0, on.astype(np.int8), 0])
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
 
 
 def _longest_repeat(x: np.ndarray) -> int:
@@ -400,22 +437,6 @@ def _segments(time: np.ndarray, gap: float = 10.0) -> list[np.ndarray]:
     return np.split(np.arange(time.size), cuts)
 
 
-def _range_growth(x: np.ndarray) -> np.ndarray:
-    """Per column, how far the running range grew over the second half of ``x``, divided by the
-    square root of that half's valid samples (the rate of a random walk's spread).
-
-    >>> _range_growth(np.arange(8.0)[:, None]).tolist()   # grew by 4 over 4 samples: 4 / sqrt(4)
-    [2.0]
-    """
-    half = x.shape[0] // 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        first = np.nanmax(x[:half], axis=0) - np.nanmin(x[:half], axis=0)
-        whole = np.nanmax(x, axis=0) - np.nanmin(x, axis=0)
-    n_late = np.isfinite(x[half:]).sum(axis=0)
-    return np.nan_to_num((whole - first) / np.sqrt(np.maximum(n_late, 1)), nan=0.0)
-
-
 def _finite_or_nan(values: np.ndarray) -> np.ndarray:
     """Infinities are treated as missing, like NaN."""
     return np.where(np.isfinite(values), values, np.nan)
@@ -429,14 +450,14 @@ _TILE = 64
 def _forecast_kernel(
     values, cmds, rates, settings,
     center, scale, intercept, coef_lags, coef_cmds,
-    baseline, threshold, lo, hi, margin, level_margin, drift, stuck_after,
-    window, n_seen, repeats, ewm, err_level, err_max, value_ewm, level_seen, level_slots,
+    baseline, threshold, lo, hi, margin, level_margin, stuck_after, gain,
+    window, traces, n_seen, repeats, ewm, err_level, err_max, value_ewm, level_seen, level_slots, value_seen, value_slots,
     score, expected, low, high, by,
 ):  # fmt: skip  # pragma: no cover - numba
     n, c = values.shape
     lags = window.shape[1]
     k = cmds.shape[2]
-    alpha, adapt, level_alpha = rates[0], rates[1], rates[2]
+    alpha, adapt, level_alpha, cmd_alpha = rates[0], rates[1], rates[2], rates[3]
     relative, relative_after, floor, stride = settings[0], settings[1], settings[2], int(settings[3])
     n_slots = level_slots.shape[1]
     # Rows in tiles, so each channel's strided column comes from cache rather than main memory.
@@ -457,6 +478,24 @@ def _forecast_kernel(
                 last = (seen - 1) % lags  # window slot of the previous value; older ones precede it
                 # Exact repeats of the previous value: a stuck sensor repeats longer than history did.
                 rep = rep + 1 if seen > 0 and z == window[j, last] else 0
+                # Commanded offsets in force (the model's steady-state gains on decaying command
+                # traces) widen the range checks: a commanded mode is not novel.
+                up = 0.0
+                down = 0.0
+                if cmd_alpha > 0.0:
+                    for q in range(k):
+                        u = cmds[i, j, q]
+                        traces[j, q] += cmd_alpha * ((u if np.isfinite(u) else 0.0) - traces[j, q])
+                        shift = gain[j, q] * traces[j, q]
+                        if np.isnan(shift):  # never given in history: could go either way
+                            up += (hi[j] - lo[j]) * traces[j, q]
+                            down += (hi[j] - lo[j]) * traces[j, q]
+                        elif shift > 0.0:
+                            up += shift
+                        else:
+                            down -= shift
+                if value_slots.shape[1] > 0:
+                    _learn_level(j, seen, x, stride, value_seen, value_slots)
                 if level_alpha > 0.0:
                     v += level_alpha * (x - v)
                     if n_slots > 0:
@@ -485,13 +524,13 @@ def _forecast_kernel(
                         e_max = max(e_max, e)
                     # The largest score counts; ``by`` says which check gave it (see CHECKS).
                     check = 0
-                    # The range the history showed, widened at the rate it widened in history.
-                    grow = drift[j] * np.sqrt(seen)
-                    novelty = _beyond(x, lo[j] - grow, hi[j] + grow, margin[j, 0], margin[j, 1])
+                    novelty = _beyond(x, value_seen[j, 0] - down, value_seen[j, 1] + up, margin[j, 0], margin[j, 1])
                     if novelty > s:
                         s, check = novelty, 1
                     if level_alpha > 0.0:
-                        held = _beyond(v, level_seen[j, 0], level_seen[j, 1], level_margin[j, 0], level_margin[j, 1])
+                        held = _beyond(
+                            v, level_seen[j, 0] - down, level_seen[j, 1] + up, level_margin[j, 0], level_margin[j, 1]
+                        )
                         if held > s:
                             s, check = held, 2
                     if rep / stuck_after[j] > s:
