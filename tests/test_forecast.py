@@ -197,6 +197,9 @@ def test_too_short_history_names_the_channel():
         ({"learn_after": 0}, "learn_after"),
         ({"min_threshold": -0.1}, "min_threshold"),
         ({"clear_after": 0}, "clear_after"),
+        ({"range_risk": 0.5}, "range_risk"),
+        ({"min_segments": 2}, "min_segments"),
+        ({"command_span": 0}, "command_span"),
     ],
 )
 def test_bad_hyper_parameters_name_the_key(kwargs, key):
@@ -257,3 +260,95 @@ def test_each_detection_says_when_how_far_and_which_check(fitted):
     drift = found["drift"]
     assert drift.detector in ("forecast.novelty", "forecast.level") and drift.value > drift.high
     assert "drift: " in drift.explain() and "forecast." in drift.explain()
+
+
+# --- how far nominal data may move beyond the history ---------------------------------------------
+def _passes(levels: np.ndarray, n: int = 300, gap: float = 1000.0) -> TelemetryBlock:
+    """One pass of ``n`` samples per level (a sine of amplitude 1 about it), passes ``gap`` s apart."""
+    t = np.arange(n, dtype=float)
+    values = np.concatenate([lv + np.sin(2 * np.pi * t / 50.0) for lv in levels])
+    time = np.concatenate([k * (n + gap) + t for k in range(len(levels))])
+    return TelemetryBlock.from_arrays(time, values[:, None], ["pass"])
+
+
+def test_a_new_pass_at_a_level_history_could_give_raises_nothing():
+    # 20 passes at levels -1..1: a new pass's maximum may reach mean + t(1e-5, 19) * sd * sqrt(1 + 1/20)
+    # of the passes' maxima (level + 1): 0 + 1 + 5.627 * 0.6227 * 1.0247 = 4.59, 2.59 above the highest.
+    det = ForecastDetector().fit(_passes(np.linspace(-1.0, 1.0, 20)))
+    assert det.margin_[0, 1] == pytest.approx(2.59, abs=0.02)
+    assert det.margin_[0, 0] == pytest.approx(2.59, abs=0.02)
+    new = _passes(np.array([2.0]))  # peaks at 3.0: a whole unit above anything seen
+    assert not det.score(new).flagged.any()
+    # The bare range (plus 5 % of it) would have called it novel.
+    assert ForecastDetector(range_risk=None).fit(_passes(np.linspace(-1.0, 1.0, 20))).score(new).flagged.any()
+
+
+def test_a_pass_far_outside_the_learned_tolerance_still_alarms():
+    det = ForecastDetector().fit(_passes(np.linspace(-1.0, 1.0, 20)))
+    s = det.score(_passes(np.array([5.0])))  # peaks at 6.0: (6.0 - 2.0) / 2.59 = 1.54 margins out
+    found = detections(_passes(np.array([5.0])), s)
+    assert found and found[0].detector in ("forecast.novelty", "forecast.level")
+    assert np.nanmax(s.score) == pytest.approx(1.54, abs=0.03)
+
+
+def _commanded(n: int, on: list[tuple[int, int]], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Sine (period 200) + the response (first-order lag, rate 0.05) to a command adding 0.5 while on."""
+    u = np.zeros(n)
+    for a, b in on:
+        u[a:b] = 1.0
+    response = np.zeros(n)
+    for i in range(1, n):  # generation, not a hot path
+        response[i] = response[i - 1] + 0.05 * (0.5 * u[i] - response[i - 1])
+    return np.sin(2 * np.pi * np.arange(n) / 200.0) + response + rng.normal(0.0, 0.01, n), u
+
+
+def test_a_held_command_seen_in_history_explains_a_value_beyond_its_range():
+    rng = np.random.default_rng(9)
+    # In history the command is held only around the sine's troughs (150 + 200 k): the range tops at 1.0.
+    x, u = _commanded(3000, [(120 + 200 * k, 200 + 200 * k) for k in range(0, 15, 3)], rng)
+    train = TelemetryBlock.from_arrays(np.arange(3000.0), x[:, None], ["v"], u[:, None, None])
+    det = ForecastDetector().fit(train)
+    assert det.command_gain_[0, 0] == pytest.approx(0.5, abs=0.15)  # the steady-state offset
+    # Now it is held across a peak (50 + 200 k): the value reaches about 1.45, 0.4 above the range.
+    y, v = _commanded(1000, [(0, 400)], rng)
+    test = TelemetryBlock.from_arrays(np.arange(3000.0, 4000.0), y[:, None], ["v"], v[:, None, None])
+    assert y.max() > det.hi_[0] + det.margin_[0, 1]
+    assert not det.score(test).flagged.any()
+    # Without the command's offset the same values are novel; far beyond it they still are.
+    assert ForecastDetector(command_span=None).fit(train).score(test).flagged.any()
+    far = y.copy()
+    far[300:320] += 3.0
+    det.reset()
+    s = det.score(TelemetryBlock.from_arrays(test.time, far[:, None], ["v"], v[:, None, None]))
+    assert s.flagged[300:320].all()
+
+
+def test_command_gain_is_known_only_for_inputs_history_held():
+    rng = np.random.default_rng(10)
+    x, u = _commanded(3000, [(100 + 400 * k, 300 + 400 * k) for k in range(7)], rng)
+    impulses = np.zeros(3000)
+    impulses[::97] = 1.0
+    cmds = np.stack([u, np.zeros(3000), impulses], axis=1)[:, None, :]
+    det = ForecastDetector().fit(TelemetryBlock.from_arrays(np.arange(3000.0), x[:, None], ["v"], cmds))
+    held, never, impulse = det.command_gain_[0]
+    assert held == pytest.approx(0.5, abs=0.15)
+    assert np.isnan(never)  # unknown: a value beyond the range either way is allowed while it is held
+    assert impulse == 0.0  # never held: says nothing about a held mode
+
+
+def test_learn_values_alarms_a_new_level_once():
+    rng = np.random.default_rng(11)
+    train = TelemetryBlock.from_arrays(np.arange(2000.0), rng.normal(0.0, 0.1, (2000, 1)), ["w"])
+    x = rng.normal(0.0, 0.1, 4000)
+    x[500:700] += 2.0  # a level history never showed ...
+    x[3000:3200] += 2.0  # ... and again, 2,500 samples later
+    test = TelemetryBlock.from_arrays(np.arange(2000.0, 6000.0), x[:, None], ["w"])
+
+    def flagged(**kwargs) -> np.ndarray:
+        # Only the value check: the error (also relative to the stream) and level checks see the step too.
+        det = ForecastDetector(threshold_factor=1e6, relative=None, level_span=None, **kwargs).fit(train)
+        return det.score(test).flagged[:, 0]
+
+    once = flagged(learn_values=True)
+    assert once[500:700].all() and not once[3000:].any()
+    assert flagged()[3000:3200].all()

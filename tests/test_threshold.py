@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vigil.detect.threshold import apply_hysteresis, pot_threshold, severity_of
+from vigil.detect.threshold import apply_hysteresis, extreme_bound, pot_threshold, severity_of
 from vigil.errors import ConfigError
 
 
@@ -51,6 +51,29 @@ def test_pot_threshold_falls_back_to_the_maximum_without_a_tail():
 def test_pot_threshold_rejects_bad_parameters(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         pot_threshold(np.ones((10, 1)), **kwargs)
+
+
+def test_extreme_bound_is_the_normal_prediction_bound():
+    # Maxima 1, 2, 3: mean 2, sd 1; t(0.05, 2 dof) = 2.920; 2 + 2.920 * 1 * sqrt(1 + 1/3) = 5.372.
+    # Column 2 (4, 4, 4, NaN): no spread, the bound is the maximum; column 3 has 2 segments: NaN.
+    maxima = np.array([[1.0, 4.0, 0.0], [2.0, 4.0, 1.0], [3.0, 4.0, np.nan], [np.nan, np.nan, np.nan]])
+    bound = extreme_bound(maxima, risk=0.05)
+    assert bound[0] == pytest.approx(5.372, abs=1e-3)
+    assert bound[1] == 4.0 and np.isnan(bound[2])
+
+
+def test_extreme_bound_widens_as_the_risk_falls_and_segments_are_fewer():
+    rng = np.random.default_rng(4)
+    few, many = rng.normal(size=(5, 1)), rng.normal(size=(500, 1))
+    # With 500 normal maxima the bound at 1e-3 is near the normal quantile 3.09; with 5, t(4) = 7.17.
+    assert extreme_bound(many, 1e-3)[0] == pytest.approx(3.09, abs=0.25)
+    assert extreme_bound(few, 1e-5)[0] > extreme_bound(few, 1e-3)[0] > extreme_bound(many, 1e-3)[0]
+
+
+@pytest.mark.parametrize("risk", [0.0, 0.5, float("nan")])
+def test_extreme_bound_rejects_bad_risk(risk):
+    with pytest.raises(ConfigError, match="range_risk"):
+        extreme_bound(np.ones((5, 1)), risk)
 
 
 def test_severity_steps():

@@ -120,7 +120,7 @@ class ForecastDetector(Detector):
         threshold_factor: float = 1.2,
         min_threshold: float = 0.1,
         novelty_margin: float | None = 0.05,
-        range_risk: float | None = 1e-4,
+        range_risk: float | None = 1e-5,
         min_segments: int = 5,
         command_span: int | None = 30,
         level_span: int | None = 30,
