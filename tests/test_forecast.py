@@ -352,3 +352,15 @@ def test_learn_values_alarms_a_new_level_once():
     once = flagged(learn_values=True)
     assert once[500:700].all() and not once[3000:].any()
     assert flagged()[3000:3200].all()
+
+
+def test_chunked_scoring_with_commands_equals_one_call():
+    rng = np.random.default_rng(12)
+    x, u = _commanded(4000, [(100 + 500 * k, 350 + 500 * k) for k in range(8)], rng)
+    x[rng.random(4000) < 0.02] = np.nan
+    block = TelemetryBlock.from_arrays(np.arange(4000.0), x[:, None], ["v"], u[:, None, None])
+    det = ForecastDetector().fit(block.slice(0, 2000))
+    test = block.slice(2000, 4000)
+    whole = det.score(test)
+    det.reset()
+    _assert_same(whole, Scores.concat([det.score(test.slice(a, a + 137)) for a in range(0, 2000, 137)]))

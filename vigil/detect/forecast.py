@@ -22,6 +22,9 @@ computes four scores per sample, each in threshold units (>= 1 crosses), and kee
   than ever before (a plateau where history only had short pulses) or a slow drift; once the
   stream has run ``learn_after`` samples, what it showed that long ago counts as seen, so a new
   operating level alarms once rather than every time it recurs;
+  while a mode command is held, both range checks allow its offset (the model's steady-state
+  gain for that input times a decaying trace of it, ``command_span``), so a commanded mode is not
+  novel;
 * **stuck**: how long the value has repeated exactly, in units of ``stuck_factor`` times the
   longest repeat in the history (at least ``span`` samples).
 
