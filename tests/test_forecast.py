@@ -336,22 +336,25 @@ def test_command_gain_is_known_only_for_inputs_history_held():
     assert impulse == 0.0  # never held: says nothing about a held mode
 
 
-def test_learn_values_alarms_a_new_level_once():
+def test_learn_values_follows_a_slow_drift_but_not_what_it_alarmed_on():
     rng = np.random.default_rng(11)
-    train = TelemetryBlock.from_arrays(np.arange(2000.0), rng.normal(0.0, 0.1, (2000, 1)), ["w"])
-    x = rng.normal(0.0, 0.1, 4000)
-    x[500:700] += 2.0  # a level history never showed ...
-    x[3000:3200] += 2.0  # ... and again, 2,500 samples later
-    test = TelemetryBlock.from_arrays(np.arange(2000.0, 6000.0), x[:, None], ["w"])
+    train = TelemetryBlock.from_arrays(np.arange(2000.0), rng.normal(0.0, 0.01, (2000, 1)), ["w"])
+    # A drift of 0.05 per 1,000 samples: half the margin (min_threshold 0.1) per learn_after.
+    drift = rng.normal(0.0, 0.01, 4000) + np.linspace(0.0, 0.2, 4000)
+    step = rng.normal(0.0, 0.01, 4000)
+    step[500:700] += 2.0  # a level history never showed, alarmed ...
+    step[3000:3200] += 2.0  # ... so not learned: alarmed again 2,300 samples later
+    test = TelemetryBlock.from_arrays(np.arange(2000.0, 6000.0), np.c_[drift, step], ["drift", "step"])
+    train = TelemetryBlock.from_arrays(train.time, np.c_[train.values, train.values], ["drift", "step"])
 
     def flagged(**kwargs) -> np.ndarray:
-        # Only the value check: the error (also relative to the stream) and level checks see the step too.
+        # Only the value check: the error (also relative to the stream) and level checks see them too.
         det = ForecastDetector(threshold_factor=1e6, relative=None, level_span=None, **kwargs).fit(train)
-        return det.score(test).flagged[:, 0]
+        return det.score(test).flagged
 
-    once = flagged(learn_values=True)
-    assert once[500:700].all() and not once[3000:].any()
-    assert flagged()[3000:3200].all()
+    learning, fixed = flagged(learn_values=True), flagged()
+    assert fixed[:, 0].any() and not learning[:, 0].any()
+    assert learning[500:700, 1].all() and learning[3000:3200, 1].all()
 
 
 def test_chunked_scoring_with_commands_equals_one_call():

@@ -88,8 +88,9 @@ class ForecastDetector(Detector):
             range of that EWMA) for the level check; ``level_span=None`` disables it.
         learn_after: samples after which what the stream showed counts as seen by the level
             check; ``None`` keeps the history's range.
-        learn_values: the novelty check learns from the stream like the level check (a drifting
-            channel alarms once, not ever more often); off by default (see docs/forecast.md).
+        learn_values: the novelty check learns from the stream like the level check, but only
+            values it let pass (a slow drift is followed; what it alarmed on is not learned);
+            off by default (see docs/forecast.md).
         stuck_factor: a value repeated this many times longer than the history's longest
             repeat scores >= 1; ``None`` disables the check.
         adapt_span: span (samples) of the slow EWMA of the smoothed error that lets the
@@ -497,12 +498,11 @@ def _forecast_kernel(
                             up += shift
                         else:
                             down -= shift
-                if value_slots.shape[1] > 0:
-                    _learn_level(j, seen, x, stride, value_seen, value_slots)
+                accept = False  # learn_values: only values the novelty check let pass are learned
                 if level_alpha > 0.0:
                     v += level_alpha * (x - v)
                     if n_slots > 0:
-                        _learn_level(j, seen, v, stride, level_seen, level_slots)
+                        _learn_level(j, seen, v, True, stride, level_seen, level_slots)
                 if seen >= lags:
                     pred = intercept[j]
                     slot = last
@@ -528,6 +528,7 @@ def _forecast_kernel(
                     # The largest score counts; ``by`` says which check gave it (see CHECKS).
                     check = 0
                     novelty = _beyond(x, value_seen[j, 0] - down, value_seen[j, 1] + up, margin[j, 0], margin[j, 1])
+                    accept = novelty < 1.0
                     if novelty > s:
                         s, check = novelty, 1
                     if level_alpha > 0.0:
@@ -543,6 +544,8 @@ def _forecast_kernel(
                     expected[i, j] = pred
                     low[i, j] = pred - thr
                     high[i, j] = pred + thr
+                if value_slots.shape[1] > 0:
+                    _learn_level(j, seen, x, accept, stride, value_seen, value_slots)
                 window[j, seen % lags] = z
                 seen += 1
             ewm[j] = e
@@ -560,16 +563,17 @@ def _beyond(x, low, high, margin_low, margin_high):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True)
-def _learn_level(j, seen, v, stride, level_seen, level_slots):  # pragma: no cover - numba
-    """Delay line of [min, max] per ``stride`` samples; a slot leaving it counts as seen."""
+def _learn_level(j, seen, v, keep, stride, level_seen, level_slots):  # pragma: no cover - numba
+    """Delay line of [min, max] per ``stride`` samples (of the values ``keep`` admits); a slot
+    leaving it counts as seen."""
     n_slots = level_slots.shape[1]
     slot = (seen // stride) % n_slots
     if seen % stride == 0:
         if seen >= n_slots * stride:  # the slot holds samples n_slots * stride ago: now seen
             level_seen[j, 0] = min(level_seen[j, 0], level_slots[j, slot, 0])
             level_seen[j, 1] = max(level_seen[j, 1], level_slots[j, slot, 1])
-        level_slots[j, slot, 0] = v
-        level_slots[j, slot, 1] = v
-    else:
+        level_slots[j, slot, 0] = np.inf
+        level_slots[j, slot, 1] = -np.inf
+    if keep:
         level_slots[j, slot, 0] = min(level_slots[j, slot, 0], v)
         level_slots[j, slot, 1] = max(level_slots[j, slot, 1], v)
