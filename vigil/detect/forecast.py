@@ -215,7 +215,9 @@ class ForecastDetector(Detector):
         self.intercept_, self.coef_lags_, self.coef_cmds_ = self._fit_ridge(values, cmds)
         with np.errstate(invalid="ignore"):
             self.lo_, self.hi_ = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-        level = _ewm(values, self.center_, self.level_span or 1)
+        # The level EWMA restarts at each segment from the mean, as the stream does after reset().
+        segments = _segments(history.time)
+        level = np.concatenate([_ewm(values[seg], self.center_, self.level_span or 1) for seg in segments])
         with np.errstate(invalid="ignore"):
             self.level_lo_, self.level_hi_ = np.nanmin(level, axis=0), np.nanmax(level, axis=0)
         # First pass over the history with every check but the error off: its smoothed errors.
@@ -231,7 +233,6 @@ class ForecastDetector(Detector):
         thr = pot_threshold(smoothed, self.init_quantile, self.risk) * self.threshold_factor
         self.threshold_ = _positive(np.maximum(np.nan_to_num(thr, nan=0.0), self.min_threshold))
         if self.novelty_margin is not None:
-            segments = _segments(history.time)
             self.margin_ = self._margins(values, self.hi_ - self.lo_, self.novelty_margin, segments)
             if self.level_span:
                 width = self.level_hi_ - self.level_lo_
