@@ -268,6 +268,7 @@ def test_monitor_thread_and_operator_thread_do_not_deadlock(tmp_path):
     store = SqliteStore(tmp_path / "v.sqlite", synchronous="NORMAL")
     m = AlarmManager(config(), store)
     done = threading.Event()
+    first_ack = threading.Event()
     acked: list[int] = []
 
     errors: list[Exception] = []
@@ -277,6 +278,7 @@ def test_monitor_thread_and_operator_thread_do_not_deadlock(tmp_path):
             while not done.is_set():
                 for a in m.alarms(state="active"):
                     acked.append(m.acknowledge(a.id, "op").id)
+                    first_ack.set()
                 for a in m.alarms(state="latched"):
                     m.clear(a.id, "op")
         except Exception as err:  # surfaced by the assertion below
@@ -289,6 +291,8 @@ def test_monitor_thread_and_operator_thread_do_not_deadlock(tmp_path):
             with store.transaction():
                 m.update(*block([[W if t % 7 < 3 else 0, C if t % 11 < 2 else 0]], t0=t))
                 store.save_checkpoint("stream", t)
+            if t == 200:  # make sure the threads interleave however the scheduler runs them
+                first_ack.wait(timeout=10)
     finally:
         done.set()
         thread.join(timeout=10)
