@@ -33,10 +33,10 @@ from vigil.config import MonitorConfig
 from vigil.model import TelemetryBlock
 
 
-def make_channels(n_channels: int, n_rows: int, seed: int, t0: float = 0.0) -> TelemetryBlock:
+def make_channels(n_channels: int, n_rows: int, seed: int) -> TelemetryBlock:
     """Sines of varied period and phase plus noise, one per channel, 1 Hz."""
     rng = np.random.default_rng(seed)
-    t = t0 + np.arange(n_rows, dtype=np.float64)
+    t = np.arange(n_rows, dtype=np.float64)
     period = rng.uniform(60.0, 600.0, n_channels)
     phase = rng.uniform(0.0, 2 * np.pi, n_channels)
     values = np.sin(2 * np.pi * t[:, None] / period + phase) + rng.normal(0.0, 0.05, (n_rows, n_channels))
@@ -146,7 +146,11 @@ def run_stream_bench(
     from vigil.detect import build_detector
     from vigil.monitor import Monitor
 
-    train = make_channels(channels, train_rows, seed)
+    per_pass = rows + ticks
+    warm = 1 + block_rows
+    # One series per channel, split in time: the monitor scores the continuation of what it learned.
+    series = make_channels(channels, train_rows + warm + repeats * per_pass, seed)
+    train = series.slice(0, train_rows)
     config = make_config(train.channels)
     started = time.perf_counter()
     detector = build_detector(config).fit(train)
@@ -154,11 +158,7 @@ def run_stream_bench(
     manager = AlarmManager(config, clock=lambda: 0.0)
     timed_det, timed_man = _Timed(detector, "score"), _Timed(manager, "update")
     monitor = Monitor(config, timed_det, timed_man)
-    per_pass = rows + ticks
-    warm = 1 + block_rows
-    test = _inject(
-        make_channels(channels, warm + repeats * per_pass, seed + 1, t0=float(train_rows)), seed + 2, channels // 20
-    )
+    test = _inject(series.slice(train_rows, series.n_samples), seed + 1, channels // 20)
 
     # Warm-up, not timed: numba compiles each kernel for 1-row and many-row blocks, and the
     # manager's raise path runs for the first time.
