@@ -39,7 +39,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vigil.detect.base import SEVERITIES
 from vigil.detect.limits import ChannelLimits
@@ -63,6 +63,9 @@ class ChannelConfig(BaseModel):
     min_violations: int = Field(default=1, ge=1)
     min_conformance: int = Field(default=1, ge=1)
     latching: bool = False
+    #: Another configured channel this one should track (its physically symmetric twin); see
+    #: :mod:`vigil.detect.counterpart`.
+    counterpart: str | None = Field(default=None, min_length=1)
 
     @field_validator("limits", mode="before")
     @classmethod
@@ -96,6 +99,17 @@ class MonitorConfig(BaseModel):
     serve: dict[str, Any] = Field(default_factory=dict)
     source: str = Field(default="<memory>", exclude=True)
 
+    @model_validator(mode="after")
+    def _check_counterparts(self) -> MonitorConfig:
+        for name, ch in self.channels.items():
+            if ch.counterpart is None:
+                continue
+            if ch.counterpart == name:
+                raise ConfigError("a channel cannot be its own counterpart", key=f"channels.{name}.counterpart")
+            if ch.counterpart not in self.channels:
+                raise ConfigError(f"{ch.counterpart!r} is not a configured channel", key=f"channels.{name}.counterpart")
+        return self
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> MonitorConfig:
         """Validate a parsed configuration; errors name ``source`` (a file name) and the dotted key."""
@@ -114,6 +128,10 @@ class MonitorConfig(BaseModel):
     def limits(self) -> dict[str, ChannelLimits]:
         """Limits of the channels that have them, as :class:`vigil.detect.limits.LimitCheck` takes them."""
         return {name: ch.limits for name, ch in self.channels.items() if ch.limits is not None}
+
+    def counterparts(self) -> dict[str, str]:
+        """``{channel: counterpart}`` of the channels that have one, as :class:`~vigil.detect.counterpart.CounterpartCheck` takes them."""
+        return {name: ch.counterpart for name, ch in self.channels.items() if ch.counterpart is not None}
 
     def subsystem_of(self, channel: str) -> str:
         """The channel's subsystem, ``""`` for a channel not in the configuration."""

@@ -13,9 +13,11 @@ __all__ = ["build_detector"]
 
 
 def build_detector(config: MonitorConfig | None = None, **forecast_options: Any) -> Detector:
-    """The default detector: limit checks from ``config`` (where any channel has limits) + forecast.
+    """The default detector: limit checks from ``config`` (where any channel has limits) + forecast,
+    + a counterpart check where any channel names a ``counterpart``.
 
-    Forecast options come from the configuration's ``[detector.forecast]`` table, then from
+    Counterpart-check options come from ``[detector.counterpart]``. Forecast options come from the
+    configuration's ``[detector.forecast]`` table, then from
     ``forecast_options`` (which win); per-channel ``[channels.X.detector]`` options are refused
     with a :class:`~vigil.errors.ConfigError`, since one configuration serves every channel. With
     ``config=None`` only the forecast detector is built.
@@ -27,6 +29,7 @@ def build_detector(config: MonitorConfig | None = None, **forecast_options: Any)
     >>> [d.name for d in build_detector(cfg).detectors]
     ['limits', 'forecast']
     """
+    from vigil.detect.counterpart import CounterpartCheck
     from vigil.detect.ensemble import Ensemble
     from vigil.detect.forecast import ForecastDetector
     from vigil.detect.limits import LimitCheck
@@ -48,6 +51,16 @@ def build_detector(config: MonitorConfig | None = None, **forecast_options: Any)
         forecast = ForecastDetector(**options)
     except TypeError as err:
         raise ConfigError(str(err), key="detector.forecast", source=source) from None
-    if config is None or not config.limits():
+    if config is None:
         return forecast
-    return Ensemble([LimitCheck(config.limits()), forecast])
+    detectors: list[Detector] = [LimitCheck(config.limits())] if config.limits() else []
+    detectors.append(forecast)
+    if config.counterparts():
+        try:
+            detectors.append(CounterpartCheck(config.counterparts(), **config.detector.get("counterpart", {})))
+        except TypeError as err:
+            raise ConfigError(str(err), key="detector.counterpart", source=source) from None
+        except ConfigError as err:
+            key = err.key if (err.key or "").startswith("channels.") else f"detector.counterpart.{err.key}"
+            raise ConfigError(err.reason, key=key, source=source) from None
+    return detectors[0] if len(detectors) == 1 else Ensemble(detectors)
