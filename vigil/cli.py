@@ -411,7 +411,9 @@ def packets_demo(
 
 @packets_app.command("monitor")
 def packets_monitor(
-    source: str = typer.Option(..., help="udp+ccsds://127.0.0.1:PORT?xtce=FILE, tcp+ccsds://... or file+ccsds://PATH?..."),
+    source: str = typer.Option(
+        ..., help="udp+ccsds://127.0.0.1:PORT?xtce=FILE, tcp+ccsds://... or file+ccsds://PATH?..."
+    ),
     store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
     report_every: float = typer.Option(10.0, help="seconds between counter lines"),
     serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
@@ -451,7 +453,6 @@ def packets_monitor(
     finally:
         typer.echo(src.report())
         db.close()
-
 
 
 if __name__ == "__main__":
