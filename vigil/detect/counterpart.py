@@ -64,7 +64,7 @@ class CounterpartCheck(Detector):
         counterparts: dict[str, str],
         window: int = 60,
         smooth: int = 5,
-        risk: float = 1e-3,
+        risk: float = 1e-4,
         min_violations: int = 3,
         clear_after: int = 30,
         gap_factor: float = 10.0,
@@ -78,7 +78,8 @@ class CounterpartCheck(Detector):
         for channel, other in counterparts.items():
             if channel == other:
                 raise ConfigError("a channel cannot be its own counterpart", key=f"channels.{channel}.counterpart")
-        extreme_bound(np.zeros((3, 1)), risk)  # validates risk, naming the key
+        if not 0 < risk < 0.02:  # the POT fallback needs a risk below its 0.98 starting quantile's 0.02
+            raise ConfigError(f"must be in (0, 0.02), got {risk!r}", key="risk")
         self.counterparts = dict(counterparts)
         self.window = int(window)
         self.smooth = int(smooth)
@@ -99,8 +100,8 @@ class CounterpartCheck(Detector):
             changes.append(np.abs(self._change(history.values[start:stop])))
         maxima = np.array([_nanmax0(c) for c in changes]).reshape(len(changes), len(pairs))
         thr = extreme_bound(maxima, self.risk) if len(changes) >= 3 else np.full(len(pairs), np.nan)
-        fallback = pot_threshold(np.concatenate(changes)) if len(pairs) else thr
-        thr = np.where(np.isfinite(thr), thr, fallback)
+        if not np.isfinite(thr).all():  # too few segments: peaks over threshold of every change
+            thr = np.where(np.isfinite(thr), thr, pot_threshold(np.concatenate(changes), risk=self.risk))
         # A pair whose difference never changed in the history has no scale to judge a change by.
         self.threshold_ = np.where(thr > 0, thr, np.nan)
         self.reset()

@@ -146,6 +146,15 @@ SENSORS: tuple[Sensor, ...] = tuple(
     + _flight_control()
 )  # fmt: skip
 HYDRAULIC_RETURN_LINES = tuple(s.name for s in SENSORS if s.subsystem == "left-wing-hydraulics")
+#: Each left-side analogue sensor is checked against the same sensor on the right side (it heats the
+#: same in a nominal entry). One direction only, so a departure raises one alarm, on the left channel;
+#: the discrete gear indications are left out (a change of a 0/1 reading has no nominal scale).
+_NAMES = {s.name for s in SENSORS}
+COUNTERPARTS: dict[str, str] = {
+    s.name: "R" + s.name[1:]
+    for s in SENSORS
+    if s.name.startswith("L") and "R" + s.name[1:] in _NAMES and "DOWNLOCK" not in s.name
+}
 
 
 # --- the failed entry: what each real-time event does to which channels ----------------------------
@@ -260,6 +269,7 @@ def channel_config() -> dict[str, Any]:
             "min_violations": 2,
             "min_conformance": 5,
             **({"limits": limits} if limits else {}),
+            **({"counterpart": COUNTERPARTS[s.name]} if s.name in COUNTERPARTS else {}),
         }
     return {"channels": channels, "incident_window_s": 30.0}
 
