@@ -239,3 +239,17 @@ def test_shipped_event_table_is_derived_from_the_shared_files():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.build(SHARED) == sts107._data()
+
+
+def test_counterpart_check_sees_the_brake_line_rise_before_the_hydraulic_lines(result):
+    """Left sensors checked against their right twins: the brake-line rise (EI+488) alarms first,
+    before the hydraulic lines go off-scale low (EI+561); seed 0 gives EI+547 (BENCHMARKS.md)."""
+    first = result["alarms"][0]
+    assert first["channel"].startswith("LMG_BRAKE_LINE_T_") and first["detector"] == "counterpart"
+    assert first["caused_by_injection"] and first["injected_event_s_from_ei"] == 488
+    assert 488 < result["first_alarm_s_from_ei"] < 561
+    assert result["first_injected_alarm_s_from_ei"] == result["first_alarm_s_from_ei"]
+    alarmed = {e["t_from_ei_s"] for e in result["detection_by_event"] if e["alarmed"]}
+    assert {488, 581, 591, 681, 764} <= alarmed  # the slow rises the default detectors missed
+    assert len(alarmed) >= 11
+    assert result["failed_entry_false_alarms"] == 0
