@@ -6,7 +6,7 @@ import pytest
 from vigil.config import MonitorConfig
 from vigil.detect import build_detector
 from vigil.detect.counterpart import CounterpartCheck
-from vigil.errors import ConfigError
+from vigil.errors import ConfigError, DataError
 from vigil.model import TelemetryBlock
 
 CH = ["L", "R", "X"]
@@ -129,6 +129,14 @@ def test_missing_samples_score_nan_and_leave_the_state_unchanged():
     keep = np.setdiff1d(np.arange(t2.size), missing)
     np.testing.assert_array_equal(s.score[keep, 0], plain.score[:, 0])
     np.testing.assert_array_equal(s.level[keep, 0], plain.level[:, 0])
+
+
+def test_a_pair_without_nominal_change_is_refused_naming_the_channel():
+    hist = _entries(5)
+    flat = hist.values.copy()
+    flat[:, 0] = flat[:, 1] + 3.0  # L always exactly R + 3: no scale for a change
+    with pytest.raises(DataError, match=r"channel L: no nominal change .* counterpart 'R'"):
+        CounterpartCheck({"L": "R"}).fit(TelemetryBlock.from_arrays(hist.time, flat, CH))
 
 
 def test_single_history_segment_falls_back_to_pot():

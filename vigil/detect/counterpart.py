@@ -102,8 +102,18 @@ class CounterpartCheck(Detector):
         thr = extreme_bound(maxima, self.risk) if len(changes) >= 3 else np.full(len(pairs), np.nan)
         if not np.isfinite(thr).all():  # too few segments: peaks over threshold of every change
             thr = np.where(np.isfinite(thr), thr, pot_threshold(np.concatenate(changes), risk=self.risk))
-        # A pair whose difference never changed in the history has no scale to judge a change by.
-        self.threshold_ = np.where(thr > 0, thr, np.nan)
+        # Rounding noise (a channel stored as its counterpart + a constant) is no change either.
+        scale = _nanmax0(np.abs(history.values[:, self.own_]) + np.abs(history.values[:, self.other_]))
+        bad = np.flatnonzero(~(thr > 1e-9 * np.nan_to_num(scale, nan=1.0)))
+        if bad.size:  # a difference that never changed (or was never seen) gives no scale to judge by
+            channel = self.channels_[self.own_[bad[0]]]
+            raise DataError(
+                f"no nominal change of its difference from counterpart {self.counterparts[channel]!r} in the "
+                f"history (need both channels over at least {self.window + self.smooth} valid samples, varying)",
+                source=history.source,
+                channel=channel,
+            )
+        self.threshold_ = thr
         self.reset()
         return self
 
