@@ -11,6 +11,7 @@ The configuration is a TOML file (or the same structure in YAML, for ``.yaml``/`
     rate_hz = 1.0
     min_violations = 2
     latching = true
+    counterpart = "T-2"         # optional: a configured twin to track (vigil.detect.counterpart)
 
     [channels.T-1.limits]
     warning = [-10.0, 60.0]     # [low, high]; -inf / inf for a one-sided range
