@@ -42,7 +42,7 @@ def test_change_is_the_residual_change_over_the_window():
     hist = TelemetryBlock.from_arrays(np.arange(5.0), np.c_[left, right], ["L", "R"])
     det = CounterpartCheck({"L": "R"}, window=2, smooth=1).fit(hist)
     det.reset()
-    change = det._change(hist.values)[:, 0]
+    change = det._change(hist)[:, 0]
     assert np.isnan(change[:2]).all()
     assert change[2:].tolist() == [0.0, 3.0, 3.0]
 
@@ -137,6 +137,19 @@ def test_a_pair_without_nominal_change_is_refused_naming_the_channel():
     flat[:, 0] = flat[:, 1] + 3.0  # L always exactly R + 3: no scale for a change
     with pytest.raises(DataError, match=r"channel L: no nominal change .* counterpart 'R'"):
         CounterpartCheck({"L": "R"}).fit(TelemetryBlock.from_arrays(hist.time, flat, CH))
+
+
+def test_a_time_gap_restarts_the_window_as_in_fit():
+    det = _fitted()
+    t, x = _one_entry(seed=93)
+    x[300:, 0] += 50.0  # L jumps while the link is down for an hour: a new pass, not a change
+    t[300:] += 3600.0
+    s = det.score(TelemetryBlock.from_arrays(t, x, CH))
+    assert np.isnan(s.score[300:334, 0]).all()  # window + smooth - 1 rows to refill
+    assert not s.level.any()
+    det.reset()
+    halves = [det.score(TelemetryBlock.from_arrays(t[a:b], x[a:b], CH)) for a, b in ((0, 300), (300, 600))]
+    np.testing.assert_array_equal(np.concatenate([h.score for h in halves]), s.score)
 
 
 def test_single_history_segment_falls_back_to_pot():

@@ -15,7 +15,8 @@ over all changes is used instead. Score = |change| / threshold; levels by the ca
 :func:`vigil.detect.threshold.apply_hysteresis` (>= 1 warning, >= 2 distress, >= 4 critical).
 
 A missing sample of the channel or of its counterpart scores NaN and leaves the state unchanged,
-so the window counts valid samples. Channels without a counterpart score NaN and never flag.
+so the window counts valid samples; a time gap as long as those splitting the history restarts the
+windows. Channels without a counterpart score NaN and never flag.
 
 >>> import numpy as np
 >>> from vigil.model import TelemetryBlock
@@ -94,10 +95,12 @@ class CounterpartCheck(Detector):
         self.own_ = np.array([p[0] for p in pairs], dtype=np.int64)
         self.other_ = np.array([p[1] for p in pairs], dtype=np.int64)
         self.channels_ = history.channels
+        steps = np.diff(history.time)
+        self.gap_s_ = float(self.gap_factor * np.median(steps)) if steps.size else np.inf
         changes = []
         for start, stop in _segments(history.time, self.gap_factor):
             self.reset()
-            changes.append(np.abs(self._change(history.values[start:stop])))
+            changes.append(np.abs(self._change(history.slice(start, stop))))
         maxima = np.array([_nanmax0(c) for c in changes]).reshape(len(changes), len(pairs))
         thr = extreme_bound(maxima, self.risk) if len(changes) >= 3 else np.full(len(pairs), np.nan)
         if not np.isfinite(thr).all():  # too few segments: peaks over threshold of every change
@@ -125,6 +128,7 @@ class CounterpartCheck(Detector):
         self.over_ = np.zeros(p, dtype=np.int64)
         self.under_ = np.zeros(p, dtype=np.int64)
         self.active_ = np.zeros(p, dtype=np.bool_)
+        self.last_time_ = np.nan
 
     def score(self, block: TelemetryBlock) -> Scores:
         """Score ``block``, continuing the stream; only configured channels get scores."""
@@ -132,7 +136,7 @@ class CounterpartCheck(Detector):
         out = Scores.empty(block.n_samples, block.n_channels, self.name)
         if not len(self.own_):
             return out
-        change = self._change(block.values)
+        change = self._change(block)
         score = np.abs(change) / self.threshold_
         level = apply_hysteresis(score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_)
         # Expected: the value the channel would have if its difference from the counterpart had not changed.
@@ -144,9 +148,23 @@ class CounterpartCheck(Detector):
         out.high[:, self.own_] = expected + self.threshold_
         return out
 
-    def _change(self, values: np.ndarray) -> np.ndarray:
-        out = np.full((values.shape[0], len(self.own_)), np.nan)
-        _change_kernel(values, self.own_, self.other_, self.smooth, self.ring_, self.pos_, self.filled_, out)
+    def _change(self, block: TelemetryBlock) -> np.ndarray:
+        """The residual change per row and pair; a time gap (a new entry or pass) restarts the windows."""
+        out = np.full((block.n_samples, len(self.own_)), np.nan)
+        if not block.n_samples:
+            return out
+        prev = np.r_[self.last_time_, block.time[:-1]]
+        with np.errstate(invalid="ignore"):
+            starts = np.flatnonzero(block.time - prev > self.gap_s_)
+        edges = np.r_[0, starts, block.n_samples]
+        for a, b in zip(edges[:-1], edges[1:]):
+            if a in starts:
+                self.ring_[:] = np.nan
+                self.pos_[:] = 0
+                self.filled_[:] = 0
+            _change_kernel(block.values[a:b], self.own_, self.other_, self.smooth, self.ring_, self.pos_,
+                           self.filled_, out[a:b])  # fmt: skip
+        self.last_time_ = float(block.time[-1])
         return out
 
 
