@@ -79,7 +79,10 @@ def _number(text, what: str) -> float:
     if isinstance(text, bool):
         raise ValueError(f"{what} {text!r} is not a number")
     if isinstance(text, int | float):
-        return float(text)
+        try:
+            return float(text)
+        except OverflowError:  # a JSON integer beyond float range
+            raise ValueError(f"{what} is too large for a float") from None
     s = str(text).strip()
     if s == "":
         return math.nan
@@ -137,6 +140,8 @@ def _parse_json(s: str, source: str, line: int) -> Item:
         obj = json.loads(s)
     except json.JSONDecodeError as err:
         return BadRecord(source, line, f"invalid JSON: {err.msg}", None, s[:200])
+    except (ValueError, RecursionError) as err:  # an integer over the digit limit, nesting too deep
+        return BadRecord(source, line, f"invalid JSON: {type(err).__name__}", None, s[:200])
     if not isinstance(obj, dict):
         return BadRecord(source, line, "JSON record must be an object", None, s[:200])
     missing = [k for k in HEADER if k not in obj]
