@@ -156,10 +156,10 @@ def test_novel_value_is_flagged_with_its_distance():
         np.arange(1000.0, 1030.0), np.r_[rng.uniform(0, 1, 20), [1.5] * 10][:, None], ["u"]
     )
     s = det.score(test)
-    # 1.5 lies 0.5 above the seen maximum (about 1.0): about 5 margins of 0.1.
+    # 1.5 lies (1.5 - seen maximum) / 0.1 margins above the history: about 5.
     assert s.level[20:, 0].min() >= 2
-    assert 4.5 < s.score[25, 0] < 5.5 or s.score[25, 0] > 5.5  # novelty or a larger forecast error
-    assert np.nanmax(s.score[20:, 0]) >= 4.5
+    assert s.detector[s.by[25, 0]] == "forecast.novelty"
+    assert s.score[25, 0] == pytest.approx((1.5 - train.values.max()) / 0.1, rel=1e-6)
 
 
 def test_channels_must_match_the_fit():

@@ -153,6 +153,12 @@ def test_memory_store_behaves_like_the_sqlite_store():
             )
         )
     assert runs[0] == runs[1]
+    # Not two empty runs: A warning then critical, back in band after 2 samples, acknowledged: cleared;
+    # B (latching) warning, back in band, acknowledged: latched until someone clears it.
+    assert [(a["channel"], a["severity"], a["state"]) for a in runs[0][0]] == [
+        ("A", "critical", "cleared"),
+        ("B", "warning", "latched"),
+    ]
 
 
 CHILD = textwrap.dedent(
