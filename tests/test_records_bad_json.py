@@ -9,9 +9,9 @@ DEEP = '{"time": ' + "[" * 100_000 + "]" * 100_000 + ', "channel": "a", "value":
 
 def test_out_of_range_json_numbers_are_bad_records_not_exceptions():
     for text, channel in [
-        ('{"time": 1, "channel": "a", "value": %s}' % BIG, "a"),
-        ('{"time": %s, "channel": "a", "value": 1}' % BIG, "a"),
-        ('{"time": 1, "channel": "a", "value": %s}' % HUGE, None),
+        (f'{{"time": 1, "channel": "a", "value": {BIG}}}', "a"),
+        (f'{{"time": {BIG}, "channel": "a", "value": 1}}', "a"),
+        (f'{{"time": 1, "channel": "a", "value": {HUGE}}}', None),
         (DEEP, None),
     ]:
         item = parse_line(text, "x.jsonl", 3)

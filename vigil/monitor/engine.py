@@ -179,6 +179,19 @@ class Monitor:
         done = np.ones(self._pend_t.size, dtype=bool) if before is None else self._pend_t < before
         return self._emit(done)
 
+    def end_of_stream(self) -> list:
+        """The source has ended: score every pending row. A record still held for jumping ahead
+        (``max_jump_s``) has nothing left to confirm it and is counted as malformed, not dropped."""
+        if self._suspect is not None:
+            t, j, _v = self._suspect
+            self._suspect = None
+            self.counts_["malformed"][j] += 1
+            self.recent_errors.append(
+                f"channel {self.channels[j]}: time {t!r} jumps ahead of the stream and the stream ended "
+                f"before a record followed it; counted as malformed"
+            )
+        return self.flush()
+
     # -- the record path ---------------------------------------------------------------------------
     def _ingest(self, t: np.ndarray, j: np.ndarray, v: np.ndarray) -> list:
         if t.size == 0:

@@ -128,7 +128,7 @@ def run(
     finally:
         source.close()
         with session.lock:
-            m.flush()
+            m.end_of_stream()
     summary = m.counters(nonzero=True)
     echo(counter_line(m))
     for line in problem_lines(summary):
