@@ -401,3 +401,20 @@ def test_any_arrival_order_any_chunking_same_result(recs, cuts, lateness):
     c = whole.counters()
     known = [r for r in recs if r[1] != "zz"]
     assert c["totals"]["received"] == len(known) and sum(c["unknown"].values()) == len(recs) - len(known)
+
+
+def test_a_failing_staleness_report_is_counted_and_the_stream_goes_on():
+    m = limit_monitor()
+
+    def broken(*args):
+        raise RuntimeError("store unavailable")
+
+    m.manager.report_stale = broken
+    m.feed_records([Record(10.0, ch, 0.0) for ch in CHANNELS])
+    m.flush()
+    assert m.check_staleness(13.5) == []  # a and b went stale; both reports failed
+    assert m.errors == 2
+    assert "staleness of a" in m.recent_errors[0] and "store unavailable" in m.recent_errors[0]
+    assert m.counters()["channels"]["a"]["stale"] == 1
+    m.feed_records([Record(14.0, "a", 0.0), Record(15.0, "a", 0.0)])  # the stream goes on
+    assert m.counters()["channels"]["a"]["scored"] == 2

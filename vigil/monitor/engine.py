@@ -387,9 +387,18 @@ class Monitor:
         channel = self.channels[j]
         if stale:
             self.counts_["stale"][j] += 1
-            out = self.manager.report_stale(channel, time, last_seen)
-        else:
-            out = self.manager.report_fresh(channel, time)
+        try:
+            out = (
+                self.manager.report_stale(channel, time, last_seen)
+                if stale
+                else self.manager.report_fresh(channel, time)
+            )
+        except Exception as err:  # counted and reported like a failed update; the stream goes on
+            self.errors += 1
+            message = f"alarm manager failed on staleness of {channel} at t={time}: {type(err).__name__}: {err}"
+            self.recent_errors.append(message)
+            log.error(message, exc_info=err)
+            return []
         if out is None:
             return []
         return list(out) if isinstance(out, list | tuple) else [out]
