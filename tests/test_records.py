@@ -139,6 +139,25 @@ def test_tcp_source_reports_a_runaway_line_and_goes_on():
     assert got[1].line == 2
 
 
+def test_tcp_source_reports_a_connection_reset_by_the_peer():
+    import struct
+
+    src = TcpSource(port=0, idle_s=0.05)
+    try:
+        s = socket.create_connection(src.address)
+        s.sendall(b"0,a,1\n")
+        first, _ = collect(src, 1)
+        # Linger 0: closing sends a reset instead of an orderly end of stream.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        got, _ = collect(src, 1)
+    finally:
+        src.close()
+    assert first == [Record(0.0, "a", 1.0)]
+    assert len(got) == 1 and isinstance(got[0], BadRecord)
+    assert got[0].reason.startswith("connection ended abnormally") and got[0].line == 2
+
+
 def test_udp_source_datagrams_and_idle_ticks():
     src = UdpSource(port=0, idle_s=0.05)
     try:

@@ -404,18 +404,25 @@ class TcpSource(_QueueSource):
         origin = f"{self.name} from {peer[0]}:{peer[1]}"
         counter = [0]
         with conn, conn.makefile("r", encoding="utf-8", errors="replace", newline="") as fh:
-            while not self._stop.is_set():
-                text = fh.readline(MAX_LINE)
-                if not text:
-                    break
-                if len(text) == MAX_LINE and not text.endswith("\n"):
-                    # A runaway line: report it and skip to its end rather than hold it in memory.
-                    while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
-                        pass
-                    counter[0] += 1
-                    self._queue.put(BadRecord(origin, counter[0], f"line longer than {MAX_LINE} characters"))
-                    continue
-                self._put_lines(text, origin, counter)
+            try:
+                self._read_lines(fh, origin, counter)
+            except OSError as err:  # reset by the peer, say: what it sent is in; the loss is reported
+                counter[0] += 1
+                self._queue.put(BadRecord(origin, counter[0], f"connection ended abnormally: {err}"))
+
+    def _read_lines(self, fh, origin: str, counter: list[int]) -> None:
+        while not self._stop.is_set():
+            text = fh.readline(MAX_LINE)
+            if not text:
+                return
+            if len(text) == MAX_LINE and not text.endswith("\n"):
+                # A runaway line: report it and skip to its end rather than hold it in memory.
+                while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
+                    pass
+                counter[0] += 1
+                self._queue.put(BadRecord(origin, counter[0], f"line longer than {MAX_LINE} characters"))
+                continue
+            self._put_lines(text, origin, counter)
 
     def close(self) -> None:
         super().close()
