@@ -158,6 +158,25 @@ def test_tcp_source_reports_a_connection_reset_by_the_peer():
     assert got[0].reason.startswith("connection ended abnormally") and got[0].line == 2
 
 
+def test_udp_source_counts_records_it_had_no_room_for():
+    import queue
+
+    src = UdpSource(port=0, idle_s=0.05)
+    src._queue = queue.Queue(maxsize=2)  # a monitor that has fallen far behind
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"0,a,1\n1,a,2\n2,a,3\n3,a,4\n4,a,5", src.address)
+            time.sleep(0.3)  # the reader fills the queue and drops the other three
+            first, _ = collect(src, 2)
+            s.sendto(b"5,a,6", src.address)
+            then, _ = collect(src, 2)
+    finally:
+        src.close()
+    assert first == [Record(0.0, "a", 1.0), Record(1.0, "a", 2.0)]
+    assert isinstance(then[0], BadRecord) and then[0].reason.startswith("3 records dropped")
+    assert then[1] == Record(5.0, "a", 6.0)
+
+
 def test_udp_source_datagrams_and_idle_ticks():
     src = UdpSource(port=0, idle_s=0.05)
     try:

@@ -438,6 +438,7 @@ class UdpSource(_QueueSource):
         self._sock.settimeout(0.2)
         self.address = self._sock.getsockname()[:2]
         super().__init__(f"udp://{self.address[0]}:{self.address[1]}", idle_s)
+        self._dropped = 0
         threading.Thread(target=self._receive, name="vigil-udp", daemon=True).start()
 
     def _receive(self) -> None:
@@ -449,7 +450,29 @@ class UdpSource(_QueueSource):
                 continue
             except OSError:
                 break
-            self._put_lines(data.decode("utf-8", errors="replace"), self.name, counter)
+            self._put_datagram(data.decode("utf-8", errors="replace"), counter)
+
+    def _put_datagram(self, text: str, counter: list[int]) -> None:
+        """Never block: a blocked reader lets the kernel drop datagrams uncounted. When the monitor
+        falls this far behind, records are dropped here instead, counted, and reported once there is room."""
+        for line in text.splitlines():
+            counter[0] += 1
+            item = parse_line(line, self.name, counter[0])
+            if item is None:
+                continue
+            try:
+                if self._dropped:
+                    self._queue.put_nowait(
+                        BadRecord(
+                            self.name,
+                            counter[0],
+                            f"{self._dropped} records dropped before this line: the monitor fell behind",
+                        )
+                    )
+                    self._dropped = 0
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self._dropped += 1
 
     def close(self) -> None:
         super().close()
