@@ -10,9 +10,10 @@ so one call scores every channel at once.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -118,6 +119,10 @@ class Detector(ABC):
     #: Short name used in detections and alarms.
     name: ClassVar[str] = "detector"
 
+    #: The attributes ``score`` changes (exactly those ``reset`` sets): the stream state. With the
+    #: fitted model, they continue the stream exactly; a checkpoint holds only them.
+    stream_attrs: ClassVar[tuple[str, ...]] = ()
+
     channels_: tuple[str, ...]
 
     @abstractmethod
@@ -131,6 +136,24 @@ class Detector(ABC):
     @abstractmethod
     def reset(self) -> None:
         """Forget the stream (keep what ``fit`` learned)."""
+
+    def stream_state(self) -> dict[str, Any]:
+        """A copy of the stream state: restored with :meth:`set_stream_state` into the same fitted
+        model, scoring continues exactly as if never interrupted."""
+        return {k: copy.deepcopy(getattr(self, k)) for k in self.stream_attrs}
+
+    def set_stream_state(self, state: dict[str, Any]) -> None:
+        """Continue the stream from ``state`` (from :meth:`stream_state` of the same fitted model)."""
+        missing = [k for k in self.stream_attrs if k not in state]
+        if missing:
+            raise DataError(f"{type(self).__name__} stream state lacks {missing}")
+        for k in self.stream_attrs:
+            old, new = getattr(self, k, None), state[k]
+            if isinstance(old, np.ndarray) and (not isinstance(new, np.ndarray) or new.shape != old.shape):
+                raise DataError(
+                    f"{type(self).__name__} stream state {k!r} has shape {np.shape(new)}, the model needs {old.shape}"
+                )
+            setattr(self, k, copy.deepcopy(new))
 
     def state_nbytes(self) -> int:
         """Bytes of learned and stream state held for all channels."""

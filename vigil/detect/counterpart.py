@@ -59,6 +59,15 @@ class CounterpartCheck(Detector):
     """
 
     name = "counterpart"
+    stream_attrs = (
+        "ring_",
+        "pos_",
+        "filled_",
+        "over_",
+        "under_",
+        "active_",
+        "last_time_",
+    )
 
     def __init__(
         self,

@@ -49,5 +49,12 @@ class Ensemble(Detector):
         for det in self.detectors:
             det.reset()
 
+    def stream_state(self) -> dict:
+        return {str(i): det.stream_state() for i, det in enumerate(self.detectors)}
+
+    def set_stream_state(self, state: dict) -> None:
+        for i, det in enumerate(self.detectors):
+            det.set_stream_state(state[str(i)])
+
     def state_nbytes(self) -> int:
         return sum(det.state_nbytes() for det in self.detectors)

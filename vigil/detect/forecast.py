@@ -106,6 +106,23 @@ class ForecastDetector(Detector):
     """
 
     name = "forecast"
+    stream_attrs = (
+        "window_",
+        "traces_",
+        "n_seen_",
+        "repeats_",
+        "ewm_",
+        "err_level_",
+        "err_max_",
+        "value_ewm_",
+        "level_seen_",
+        "level_slots_",
+        "value_seen_",
+        "value_slots_",
+        "over_",
+        "under_",
+        "active_",
+    )
 
     #: Names of the four checks, as ``Scores.detector``; ``Scores.by`` says which one decided.
     CHECKS: ClassVar[tuple[str, ...]] = ("forecast.error", "forecast.novelty", "forecast.level", "forecast.stuck")

@@ -58,6 +58,7 @@ class LimitCheck(Detector):
     """Per-channel static limits; channels without limits never flag."""
 
     name = "limits"
+    stream_attrs = ("run_",)
 
     def __init__(self, limits: dict[str, ChannelLimits], min_violations: int = 1) -> None:
         if min_violations < 1:

@@ -35,6 +35,10 @@ class XtceAlarmCheck(Detector):
     """
 
     name = "xtce"
+    stream_attrs = (
+        "run_",
+        "last_",
+    )
 
     def __init__(self, alarms: XtceAlarms) -> None:
         self.alarms = alarms
