@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from vigil.errors import ConfigError
 
 HEADER = ("time", "channel", "value")
@@ -221,18 +223,24 @@ class Source(Protocol):
 class FileSource:
     """Replay a record file at ``speed`` times real time (``None``: as fast as possible).
 
-    Pacing follows the record times: a record is released ``(time - first_time) / speed`` seconds
-    after the replay started; while waiting longer than ``idle_s``, empty batches are yielded. Records whose time is at or before ``skip_until`` are passed over
-    (used to resume after a restart) and counted in :attr:`skipped`.
+    Long files (``time,channel,value``) are parsed in blocks of ``block_bytes`` by
+    :func:`vigil.ingest.bulk.parse_block` and yielded as :class:`~vigil.ingest.bulk.RecordBatch`
+    columns (at most ``batch_size`` records each); wide files go line by line. Pacing follows the
+    record times: a record is released ``(time - first_time) / speed`` seconds after the replay
+    started (a record earlier than one already released goes out at once), whole time steps at a
+    time; while waiting longer than ``idle_s``, empty batches are yielded. Records whose time is at
+    or before ``skip_until`` are passed over (used to resume after a restart) and counted in
+    :attr:`skipped`.
     """
 
     def __init__(
         self,
         path: str | Path,
         speed: float | None = None,
-        batch_size: int = 10_000,
+        batch_size: int = 200_000,
         skip_until: float | None = None,
         idle_s: float = 0.2,
+        block_bytes: int = 4 << 20,
     ) -> None:
         if speed is not None and not speed > 0:
             raise ConfigError(f"speed must be > 0 or None (as fast as possible), got {speed}", key="speed")
@@ -242,71 +250,137 @@ class FileSource:
         self.name = str(self.path)
         self.speed = speed
         self.batch_size = batch_size
+        self.block_bytes = block_bytes
         self.skip_until = skip_until
         self.idle_s = idle_s
         self.skipped = 0
 
-    def _items(self) -> Iterator[Item]:
-        with open(self.path, encoding="utf-8", errors="replace", newline="") as fh:
-            parse = parse_line
-            for i, text in enumerate(fh, start=1):
-                if i == 1 and _is_wide_header(text):
-                    parse = _WideParser(text)
-                    continue
-                items = parse(text, self.name, i)
-                for item in items if isinstance(items, list) else (items,):
-                    if item is None:
-                        continue
-                    if self.skip_until is not None and isinstance(item, Record) and item.time <= self.skip_until:
-                        self.skipped += 1
-                        continue
-                    yield item
+    def _parsed(self) -> Iterator:
+        """The file as :class:`RecordBatch` blocks, ``skip_until`` applied."""
+        from vigil.ingest.bulk import from_items, parse_block
 
-    def batches(self) -> Iterator[list[Item]]:
+        with open(self.path, "rb") as fh:
+            head = fh.readline()
+            if _is_wide_header(head.decode("utf-8", errors="replace")):
+                for items in self._wide(fh, _WideParser(head.decode("utf-8", errors="replace"))):
+                    yield self._skip(from_items(items[0], items[1]))
+                return
+            line, rest = 1, head
+            while True:
+                data = fh.read(self.block_bytes)
+                cut = data.rfind(b"\n") + 1 if data else len(data)
+                block, rest = rest + data[:cut], data[cut:]
+                if not data:
+                    block, rest = block + rest, b""
+                if block:
+                    yield self._skip(parse_block(block, self.name, line))
+                    line += block.count(b"\n")
+                if not data:
+                    return
+
+    def _wide(self, fh, parse: _WideParser) -> Iterator[tuple[list[Item], list[int]]]:
+        """Wide lines, ``batch_size`` records at a time, with each record's line number."""
+        items: list[Item] = []
+        lines: list[int] = []
+        for i, raw in enumerate(fh, start=2):
+            for item in parse(raw.decode("utf-8", errors="replace"), self.name, i):
+                items.append(item)
+                if isinstance(item, Record):
+                    lines.append(i)
+            if len(items) >= self.batch_size:
+                yield items, lines
+                items, lines = [], []
+        if items:
+            yield items, lines
+
+    def _skip(self, batch):
+        if self.skip_until is None or not batch.size:
+            return batch
+        keep = batch.time > self.skip_until
+        self.skipped += int(batch.size - keep.sum())
+        return batch if keep.all() else batch.select(keep)
+
+    def batches(self) -> Iterator:
         if self.speed is None:
             yield from self._fast()
         else:
             yield from self._paced(self.speed)
 
-    def _fast(self) -> Iterator[list[Item]]:
-        batch: list[Item] = []
-        for item in self._items():
-            batch.append(item)
-            if len(batch) >= self.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+    def _fast(self) -> Iterator:
+        for batch in self._parsed():
+            for a in range(0, max(batch.size, 1), self.batch_size):
+                part = batch.take(a, a + self.batch_size)
+                if a == 0:
+                    part.bad = batch.bad
+                if len(part):
+                    yield part
 
-    def _paced(self, speed: float) -> Iterator[list[Item]]:
+    def _paced(self, speed: float) -> Iterator:
+        from vigil.ingest.bulk import RecordBatch
+
         start_wall = _time.monotonic()
         first: float | None = None
-        batch: list[Item] = []
         due_t = -math.inf
-        for item in self._items():
-            if isinstance(item, Record):
-                if first is None:
-                    first = item.time
-                if item.time > due_t and batch:
-                    # A new time step: release what we hold, then wait until this one is due.
+        held = None  # a block's last time step: it may go on in the next block
+        for batch, final in _with_last(self._parsed()):
+            if held is not None:
+                batch, held = RecordBatch.concat([held, batch]), None
+            if not batch.size:
+                if batch.bad:
                     yield batch
-                    batch = []
-                if item.time > due_t:
-                    due_t = item.time
-                    due = start_wall + (item.time - first) / speed
-                    # Wait in idle_s steps, yielding empty batches: the consumer checks staleness
-                    # during gaps in the data, as it would live.
-                    while (wait := due - _time.monotonic()) > self.idle_s:
-                        _time.sleep(self.idle_s)
-                        yield []
-                    if wait > 0:
-                        _time.sleep(wait)
-            batch.append(item)
-        if batch:
-            yield batch
+                continue
+            if first is None:
+                first = float(batch.time[0])
+            # A record earlier than the latest time released goes out with the step it arrives in.
+            step = np.maximum.accumulate(np.r_[due_t, batch.time])[1:]
+            n = batch.size if final else int(np.searchsorted(step, step[-1], side="left"))
+            if n < batch.size:
+                held = batch.take(n, batch.size)
+            now = batch.take(0, n)
+            now.bad = batch.bad
+            if n:
+                due_t = float(step[n - 1])
+            yield from self._release(now, start_wall + (step[:n] - first) / speed)
+
+    def _release(self, batch, due: np.ndarray) -> Iterator:
+        """Yield ``batch`` in slices as their due (monotonic) times pass; idle ticks while waiting."""
+        pos, bad = 0, batch.bad
+        while pos < batch.size:
+            end = int(np.searchsorted(due, _time.monotonic(), side="right"))
+            if end > pos:
+                part = batch.take(pos, end)
+                part.bad, bad = bad, []
+                yield part
+                pos = end
+                continue
+            wait = due[pos] - _time.monotonic()
+            if wait > self.idle_s:
+                # Empty batches while waiting: the consumer checks staleness during gaps in the
+                # data, as it would live.
+                _time.sleep(self.idle_s)
+                yield []
+            elif wait > 0:
+                _time.sleep(wait)
+        if bad:
+            part = batch.take(0, 0)
+            part.bad = bad
+            yield part
 
     def close(self) -> None:
         """Nothing to release: the file is closed when the replay ends."""
+
+
+def _with_last(items: Iterable) -> Iterator[tuple]:
+    """``(item, is_last)`` pairs."""
+    it = iter(items)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield prev, False
+        prev = item
+    yield prev, True
 
 
 class _QueueSource:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vigil.errors import ConfigError
+from vigil.ingest.bulk import RecordBatch
 from vigil.ingest.records import FileSource, Record, Source
 from vigil.model import TelemetryBlock
 from vigil.monitor.engine import Monitor
@@ -111,10 +112,9 @@ def run(
         for batch in source.batches():
             with session.lock:
                 if batch:
-                    m.feed_records(batch)
-                    times = [r.time for r in batch if isinstance(r, Record)]
-                    if times:
-                        clock.observe(max(times))
+                    latest = _feed(m, batch)
+                    if latest is not None:
+                        clock.observe(latest)
                     if paced:  # a paced replay releases one whole time step per batch
                         m.flush(before=_cutoff(clock.now(), m.lateness_s))
                 elif math.isfinite(clock.now()):  # a quiet live source: its last time step is complete
@@ -134,6 +134,18 @@ def run(
     for line in problem_lines(summary):
         echo(line)
     return summary
+
+
+def _feed(m: Monitor, batch) -> float | None:
+    """Feed a batch (a :class:`RecordBatch` of columns, or a list of items); its latest record time."""
+    if isinstance(batch, RecordBatch):
+        if batch.bad:
+            m.feed_records(batch.bad)
+        m.feed_columns(batch.time, batch.code, batch.value, names=batch.names)
+        return float(batch.time.max()) if batch.size else None
+    m.feed_records(batch)
+    times = [r.time for r in batch if isinstance(r, Record)]
+    return max(times) if times else None
 
 
 def problem_lines(counters: dict, limit: int = 20) -> list[str]:
