@@ -268,10 +268,9 @@ class FileSource:
             line, rest = 1, head
             while True:
                 data = fh.read(self.block_bytes)
-                cut = data.rfind(b"\n") + 1 if data else len(data)
-                block, rest = rest + data[:cut], data[cut:]
-                if not data:
-                    block, rest = block + rest, b""
+                buf = rest + data
+                cut = buf.rfind(b"\n") + 1 if data else len(buf)  # whole lines (all at the end)
+                block, rest = buf[:cut], buf[cut:]
                 if block:
                     yield self._skip(parse_block(block, self.name, line))
                     line += block.count(b"\n")
@@ -370,6 +369,15 @@ class FileSource:
         """Nothing to release: the file is closed when the replay ends."""
 
 
+def _joined(parts: list):
+    """Queued items as a list, or as one RecordBatch when bulk-parsed blocks are among them."""
+    if not any(hasattr(p, "code") for p in parts):
+        return parts
+    from vigil.ingest.bulk import RecordBatch
+
+    return RecordBatch.concat(parts)
+
+
 def _with_last(items: Iterable) -> Iterator[tuple]:
     """``(item, is_last)`` pairs."""
     it = iter(items)
@@ -401,7 +409,9 @@ class _QueueSource:
             if item is not None:
                 self._queue.put(item)
 
-    def batches(self) -> Iterator[list[Item]]:
+    def batches(self) -> Iterator:
+        """Lists of items, or one :class:`~vigil.ingest.bulk.RecordBatch` when a reader queued
+        bulk-parsed blocks; an empty list when nothing arrived for ``idle_s``."""
         while True:
             try:
                 first = self._queue.get(timeout=self.idle_s)
@@ -412,17 +422,20 @@ class _QueueSource:
                 continue
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < self.batch_size:
+            batch, n, ended = [first], len(first) if hasattr(first, "code") else 1, False
+            while n < self.batch_size:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
-                    yield batch
-                    return
+                    ended = True
+                    break
                 batch.append(item)
-            yield batch
+                n += len(item) if hasattr(item, "code") else 1
+            yield _joined(batch)
+            if ended:
+                return
 
     def _finish(self) -> None:
         self._ended.set()
@@ -441,14 +454,45 @@ class StreamSource(_QueueSource):
         threading.Thread(target=self._read, name=f"vigil-{name}", daemon=True).start()
 
     def _read(self) -> None:
-        counter = [0]
         try:
-            for text in iter(self._stream.readline, ""):  # line by line, as each arrives
-                if self._stop.is_set():
-                    break
-                self._put_lines(text, self.name, counter)
+            raw = getattr(self._stream, "buffer", None)
+            if raw is not None and hasattr(raw, "read1"):
+                self._read_blocks(raw)
+            else:
+                counter = [0]
+                for text in iter(self._stream.readline, ""):  # line by line, as each arrives
+                    if self._stop.is_set():
+                        break
+                    self._put_lines(text, self.name, counter)
         finally:
             self._finish()
+
+    def _read_blocks(self, raw) -> None:
+        """Whatever has arrived (up to 1 MiB), parsed in bulk up to its last whole line."""
+        from vigil.ingest.bulk import parse_block
+
+        line, rest, runaway = 1, b"", False
+        while not self._stop.is_set():
+            data = raw.read1(1 << 20)
+            eof = not data
+            if runaway and not eof:  # skip to the end of a line too long to hold
+                nl = data.find(b"\n")
+                if nl < 0:
+                    continue
+                data, runaway, line = data[nl + 1 :], False, line + 1
+            buf = rest + data
+            cut = len(buf) if eof else buf.rfind(b"\n") + 1  # whole lines (all of it at the end)
+            block, rest = buf[:cut], buf[cut:]
+            if block:
+                while self._queue.qsize() > 64 and not self._stop.is_set():  # bounded memory
+                    _time.sleep(0.01)
+                self._queue.put(parse_block(block, self.name, line))
+                line += block.count(b"\n")
+            if len(rest) > MAX_LINE:
+                self._queue.put(BadRecord(self.name, line, f"line longer than {MAX_LINE} bytes"))
+                rest, runaway = b"", True
+            if eof:
+                return
 
 
 class TcpSource(_QueueSource):
