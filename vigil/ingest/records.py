@@ -42,6 +42,14 @@ import numpy as np
 from vigil.errors import ConfigError
 
 HEADER = ("time", "channel", "value")
+#: Column names read as the time column (any case), in record files and tables.
+TIME_NAMES = frozenset(
+    {"time", "timestamp", "t", "datetime", "date", "epoch", "utc", "met", "time_s", "time_utc", "timestamp_utc",
+     "seconds", "sec", "unix_time", "gps_time", "scet", "ert", "obt"}
+)  # fmt: skip
+#: Column names read as the channel and value columns of a long file (any case).
+CHANNEL_NAMES = frozenset({"channel", "name", "parameter", "param", "mnemonic", "signal", "channel_id", "chan"})
+VALUE_NAMES = frozenset({"value", "val", "eng_value", "engineering_value", "reading", "measurement"})
 #: Longest line a socket source accepts; longer ones are reported as bad records and skipped.
 MAX_LINE = 65_536
 
@@ -129,7 +137,7 @@ def parse_line(text: str, source: str = "<line>", line: int = 0) -> Item | None:
             if name and math.isfinite(t):
                 return Record(t, name, v)
     parts = [p.strip() for p in raw]
-    if tuple(p.lower() for p in parts) == HEADER:
+    if _is_long_header(parts):
         return None
     if len(parts) != 3:
         channel = parts[1] if len(parts) > 3 and parts[1] else None
@@ -164,10 +172,24 @@ def _build(t, channel, value, source: str, line: int, s: str) -> Item:
         return BadRecord(source, line, str(err), name, s[:200])
 
 
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_long_header(parts: list[str]) -> bool:
+    """``time,channel,value`` (or ``timestamp,parameter,value``, ...)."""
+    low = [p.lower() for p in parts]
+    return len(low) == 3 and low[0] in TIME_NAMES and low[1] in CHANNEL_NAMES and low[2] in VALUE_NAMES
+
+
 def _is_wide_header(text: str) -> bool:
-    """A wide CSV header: ``time`` then one column per channel."""
-    parts = [p.strip().lower() for p in text.strip().split(",")]
-    return len(parts) >= 2 and parts[0] == "time" and tuple(parts) != HEADER
+    """A wide CSV header: a time column name (``time``, ``timestamp``, ...) then one column per channel."""
+    parts = [p.strip() for p in text.strip().split(",")]
+    return len(parts) >= 2 and parts[0].lower() in TIME_NAMES and not _is_long_header(parts)
 
 
 class _WideParser:
@@ -254,18 +276,22 @@ class FileSource:
         self.skip_until = skip_until
         self.idle_s = idle_s
         self.skipped = 0
+        #: What the reader assumed about the file (printed by ``vigil monitor``).
+        self.notes: list[str] = []
 
     def _parsed(self) -> Iterator:
         """The file as :class:`RecordBatch` blocks, ``skip_until`` applied."""
         from vigil.ingest.bulk import from_items, parse_block
 
         with open(self.path, "rb") as fh:
-            head = fh.readline()
-            if _is_wide_header(head.decode("utf-8", errors="replace")):
-                for items in self._wide(fh, _WideParser(head.decode("utf-8", errors="replace"))):
+            head, second = fh.readline(), fh.readline()
+            text = head.decode("utf-8", errors="replace")
+            if _is_wide_header(text) or self._unnamed_wide(text, second.decode("utf-8", errors="replace")):
+                fh.seek(len(head))
+                for items in self._wide(fh, _WideParser(text)):
                     yield self._skip(from_items(items[0], items[1]))
                 return
-            line, rest = 1, head
+            line, rest = 1, head + second
             while True:
                 data = fh.read(self.block_bytes)
                 buf = rest + data
@@ -276,6 +302,26 @@ class FileSource:
                     line += block.count(b"\n")
                 if not data:
                     return
+
+    def _unnamed_wide(self, head: str, second: str) -> bool:
+        """A header whose first column is not named like a time, over lines that are not records:
+        a wide file after all, its first column taken as time (and a note saying so)."""
+        parts = [p.strip() for p in head.strip().split(",")]
+        if len(parts) < 2 or head.lstrip()[:1] in ("{", "#") or _is_long_header(parts):
+            return False
+        try:
+            _time_value(parts[0])
+            return False  # a record line, not a header
+        except ValueError:
+            pass
+        record = parse_line(second)
+        if isinstance(record, Record) and not _numeric(record.channel):
+            return False  # a bad first line over long records: counted as malformed like any other
+        self.notes.append(
+            f"{self.name}: no column is named like a time ({', '.join(sorted(TIME_NAMES)[:6])}, ...): "
+            f"the first column, {parts[0]!r}, was taken as time"
+        )
+        return True
 
     def _wide(self, fh, parse: _WideParser) -> Iterator[tuple[list[Item], list[int]]]:
         """Wide lines, ``batch_size`` records at a time, with each record's line number."""
