@@ -34,6 +34,8 @@ class Session:
     manager: object
     store: object
     lock: threading.RLock
+    #: What reading the nominal history (``--fit``) counted and changed; ``None`` without one.
+    fit_report: object = None
 
 
 def build_session(
@@ -43,11 +45,13 @@ def build_session(
     history_s: float = 3600.0,
     lateness_s: float = 0.0,
     max_jump_s: float | None = 3600.0,
+    strict: bool = False,
 ) -> Session:
     """Load the configuration, fit the default detector, open the store, make the monitor.
 
     Without ``fit_path`` only the configured limits are checked (the learned detector needs
-    nominal history to fit on).
+    nominal history to fit on). The history's problems are counted in ``Session.fit_report``
+    (``strict``: refused, a :class:`~vigil.errors.DataError`).
     """
     from vigil.alarms import AlarmManager
     from vigil.config import load_config
@@ -62,12 +66,13 @@ def build_session(
     if fit_path is not None:
         from vigil.ingest.tabular import read_table
 
-        nominal, _report = read_table(fit_path, strict=False)
+        nominal, fit_report = read_table(fit_path, strict=strict)
         absent = [c for c in channels if c not in nominal.channels]
         if absent:
             raise ConfigError(f"nominal data {fit_path} lacks configured channels {absent[:5]}", key="channels")
         detector = build_detector(config).fit(nominal.select(channels))
     else:
+        fit_report = None
         if not config.limits():
             raise ConfigError("no limits configured and no --fit data: nothing to check", key="channels")
         empty = TelemetryBlock.from_arrays([0.0], np.full((1, len(channels)), np.nan), channels)
@@ -77,7 +82,7 @@ def build_session(
     monitor = Monitor(
         config, detector, manager, history_s=history_s, lateness_s=lateness_s, max_jump_s=max_jump_s, store=store
     )
-    return Session(monitor, manager, store, threading.RLock())
+    return Session(monitor, manager, store, threading.RLock(), fit_report)
 
 
 class StreamClock:
