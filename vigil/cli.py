@@ -474,16 +474,14 @@ def packets_monitor(
 
     from vigil.alarms import AlarmManager
     from vigil.detect.xtce_alarm import XtceAlarmCheck, xtce_monitor_config
+    from vigil.errors import VigilError
     from vigil.ingest.ccsds.source import open_packet_source
     from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
     from vigil.model import TelemetryBlock
     from vigil.monitor.engine import Monitor
-    from vigil.monitor.report import exit_code
+    from vigil.monitor.report import EXIT_FATAL, exit_code
     from vigil.monitor.runner import Session, event_line, run
     from vigil.store.sqlite import SqliteStore
-
-    from vigil.errors import VigilError
-    from vigil.monitor.report import EXIT_FATAL
 
     try:
         src = open_packet_source(source)

@@ -112,7 +112,9 @@ def _long_roles(names: list[str]) -> tuple[int, int, int] | None:
     low = [n.strip().lower() for n in names]
     if len(low) != 3:
         return None
-    find = [next((i for i, n in enumerate(low) if n in group), None) for group in (TIME_NAMES, CHANNEL_NAMES, VALUE_NAMES)]
+    find = [
+        next((i for i, n in enumerate(low) if n in group), None) for group in (TIME_NAMES, CHANNEL_NAMES, VALUE_NAMES)
+    ]
     return None if None in find or len(set(find)) < 3 else tuple(find)
 
 
