@@ -129,6 +129,23 @@ def bench_stream(
     typer.echo(summary(result))
 
 
+@bench_app.command("records")
+def bench_records(
+    out: Path = typer.Option(Path("results-records.json"), help="JSON results file"),
+    channels: int = typer.Option(100, help="channels of the --speed max file"),
+    seconds: int = typer.Option(50_000, help="seconds (1 Hz rows) of the --speed max file"),
+    paced_channels: int = typer.Option(1_000, help="channels of the paced replay"),
+    paced_seconds: int = typer.Option(3_000, help="seconds of the paced replay"),
+    speed: list[float] = typer.Option([1000.0], help="paced replay speeds (repeat the option for several)"),
+    code: str | None = typer.Option(None, help="run the monitor from this checkout (PYTHONPATH), e.g. for before/after"),
+) -> None:
+    """The record path end to end: vigil monitor on a generated CSV of records, --speed max and paced."""
+    from vigil.bench.records import run_benchmark, summary
+
+    result = run_benchmark(out, channels, seconds, paced_channels, paced_seconds, tuple(speed), code)
+    typer.echo(summary(result))
+
+
 def _serve_in_background(session, host: str, port: int, token_file: Path | None) -> None:
     import threading
 

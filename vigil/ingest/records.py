@@ -181,22 +181,22 @@ def _numeric(text: str) -> bool:
 
 
 def _is_long_header(parts: list[str]) -> bool:
-    """``time,channel,value`` (or ``timestamp,parameter,value``, ...)."""
-    low = [p.lower() for p in parts]
+    """``time,channel,value`` (or ``timestamp,parameter,value``, ``"time","channel","value"``, ...)."""
+    low = [p.strip('"').lower() for p in parts]
     return len(low) == 3 and low[0] in TIME_NAMES and low[1] in CHANNEL_NAMES and low[2] in VALUE_NAMES
 
 
 def _is_wide_header(text: str) -> bool:
     """A wide CSV header: a time column name (``time``, ``timestamp``, ...) then one column per channel."""
     parts = [p.strip() for p in text.strip().split(",")]
-    return len(parts) >= 2 and parts[0].lower() in TIME_NAMES and not _is_long_header(parts)
+    return len(parts) >= 2 and parts[0].strip('"').lower() in TIME_NAMES and not _is_long_header(parts)
 
 
 class _WideParser:
     """Lines of a wide CSV (``time,ch1,ch2,...``) as one record per non-empty cell."""
 
     def __init__(self, header: str) -> None:
-        self.channels = [p.strip() for p in header.strip().split(",")[1:]]
+        self.channels = [p.strip().strip('"') for p in header.strip().split(",")[1:]]
 
     def __call__(self, text: str, source: str, line: int) -> list[Item]:
         s = text.strip()
