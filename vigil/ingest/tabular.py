@@ -26,6 +26,8 @@ from vigil.errors import DataError
 from vigil.model import TelemetryBlock
 
 LONG_COLUMNS = ("time", "channel", "value")
+#: extra columns of ``vigil packets decode`` output, which is long form too.
+PACKET_COLUMNS = ("apid", "sequence_count", "packet")
 
 
 @dataclass
@@ -69,7 +71,8 @@ def read_table(path: str | Path, layout: str = "auto", strict: bool = True) -> t
         raise DataError("no rows", source=str(path))
     names = [n.lower() for n in table.column_names]
     if layout == "auto":
-        layout = "long" if set(LONG_COLUMNS) <= set(names) and len(names) == 3 else "wide"
+        extra = set(names) - set(LONG_COLUMNS)
+        layout = "long" if set(LONG_COLUMNS) <= set(names) and extra <= set(PACKET_COLUMNS) else "wide"
     if layout not in ("long", "wide"):
         raise DataError(f"layout must be long, wide or auto, not {layout!r}", source=str(path))
     table = table.rename_columns(names if layout == "long" else [names[0], *table.column_names[1:]])
