@@ -264,3 +264,62 @@ def synthetic_capture(mission, layout: str, n: int, seed: int = 0) -> bytes:
         body[:, bit // 8 + b] = (t & np.uint64(0xFF)).astype(np.uint8)
         t = t >> np.uint64(8)
     return body.tobytes()
+
+
+def udp_keeps_up(rate: float = 20_000.0, seconds: float = 5.0, monitor: bool = True) -> dict:
+    """Send DEMOSAT packets, one per datagram, at ``rate`` per second from another process to a
+    ``udp+ccsds://`` source, decode them (and score them in the live monitor); count what arrived.
+
+    ``lost`` = sent - decoded: datagrams the kernel dropped plus any the source counted.
+    """
+    import multiprocessing as mp
+
+    from vigil.ingest.ccsds.demo.generator import split
+    from vigil.ingest.ccsds.source import open_packet_source
+
+    src = open_packet_source("udp+ccsds://127.0.0.1:0?xtce=demo", idle_s=0.5)
+    n = int(rate * seconds)
+    per_s = sum(RATES_HZ.values())
+    packets = [p for p, _ in split(DemoSpacecraft(seed=1).packets(n / per_s + 1, anomalies=False))][:n]
+    sink = None
+    alarms = read_xtce_alarms(src.stream.mission)
+    sender = mp.get_context("spawn").Process(target=_send, args=(packets, src.address, rate))
+    t0 = time.perf_counter()
+    sender.start()
+    quiet = 0
+    for block in src.blocks():
+        if block is None:
+            quiet += 1
+            if not sender.is_alive() and quiet >= 2:
+                break
+            continue
+        quiet = 0
+        if monitor:
+            sink = sink or _sink(XtceAlarmCheck(alarms).fit(block), alarms, True)
+            sink(block)
+    src.close()
+    sender.join()
+    decoded = int(src.stream.decoded_packets)
+    return {
+        "rate_sent_per_s": rate,
+        "sent": len(packets),
+        "decoded": decoded,
+        "lost": len(packets) - decoded,
+        "counters": {k: v for k, v in src.stream.problems().items() if v},
+        "seconds": round(time.perf_counter() - t0, 2),
+        "monitor": monitor,
+    }
+
+
+def _send(packets: list[bytes], address: tuple[str, int], rate: float) -> None:
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    start = time.monotonic()
+    for i in range(0, len(packets), 200):  # paced in groups of 200 datagrams
+        wait = start + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        for p in packets[i : i + 200]:
+            sock.sendto(p, address)
+    sock.close()
