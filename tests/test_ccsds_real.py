@@ -194,3 +194,27 @@ def test_jpss_xtce_and_ccsdspy_table_decode_the_same_values():
         np.testing.assert_array_equal(
             a.values[:, a_stream.channels.index(ch)], b.values[:, b_stream.channels.index(ch)], err_msg=ch
         )
+
+
+@pytest.mark.parametrize("pair", [PAIRS[0], PAIRS[1], PAIRS[4]], ids=lambda p: p[2])
+def test_mutated_real_packets_never_crash_the_stream(pair):
+    """The fuzz harness's mutations on real packets: byte stream and datagrams, both engines."""
+    from fuzz.packets import mutate
+    from vigil.ingest.ccsds import PacketStream
+    from vigil.ingest.ccsds.source import mission_from_options
+
+    folder, xtce, capture, times = pair
+    mission = mission_from_options({"xtce": str(DATA / folder / xtce), "time": times})
+    real = [bytes(p) for p in ccsds_generator((DATA / folder / capture).read_bytes())][:400]
+    rng = np.random.default_rng(7)
+    mutated = [mutate(real[i], real[(i + 1) % len(real)], rng)[0] for i in range(len(real))]
+    for engine in ("bulk", "spp"):
+        chunks, grams = PacketStream(mission, engine=engine), PacketStream(mission, engine=engine)
+        data = b"".join(mutated)
+        cuts = sorted(rng.integers(0, len(data), 20).tolist()) + [len(data)]
+        blocks = [chunks.feed(data[a:b], final=b == len(data)) for a, b in zip([0, *cuts[:-1]], cuts)]
+        blocks.append(grams.feed_datagrams(mutated, final=True))
+        for block in blocks:
+            if block is not None:
+                assert np.all(np.diff(block.time) > 0)
+        assert chunks.decoded_packets > 0
