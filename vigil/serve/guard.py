@@ -30,10 +30,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_BODY = 64 * 1024
 
 
-class BodyTooLarge(Exception):
-    """The request body exceeded the limit while arriving."""
-
-
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -116,29 +112,21 @@ class RequestGuard:
         await self.app(scope, receive, send)
 
     async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on, refusing it with 413 once more than ``max_body`` bytes arrived."""
-        seen = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal seen
+        """Read the body (refusing it with 413 once more than ``max_body`` bytes arrived), then pass
+        the request on with the body replayed."""
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise BodyTooLarge
-            return message
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracked)
-        except BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
                 await _refuse("http", send, 413, f"request body over {self.max_body} bytes")
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
 
 
 class FiniteJson:
@@ -155,25 +143,28 @@ class FiniteJson:
         while more:  # bounded by RequestGuard outside
             message = await receive()
             if message["type"] != "http.request":
-                break
+                return
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
         if _non_finite(body):
-            await _refuse(
-                "http", send, 422, "the JSON body holds a non-finite number (NaN, Infinity or out of range)"
-            )
+            await _refuse("http", send, 422, "the JSON body holds a non-finite number (NaN, Infinity or out of range)")
             return
-        replayed = False
+        await self.app(scope, _replay(body, receive), send)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` once, then waits on the real one (for a disconnect)."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class _NonFinite(ValueError):
