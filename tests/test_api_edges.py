@@ -249,3 +249,23 @@ def _tiny_stack():
     manager = AlarmManager(CONFIG)
     detector = LimitCheck(CONFIG.limits()).fit(TelemetryBlock.from_arrays([0.0], [[5.0]], ["T"]))
     return Monitor(CONFIG, detector, manager), manager
+
+
+def test_health_reports_a_listener_that_could_not_accept():
+    from fastapi.testclient import TestClient
+
+    class Listener:  # what SessionPump.status() gives for a TCP source
+        def __init__(self, errors: int) -> None:
+            self.errors = errors
+
+        def status(self) -> dict:
+            return {"feeder": "source tcp", "source": {"accept_errors": self.errors, "refused": 3}}
+
+    app = create_app(*_tiny_stack(), None, TOKEN)
+    listener = Listener(0)
+    app.state.feeders.append(listener)
+    with TestClient(app) as client:
+        health = client.get("/api/health").json()
+        assert health["status"] == "ok" and health["feeders"][0]["source"]["refused"] == 3
+        listener.errors = 2
+        assert client.get("/api/health").json()["status"] == "degraded"

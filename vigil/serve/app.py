@@ -233,9 +233,12 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
             latest = console.monitor.latest()
         times = [t for t, _v, _l in latest.values()]
         store = console.store
+        feeders = [f.status() for f in app.state.feeders]
+        # A listener that could not accept (out of file descriptors) may have lost clients: say so.
+        deaf = any((f.get("source") or {}).get("accept_errors") for f in feeders)
         return jsonable(
             {
-                "status": "ok",
+                "status": "degraded" if deaf else "ok",
                 "version": __version__,
                 "channels": len(console.channel_names()),
                 "data_time": max(times) if times else None,
@@ -243,7 +246,7 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
                 "live_clients": hub.n_clients,
                 "live_dropped": hub.dropped_total,
                 "live_dropped_by_client": hub.client_drops()[:20],
-                "feeders": [f.status() for f in app.state.feeders],
+                "feeders": feeders,
             }
         )
 

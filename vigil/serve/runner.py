@@ -109,6 +109,9 @@ class SessionPump(Feeder):
     def status(self) -> dict[str, Any]:
         out = super().status()
         out["rows"] = int(getattr(self.monitor, "rows", 0))  # scored rows, counted by the monitor
+        stats = getattr(self.source, "stats", None)
+        if callable(stats):  # a listener: connections, refusals, accept errors
+            out["source"] = stats()
         return out
 
 
