@@ -194,3 +194,36 @@ def test_explanations_never_print_exponent_times(t):
     m = AlarmManager(cfg)
     m.update(block, scores([2], [1.2], [NAN], [0], [100], [0], ("limits",)))
     assert "e+09" not in m.get(1).explanation and "2003-02-01T13:53:2" in m.get(1).explanation
+
+
+def test_monitor_output_escapes_names_from_the_network():
+    from vigil.monitor.runner import event_line, problem_lines
+
+    evil = "X\x1b]0;owned\x07\x1b[2J"
+    counters = {"channels": {}, "unknown": {evil: 3}, "recent_errors": [f"line 1: channel {evil}: bad"]}
+    event = {"type": "incident", "time": T0, "payload": {"id": 1, "subsystem": "", "channels": [{"channel": evil}]}}
+    for line in [*problem_lines(counters), event_line(event)]:
+        assert not re.search(r"[\x00-\x1f\x7f-\x9f]", line), line
+    assert event_line(event).startswith("[incident] 2003-02-01T13:53:20Z #1")
+
+
+def test_the_demosat_fault_state_is_named_from_the_xtce_enumeration():
+    """The enumeration labels travel from the XTCE database through the monitor configuration to
+    the explanation: an enumerated fault reads FAULT, not 3."""
+    from vigil.detect.xtce_alarm import XtceAlarmCheck, xtce_monitor_config
+    from vigil.ingest.ccsds import PacketStream, load_xtce
+    from vigil.ingest.ccsds.demo.generator import DemoSpacecraft, xtce_path
+    from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
+
+    mission = load_xtce(xtce_path())
+    alarms = read_xtce_alarms(mission)
+    config = xtce_monitor_config(alarms)
+    assert config.channels["PWR_MODE"].states[3] == "FAULT"
+    sc = DemoSpacecraft(seed=0)
+    block = PacketStream(mission).feed(sc.packets(2400.0), final=True)
+    m = AlarmManager(config)
+    m.update(block, XtceAlarmCheck(alarms).fit(block).score(block))
+    mode = [a for a in m.alarms("all") if a.channel == "PWR_MODE" and a.severity == "critical"]
+    assert mode, [a.explanation for a in m.alarms("all")]
+    assert mode[0].value_label == "FAULT"
+    assert "state FAULT (raw value 3) is a critical state" in mode[0].explanation

@@ -150,7 +150,7 @@ def problem_lines(counters: dict, limit: int = 20) -> list[str]:
         top = sorted(counters["unknown"].items(), key=lambda kv: -kv[1])[:limit]
         lines.append("[unknown] " + " ".join(f"{name}={n}" for name, n in top))
     lines += [f"[error] {msg}" for msg in counters["recent_errors"][-5:]]
-    return lines
+    return [printable(line) for line in lines]  # channel names and messages come from the network
 
 
 def _cutoff(now: float, lateness_s: float) -> float | None:

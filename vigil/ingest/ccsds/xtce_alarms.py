@@ -99,6 +99,8 @@ class XtceAlarms:
     units: dict[str, str] = field(default_factory=dict)
     descriptions: dict[str, str] = field(default_factory=dict)
     subsystems: dict[str, str] = field(default_factory=dict)
+    #: parameter -> its enumeration labels by raw value (explanations name the state).
+    states: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def stale_after_s(self, parameter: str) -> float | None:
         """Seconds without a sample after which the parameter is stale.
@@ -176,6 +178,8 @@ def read_xtce_alarms(mission: Mission, path: str | Path | None = None) -> XtceAl
         out.units[name] = info.units
         out.descriptions[name] = info.description
         out.subsystems[name] = info.container
+        if info.enumeration:
+            out.states[name] = dict(info.enumeration)
         ptype = types.get(param_types.get(name))
         if ptype is None:
             continue
