@@ -101,17 +101,13 @@ def bench_stream(
 
 
 def _serve_in_background(session, host: str, port: int, token_file: Path | None) -> None:
-    import threading
-
-    import uvicorn
-
     from vigil.serve.app import create_app
     from vigil.serve.auth import resolve_token
+    from vigil.serve.runner import serve_in_background
 
     token, where = resolve_token(token_file)
     api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock)
-    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
-    threading.Thread(target=server.run, name="vigil-api", daemon=True).start()
+    serve_in_background(api, host, port, _bind_or_exit(host, port))
     typer.echo(f"API on http://{host}:{port}/ (token from {where})")
     if where == "generated":
         typer.echo(f"API token: {token}")
@@ -172,6 +168,7 @@ def alarms_list(
     audit: int = typer.Option(0, help="also print the last N audit entries"),
 ) -> None:
     """List the alarms (or incidents) and the audit trail kept in a store."""
+    from vigil.model import format_time, printable
     from vigil.store.sqlite import SqliteStore
 
     if not store.is_file():
@@ -181,14 +178,15 @@ def alarms_list(
     try:
         if incidents:
             for inc in db.load_incidents():
-                typer.echo(f"incident {inc.id} [{'active' if inc.active else 'closed'}] {inc.explanation}")
+                typer.echo(printable(f"incident {inc.id} [{'active' if inc.active else 'closed'}] {inc.explanation}"))
         else:
             for a in db.load_alarms(open_only=state != "all" and state != "cleared"):
                 if state in (None, "all") or a.state == state:
-                    typer.echo(f"#{a.id} {a.state} {a.explanation}")
+                    typer.echo(printable(f"#{a.id} {a.state} {a.explanation}"))
         for e in db.audit(limit=audit) if audit > 0 else []:
             change = f"{e.action} {e.from_state} -> {e.to_state}"
-            typer.echo(f"audit t={e.time:.6g} alarm {e.alarm_id} by {e.user}: {change} {e.comment}".rstrip())
+            line = f"audit {format_time(e.time)} alarm {e.alarm_id} by {e.user}: {change} {e.comment}".rstrip()
+            typer.echo(printable(line))
     finally:
         db.close()
 
@@ -212,6 +210,7 @@ def serve(
     from vigil.serve.auth import resolve_token
     from vigil.serve.runner import SessionPump, serve_app
 
+    sock = _bind_or_exit(host, port)
     token, where = resolve_token(token_file)
     session = build_session(config, fit_path=fit, store_path=store)
     hosts = loopback_hosts(host)
@@ -223,7 +222,7 @@ def serve(
         pump.start()
     _announce(host, port, token, where)
     try:
-        serve_app(api, host, port)
+        serve_app(api, host, port, sock)
     finally:
         for feeder in api.state.feeders:
             feeder.stop()
@@ -245,6 +244,7 @@ def demo(
     from vigil.serve.demo import build_demo
     from vigil.serve.runner import serve_app
 
+    sock = _bind_or_exit(host, port)  # a busy port is said now, not after building the demo
     token, where = resolve_token(token_file)
     typer.echo("generating the STS-107 scenario and fitting the detector ...")
     session = build_demo(token, speed=speed, store_path=store, seed=seed, allowed_hosts=loopback_hosts(host))
@@ -254,11 +254,22 @@ def demo(
     _announce(host, port, token, where)
     typer.echo("open the URL now: alarms appear as the replay reaches them. Ctrl-C stops.")
     try:
-        serve_app(session.app, host, port)
+        serve_app(session.app, host, port, sock)
     finally:
         session.replay.stop()
         session.replay.join(timeout=5)  # let a chunk being fed finish before the store closes
         session.store.close()
+
+
+def _bind_or_exit(host: str, port: int):
+    """The server's socket, bound now; a busy port ends the command with a clear message (exit 2)."""
+    from vigil.serve.runner import PortInUse, bind
+
+    try:
+        return bind(host, port)
+    except PortInUse as err:
+        typer.echo(f"error: {err.strerror}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _announce(host: str, port: int, token: str, where: str) -> None:
