@@ -39,25 +39,34 @@ def monitor(
     max_jump: float = typer.Option(3600.0, help="a record this far ahead waits for the next to confirm it (0: off)"),
     report_every: float = typer.Option(10.0, help="seconds between counter lines"),
     resume: bool = typer.Option(True, help="continue after the store's checkpoint (no duplicate alarms)"),
+    strict: bool = typer.Option(False, help="refuse a --fit history with bad rows instead of counting them"),
     serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
     host: str = typer.Option("127.0.0.1", help="API bind address"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
 ) -> None:
-    """Score telemetry as it arrives; print alarm changes and counters."""
+    """Score telemetry as it arrives; print alarm changes and counters.
+
+    Exit status: 0 clean, 1 fatal error, 3 finished with reported data problems.
+    """
     import signal
     import threading
 
     from vigil.errors import VigilError
     from vigil.ingest.records import open_source
+    from vigil.monitor.report import EXIT_FATAL, exit_code
     from vigil.monitor.runner import build_session, event_line, run
 
     try:
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
         jump = max_jump if max_jump > 0 else None
-        session = build_session(config, fit_path=fit, store_path=store, lateness_s=lateness, max_jump_s=jump)
+        session = build_session(
+            config, fit_path=fit, store_path=store, lateness_s=lateness, max_jump_s=jump, strict=strict
+        )
     except (VigilError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_FATAL) from None
+    for line in session.fit_report.lines() if session.fit_report is not None else []:
+        typer.echo(f"[fit] {line}")
     session.manager.subscribe(lambda event: typer.echo(event_line(event)))
     start = session.monitor.resume() if resume else None
     if start is not None:
@@ -70,7 +79,8 @@ def monitor(
         src = open_source(source, speed=rate, skip_until=start)
     except (VigilError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        session.store.close()
+        raise typer.Exit(EXIT_FATAL) from None
     typer.echo(f"monitoring {len(session.monitor.channels)} channels from {src.name}")
     try:
         run(session, src, echo=typer.echo, report_every_s=report_every, stop=stop)
@@ -78,6 +88,25 @@ def monitor(
         typer.echo("interrupted")
     finally:
         session.store.close()
+    found = _report_outcome(session, src, start)
+    raise typer.Exit(exit_code(found))
+
+
+def _report_outcome(session, src, resumed_at: float | None = None) -> list[str]:
+    """Print what the reader assumed and the data problems of the run; return the problems."""
+    from vigil.monitor.report import problems
+
+    for note in getattr(src, "notes", []):
+        typer.echo(f"[note] {note}")
+    skipped = getattr(src, "skipped", 0)
+    if skipped:
+        typer.echo(f"[note] passed over {skipped} records at or before the checkpoint t={resumed_at}")
+    with session.lock:
+        summary = session.monitor.counters(nonzero=True)
+    found = problems(summary, session.fit_report, skipped=skipped, resumed_at=resumed_at)
+    for line in found:
+        typer.echo(f"[problem] {line}")
+    return found
 
 
 @bench_app.command("stream")
@@ -203,8 +232,13 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else a random one)"),
 ) -> None:
-    """Serve the operator console and API over a live monitor and its alarm store."""
+    """Serve the operator console and API over a live monitor and its alarm store.
+
+    Exit status: 0 clean, 1 fatal error, 3 stopped after reporting data problems.
+    """
+    from vigil.errors import VigilError
     from vigil.ingest.records import open_source
+    from vigil.monitor.report import EXIT_FATAL, exit_code
     from vigil.monitor.runner import build_session
     from vigil.serve.app import create_app, loopback_hosts
     from vigil.serve.auth import resolve_token
@@ -212,12 +246,22 @@ def serve(
 
     sock = _bind_or_exit(host, port)
     token, where = resolve_token(token_file)
-    session = build_session(config, fit_path=fit, store_path=store)
+    src = start = None
+    try:
+        session = build_session(config, fit_path=fit, store_path=store)
+        if source is not None:
+            rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
+            start = session.monitor.resume()
+            src = open_source(source, speed=rate, skip_until=start)
+    except (VigilError, ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_FATAL) from None
+    for line in session.fit_report.lines() if session.fit_report is not None else []:
+        typer.echo(f"[fit] {line}")
     hosts = loopback_hosts(host)
     api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock, allowed_hosts=hosts)
-    if source is not None:
-        rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
-        pump = SessionPump(session, open_source(source, speed=rate, skip_until=session.monitor.resume()))
+    if src is not None:
+        pump = SessionPump(session, src)
         api.state.feeders.append(pump)
         pump.start()
     _announce(host, port, token, where)
@@ -227,6 +271,8 @@ def serve(
         for feeder in api.state.feeders:
             feeder.stop()
         session.store.close()
+    if src is not None:
+        raise typer.Exit(exit_code(_report_outcome(session, src, start)))
 
 
 @app.command("demo")
