@@ -40,6 +40,7 @@ TIME_ROW = ""
 FIELDS = (("value", pa.float64()), ("expected", pa.float32()), ("low", pa.float32()), ("high", pa.float32()),
           ("level", pa.int8()))  # fmt: skip
 _FLUSH = object()
+_SYNC = object()
 _STOP = object()
 
 
@@ -139,6 +140,12 @@ class ArchiveWriter:
         self._queue.put((_FLUSH, done))
         done.wait(timeout)
 
+    def sync(self, timeout: float | None = 60.0) -> None:
+        """Wait until the writer has taken everything handed over (into its buffer or to disk)."""
+        done = threading.Event()
+        self._queue.put((_SYNC, done))
+        done.wait(timeout)
+
     def close(self) -> None:
         """Write what is buffered and stop the writer thread."""
         if self._thread.is_alive():
@@ -173,6 +180,9 @@ class ArchiveWriter:
     def _run(self) -> None:
         while True:
             item = self._queue.get()
+            if item[0] is _SYNC:
+                item[1].set()
+                continue
             if item[0] is _FLUSH or item[0] is _STOP:
                 self._write_guarded()
                 if item[0] is _STOP:
