@@ -118,13 +118,16 @@ def bench_stream(
     ticks: int = typer.Option(300, help="1-row ticks timed for the latency percentiles, per pass"),
     repeats: int = typer.Option(3, help="passes (samples_per_s is their median)"),
     seed: int = typer.Option(0, help="random seed of the generated channels"),
+    archive: bool = typer.Option(False, help="also keep every sample in an archive (vigil.archive) and measure it"),
+    history_points: int | None = typer.Option(None, help="live plot ring per channel (default: the monitor's)"),
 ) -> None:
     """Channel-samples scored per second, 1 Hz tick latency and state bytes per channel."""
     from vigil.bench.stream import run_stream_bench, summary, write_results
 
     result = run_stream_bench(
-        channels=channels, rows=rows, block_rows=block_rows, ticks=ticks, repeats=repeats, seed=seed
-    )
+        channels=channels, rows=rows, block_rows=block_rows, ticks=ticks, repeats=repeats, seed=seed,
+        archive=archive, history_points=history_points,
+    )  # fmt: skip
     write_results(result, out)
     typer.echo(summary(result))
 

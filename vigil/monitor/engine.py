@@ -110,6 +110,7 @@ class Monitor:
         self.rows = 0
         self.recent_errors: deque[str] = deque(maxlen=20)
         self._subscribers: list[Callable[[dict], None]] = []
+        self._block_sinks: list[Callable] = []
 
     # -- input -------------------------------------------------------------------------------------
     def feed_records(self, items: Iterable) -> list:
@@ -346,6 +347,8 @@ class Monitor:
             events = self._apply(block, scores, has)
         if self._subscribers:
             self._publish(time, np.isfinite(values))
+        for sink in self._block_sinks:
+            sink(time, values, scores)
         return events
 
     def _apply(self, block: TelemetryBlock, scores: Scores | None, has: np.ndarray | None) -> list:
@@ -511,6 +514,11 @@ class Monitor:
     def subscribe(self, callback: Callable[[dict], None]) -> None:
         """Call ``callback`` after every scored block with a ``{"type": "values", ...}`` dict."""
         self._subscribers.append(callback)
+
+    def add_block_sink(self, sink: Callable) -> None:
+        """Call ``sink(time, values, scores)`` with every scored block (``scores`` None if the detector
+        failed), after its alarms are committed: the archive keeps every accepted sample this way."""
+        self._block_sinks.append(sink)
 
     def _publish(self, time: np.ndarray, finite: np.ndarray) -> None:
         idx = np.flatnonzero(finite.any(axis=0))
