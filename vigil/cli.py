@@ -39,25 +39,34 @@ def monitor(
     max_jump: float = typer.Option(3600.0, help="a record this far ahead waits for the next to confirm it (0: off)"),
     report_every: float = typer.Option(10.0, help="seconds between counter lines"),
     resume: bool = typer.Option(True, help="continue after the store's checkpoint (no duplicate alarms)"),
+    strict: bool = typer.Option(False, help="refuse a --fit history with bad rows instead of counting them"),
     serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
     host: str = typer.Option("127.0.0.1", help="API bind address"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
 ) -> None:
-    """Score telemetry as it arrives; print alarm changes and counters."""
+    """Score telemetry as it arrives; print alarm changes and counters.
+
+    Exit status: 0 clean, 1 fatal error, 3 finished with reported data problems.
+    """
     import signal
     import threading
 
     from vigil.errors import VigilError
     from vigil.ingest.records import open_source
+    from vigil.monitor.report import EXIT_FATAL, exit_code
     from vigil.monitor.runner import build_session, event_line, run
 
     try:
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
         jump = max_jump if max_jump > 0 else None
-        session = build_session(config, fit_path=fit, store_path=store, lateness_s=lateness, max_jump_s=jump)
+        session = build_session(
+            config, fit_path=fit, store_path=store, lateness_s=lateness, max_jump_s=jump, strict=strict
+        )
     except (VigilError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_FATAL) from None
+    for line in session.fit_report.lines() if session.fit_report is not None else []:
+        typer.echo(f"[fit] {line}")
     session.manager.subscribe(lambda event: typer.echo(event_line(event)))
     start = session.monitor.resume() if resume else None
     if start is not None:
@@ -70,7 +79,8 @@ def monitor(
         src = open_source(source, speed=rate, skip_until=start)
     except (VigilError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        session.store.close()
+        raise typer.Exit(EXIT_FATAL) from None
     typer.echo(f"monitoring {len(session.monitor.channels)} channels from {src.name}")
     try:
         run(session, src, echo=typer.echo, report_every_s=report_every, stop=stop)
@@ -78,6 +88,25 @@ def monitor(
         typer.echo("interrupted")
     finally:
         session.store.close()
+    found = _report_outcome(session, src, start)
+    raise typer.Exit(exit_code(found))
+
+
+def _report_outcome(session, src, resumed_at: float | None = None) -> list[str]:
+    """Print what the reader assumed and the data problems of the run; return the problems."""
+    from vigil.monitor.report import problems
+
+    for note in getattr(src, "notes", []):
+        typer.echo(f"[note] {note}")
+    skipped = getattr(src, "skipped", 0)
+    if skipped:
+        typer.echo(f"[note] passed over {skipped} records at or before the checkpoint t={resumed_at}")
+    with session.lock:
+        summary = session.monitor.counters(nonzero=True)
+    found = problems(summary, session.fit_report, skipped=skipped, resumed_at=resumed_at)
+    for line in found:
+        typer.echo(f"[problem] {line}")
+    return found
 
 
 @bench_app.command("stream")
@@ -89,29 +118,28 @@ def bench_stream(
     ticks: int = typer.Option(300, help="1-row ticks timed for the latency percentiles, per pass"),
     repeats: int = typer.Option(3, help="passes (samples_per_s is their median)"),
     seed: int = typer.Option(0, help="random seed of the generated channels"),
+    archive: bool = typer.Option(False, help="also keep every sample in an archive (vigil.archive) and measure it"),
+    history_points: int | None = typer.Option(None, help="live plot ring per channel (default: the monitor's)"),
 ) -> None:
     """Channel-samples scored per second, 1 Hz tick latency and state bytes per channel."""
     from vigil.bench.stream import run_stream_bench, summary, write_results
 
     result = run_stream_bench(
-        channels=channels, rows=rows, block_rows=block_rows, ticks=ticks, repeats=repeats, seed=seed
-    )
+        channels=channels, rows=rows, block_rows=block_rows, ticks=ticks, repeats=repeats, seed=seed,
+        archive=archive, history_points=history_points,
+    )  # fmt: skip
     write_results(result, out)
     typer.echo(summary(result))
 
 
 def _serve_in_background(session, host: str, port: int, token_file: Path | None) -> None:
-    import threading
-
-    import uvicorn
-
     from vigil.serve.app import create_app
     from vigil.serve.auth import resolve_token
+    from vigil.serve.runner import serve_in_background
 
     token, where = resolve_token(token_file)
     api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock)
-    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
-    threading.Thread(target=server.run, name="vigil-api", daemon=True).start()
+    serve_in_background(api, host, port, _bind_or_exit(host, port))
     typer.echo(f"API on http://{host}:{port}/ (token from {where})")
     if where == "generated":
         typer.echo(f"API token: {token}")
@@ -172,6 +200,7 @@ def alarms_list(
     audit: int = typer.Option(0, help="also print the last N audit entries"),
 ) -> None:
     """List the alarms (or incidents) and the audit trail kept in a store."""
+    from vigil.model import format_time, printable
     from vigil.store.sqlite import SqliteStore
 
     if not store.is_file():
@@ -181,14 +210,15 @@ def alarms_list(
     try:
         if incidents:
             for inc in db.load_incidents():
-                typer.echo(f"incident {inc.id} [{'active' if inc.active else 'closed'}] {inc.explanation}")
+                typer.echo(printable(f"incident {inc.id} [{'active' if inc.active else 'closed'}] {inc.explanation}"))
         else:
             for a in db.load_alarms(open_only=state != "all" and state != "cleared"):
                 if state in (None, "all") or a.state == state:
-                    typer.echo(f"#{a.id} {a.state} {a.explanation}")
+                    typer.echo(printable(f"#{a.id} {a.state} {a.explanation}"))
         for e in db.audit(limit=audit) if audit > 0 else []:
             change = f"{e.action} {e.from_state} -> {e.to_state}"
-            typer.echo(f"audit t={e.time:.6g} alarm {e.alarm_id} by {e.user}: {change} {e.comment}".rstrip())
+            line = f"audit {format_time(e.time)} alarm {e.alarm_id} by {e.user}: {change} {e.comment}".rstrip()
+            typer.echo(printable(line))
     finally:
         db.close()
 
@@ -205,29 +235,47 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else a random one)"),
 ) -> None:
-    """Serve the operator console and API over a live monitor and its alarm store."""
+    """Serve the operator console and API over a live monitor and its alarm store.
+
+    Exit status: 0 clean, 1 fatal error, 3 stopped after reporting data problems.
+    """
+    from vigil.errors import VigilError
     from vigil.ingest.records import open_source
+    from vigil.monitor.report import EXIT_FATAL, exit_code
     from vigil.monitor.runner import build_session
     from vigil.serve.app import create_app, loopback_hosts
     from vigil.serve.auth import resolve_token
     from vigil.serve.runner import SessionPump, serve_app
 
+    sock = _bind_or_exit(host, port)
     token, where = resolve_token(token_file)
-    session = build_session(config, fit_path=fit, store_path=store)
+    src = start = None
+    try:
+        session = build_session(config, fit_path=fit, store_path=store)
+        if source is not None:
+            rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
+            start = session.monitor.resume()
+            src = open_source(source, speed=rate, skip_until=start)
+    except (VigilError, ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_FATAL) from None
+    for line in session.fit_report.lines() if session.fit_report is not None else []:
+        typer.echo(f"[fit] {line}")
     hosts = loopback_hosts(host)
     api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock, allowed_hosts=hosts)
-    if source is not None:
-        rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
-        pump = SessionPump(session, open_source(source, speed=rate, skip_until=session.monitor.resume()))
+    if src is not None:
+        pump = SessionPump(session, src)
         api.state.feeders.append(pump)
         pump.start()
     _announce(host, port, token, where)
     try:
-        serve_app(api, host, port)
+        serve_app(api, host, port, sock)
     finally:
         for feeder in api.state.feeders:
             feeder.stop()
         session.store.close()
+    if src is not None:
+        raise typer.Exit(exit_code(_report_outcome(session, src, start)))
 
 
 @app.command("demo")
@@ -245,6 +293,7 @@ def demo(
     from vigil.serve.demo import build_demo
     from vigil.serve.runner import serve_app
 
+    sock = _bind_or_exit(host, port)  # a busy port is said now, not after building the demo
     token, where = resolve_token(token_file)
     typer.echo("generating the STS-107 scenario and fitting the detector ...")
     session = build_demo(token, speed=speed, store_path=store, seed=seed, allowed_hosts=loopback_hosts(host))
@@ -254,11 +303,22 @@ def demo(
     _announce(host, port, token, where)
     typer.echo("open the URL now: alarms appear as the replay reaches them. Ctrl-C stops.")
     try:
-        serve_app(session.app, host, port)
+        serve_app(session.app, host, port, sock)
     finally:
         session.replay.stop()
         session.replay.join(timeout=5)  # let a chunk being fed finish before the store closes
         session.store.close()
+
+
+def _bind_or_exit(host: str, port: int):
+    """The server's socket, bound now; a busy port ends the command with a clear message (exit 2)."""
+    from vigil.serve.runner import PortInUse, bind
+
+    try:
+        return bind(host, port)
+    except PortInUse as err:
+        typer.echo(f"error: {err.strerror}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _announce(host: str, port: int, token: str, where: str) -> None:

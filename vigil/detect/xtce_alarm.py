@@ -148,6 +148,7 @@ def xtce_monitor_config(alarms: XtceAlarms, source: str | None = None):
             stale_after_s=alarms.stale_after_s(name),
             min_violations=a.min_violations if a is not None else 1,
             min_conformance=a.min_conformance if a is not None else 1,
+            states=alarms.states.get(name, {}),
         )
     return MonitorConfig(channels=channels, source=source or alarms.source)
 

@@ -115,6 +115,8 @@ class XtceAlarms:
     units: dict[str, str] = field(default_factory=dict)
     descriptions: dict[str, str] = field(default_factory=dict)
     subsystems: dict[str, str] = field(default_factory=dict)
+    #: parameter -> its enumeration labels by raw value (explanations name the state).
+    states: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def stale_after_s(self, parameter: str) -> float | None:
         """Seconds without a sample after which the parameter is stale.
@@ -221,6 +223,8 @@ def read_xtce_alarms(mission: Mission | None, path: str | Path | None = None) ->
             else mission.parameters[name].description
         )
         out.subsystems[name] = view.container.get(name, "")
+        if mission is not None and mission.parameters[name].enumeration:
+            out.states[name] = dict(mission.parameters[name].enumeration)
         if ptype is None:
             continue
         alarm = _parameter_alarms(name, ptype, view, out.unmapped, src)
