@@ -218,3 +218,17 @@ def test_mutated_real_packets_never_crash_the_stream(pair):
             if block is not None:
                 assert np.all(np.diff(block.time) > 0)
         assert chunks.decoded_packets > 0
+
+
+@pytest.mark.parametrize("pair", [PAIRS[1], PAIRS[2]], ids=lambda p: p[0])
+def test_config_is_valid_toml_whatever_the_descriptions_hold(tmp_path, pair):
+    import tomllib
+
+    folder, xtce, _, times = pair
+    out = tmp_path / "c.toml"
+    result = runner.invoke(
+        app, ["packets", "config", "--xtce", str(DATA / folder / xtce), "--out", str(out), *_time_args(times)]
+    )
+    assert result.exit_code == 0, result.output
+    channels = tomllib.loads(out.read_text())["channels"]
+    assert any("\n" in c.get("description", "") for c in channels.values())  # the case that broke hand-written TOML
