@@ -266,11 +266,13 @@ def synthetic_capture(mission, layout: str, n: int, seed: int = 0) -> bytes:
     return body.tobytes()
 
 
-def udp_keeps_up(rate: float = 20_000.0, seconds: float = 5.0, monitor: bool = True) -> dict:
+def udp_keeps_up(rate: float = 20_000.0, seconds: float = 5.0, monitor: bool = True, records: bool = False) -> dict:
     """Send DEMOSAT packets, one per datagram, at ``rate`` per second from another process to a
     ``udp+ccsds://`` source, decode them (and score them in the live monitor); count what arrived.
 
-    ``lost`` = sent - decoded: datagrams the kernel dropped plus any the source counted.
+    ``lost`` = sent - decoded: datagrams the kernel dropped plus any the source counted. With
+    ``records`` the source is read as ``vigil monitor --source`` reads it (record batches into
+    :meth:`Monitor.feed_columns`), else as ``vigil packets monitor`` does (blocks).
     """
     import multiprocessing as mp
 
@@ -287,7 +289,27 @@ def udp_keeps_up(rate: float = 20_000.0, seconds: float = 5.0, monitor: bool = T
     t0 = time.perf_counter()
     sender.start()
     quiet = 0
-    for block in src.blocks():
+    if records:
+        from vigil.alarms import AlarmManager
+        from vigil.detect.xtce_alarm import xtce_monitor_config
+        from vigil.model import TelemetryBlock
+        from vigil.monitor.engine import Monitor
+
+        config = xtce_monitor_config(alarms)
+        names = src.stream.channels
+        check = XtceAlarmCheck(alarms).fit(TelemetryBlock.from_arrays([0.0], [[float("nan")] * len(names)], names))
+        m = Monitor(config, check, AlarmManager(config))
+        for batch in src.batches():
+            if not len(batch):
+                quiet += 1
+                if not sender.is_alive() and quiet >= 2:
+                    break
+                continue
+            quiet = 0
+            m.feed_records(batch.bad)
+            m.feed_columns(batch.time, batch.code, batch.value, names=batch.names)
+        m.end_of_stream()
+    for block in [] if records else src.blocks():
         if block is None:
             quiet += 1
             if not sender.is_alive() and quiet >= 2:
@@ -308,6 +330,7 @@ def udp_keeps_up(rate: float = 20_000.0, seconds: float = 5.0, monitor: bool = T
         "counters": {k: v for k, v in src.stream.problems().items() if v},
         "seconds": round(time.perf_counter() - t0, 2),
         "monitor": monitor,
+        "path": "records (vigil monitor)" if records else "blocks (vigil packets monitor)",
     }
 
 
