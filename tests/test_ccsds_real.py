@@ -232,3 +232,31 @@ def test_config_is_valid_toml_whatever_the_descriptions_hold(tmp_path, pair):
     assert result.exit_code == 0, result.output
     channels = tomllib.loads(out.read_text())["channels"]
     assert any("\n" in c.get("description", "") for c in channels.values())  # the case that broke hand-written TOML
+
+
+def test_inspect_and_decode_exit_1_when_nothing_decodes(tmp_path):
+    """JPSS packets against the CoDICE database: every packet is an unknown APID, none decoded."""
+    jpss = DATA / "jpss1-atms" / "J01_G011_LZ_2021-04-09T00-00-00Z_V01.DAT1"
+    codice = DATA / "imap-codice-hk" / "P_COD_NHK.xml"
+    args = [str(jpss), "--xtce", str(codice), "--time", "SHCOARSE"]
+    inspect = runner.invoke(app, ["packets", "inspect", *args])
+    decode = runner.invoke(app, ["packets", "decode", *args, "--out", str(tmp_path / "x.parquet")])
+    for result in (inspect, decode):
+        assert result.exit_code == 1
+        assert "unknown_apid=7200" in result.output and "no packet could be decoded" in result.output
+
+
+def test_live_counters_show_decoding_loss_as_it_happens(tmp_path):
+    """A file source whose packets all fail to decode: the losses reach the monitor per batch."""
+    from vigil.ingest.ccsds.source import open_packet_source
+
+    jpss = DATA / "jpss1-atms" / "J01_G011_LZ_2021-04-09T00-00-00Z_V01.DAT1"
+    codice = DATA / "imap-codice-hk" / "P_COD_NHK.xml"
+    data = jpss.read_bytes() * 3  # more than one 1 MiB chunk
+    capture = tmp_path / "jpss3.bin"
+    capture.write_bytes(data)
+    src = open_packet_source(f"file+ccsds://{capture}?xtce={codice}&time=SHCOARSE")
+    batches = list(src.batches())
+    assert len(batches) >= 2  # reported chunk by chunk, not only at the end
+    reasons = [b.reason for batch in batches for b in batch.bad]
+    assert reasons[0].startswith("APID 11: unknown_apid +") and reasons[-1].endswith("(total 21600)")
