@@ -260,3 +260,72 @@ def test_live_counters_show_decoding_loss_as_it_happens(tmp_path):
     assert len(batches) >= 2  # reported chunk by chunk, not only at the end
     reasons = [b.reason for batch in batches for b in batch.bad]
     assert reasons[0].startswith("APID 11: unknown_apid +") and reasons[-1].endswith("(total 21600)")
+
+
+TRUTH = [
+    (
+        "imap-hit",
+        "hit_packet_definitions.xml",
+        "imap_hit_l0_hk_20100105_v001.pkts",
+        ["SC_TICK"],
+        "hskp_sample_raw.csv",
+        True,
+    ),
+    ("imap-ialirt-hit", "ialirt_hit.xml", "hit_ialirt_sample.ccsds", ["HIT_SC_TICK"], "hit_ialirt_sample.csv", True),
+    (
+        "imap-swe",
+        "swe_packet_definition.xml",
+        "2024051010_SWE_SCIENCE_packet.bin",
+        ["SHCOARSE"],
+        "idle_export_raw.SWE_SCIENCE_20240510_092742.csv",
+        True,
+    ),
+    (
+        "imap-swe",
+        "swe_packet_definition.xml",
+        "2024051010_SWE_SCIENCE_packet.bin",
+        ["SHCOARSE"],
+        "idle_export_eu.SWE_SCIENCE_20240510_092742.csv",
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("folder", "xtce", "capture", "times", "csv", "raw"), TRUTH, ids=[t[4] for t in TRUTH])
+def test_decoded_values_equal_the_instrument_teams_exports(folder, xtce, capture, times, csv, raw):
+    """Rows joined on the CCSDS sequence count; columns matched to parameters by name (the export may
+    drop a database prefix: ``STATUS`` is ``HIT_STATUS``). A raw export is calibrated with the
+    database's own calibrator before comparing; labels in an engineering export are skipped."""
+    from vigil.ingest.ccsds import PacketStream
+    from vigil.ingest.ccsds.source import mission_from_options
+
+    mission = mission_from_options({"xtce": str(DATA / folder / xtce), "time": times})
+    stream = PacketStream(mission)
+    pk = stream.feed_packets((DATA / folder / capture).read_bytes(), final=True)
+    truth = pacsv.read_csv(DATA / folder / csv).to_pydict()
+    seq_col = next(c for c in truth if "SEQ" in c.upper() and "CNT" in c.upper())
+    packet_of = {}
+    for i, s in enumerate(pk.seq.tolist()):
+        packet_of[s] = None if s in packet_of else i  # a repeated count cannot be joined on
+    compared, mismatches = 0, []
+    for name, col in truth.items():
+        found = [
+            c
+            for c in stream.channels
+            if (p := mission.parameters[c].parameter) == name or p.endswith(("." + name, "_" + name))
+        ]
+        if len(found) != 1:
+            continue
+        j = stream.channels.index(found[0])
+        cal = mission.definition.parameters[mission.parameters[found[0]].parameter].parameter_type.encoding
+        cal = getattr(cal, "default_calibrator", None) if raw else None
+        for r, v in enumerate(col):
+            i = packet_of.get(truth[seq_col][r]) if truth[seq_col][r] is not None else None
+            if v is None or isinstance(v, str) or i is None:
+                continue
+            want = float(cal.calibrate(float(v))) if cal is not None else float(v)
+            compared += 1
+            if not np.isclose(pk.values[i, j], want, rtol=1e-12, atol=0.0):
+                mismatches.append((name, r, pk.values[i, j], want))
+    assert mismatches == []
+    assert compared >= 30
