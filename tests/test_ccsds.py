@@ -187,7 +187,7 @@ def test_xtce_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="bad.xml"):
         load_xtce(bad)
     with pytest.raises(
-        ConfigError, match="'NOPE' is in no packet type; time-like candidates per packet type: HK_POWER"
+        ConfigError, match="'NOPE' is in no packet type; time-like candidates per packet type: ADCS: SC_TIME; HK_POWER"
     ):
         load_xtce(xtce_path(), time_parameter="NOPE")
 

@@ -178,3 +178,38 @@ def test_same_time_packets_are_all_kept(path):
     assert block.column("X").tolist() == [1.0, 2.0, 3.0, 4.0]
     assert block.time[0] == 100.0 and np.all(np.diff(block.time) > 0) and block.time[2] - 100.0 < 1e-9
     assert stream.counters()["apid"][20]["same_time"] == 2
+
+
+BLOB = """<xtce:BinaryParameterType name="BLOB_T"><xtce:BinaryDataEncoding><xtce:SizeInBits><xtce:DynamicValue>
+ <xtce:ParameterInstanceRef parameterRef="NBITS"/></xtce:DynamicValue></xtce:SizeInBits></xtce:BinaryDataEncoding>
+</xtce:BinaryParameterType>"""
+VAR = """<xtce:SequenceContainer name="VAR"><xtce:EntryList>
+ <xtce:ParameterRefEntry parameterRef="MET"/><xtce:ParameterRefEntry parameterRef="NBITS"/>
+ <xtce:ParameterRefEntry parameterRef="BLOB"/><xtce:ParameterRefEntry parameterRef="CRC"/></xtce:EntryList>
+ <xtce:BaseContainer containerRef="CCSDSPacket"><xtce:RestrictionCriteria>
+  <xtce:Comparison parameterRef="APID" value="50" useCalibratedValue="false"/></xtce:RestrictionCriteria></xtce:BaseContainer>
+</xtce:SequenceContainer>"""
+
+
+@pytest.mark.parametrize("engine", ["bulk", "spp"])
+def test_fields_after_a_variable_block_are_read_from_the_packet_end(tmp_path, engine):
+    params = (
+        '<xtce:Parameter name="NBITS" parameterTypeRef="U16"/><xtce:Parameter name="BLOB" parameterTypeRef="BLOB_T"/>'
+        '<xtce:Parameter name="CRC" parameterTypeRef="U16"/>'
+    )
+    p = tmp_path / "var.xml"
+    p.write_text(xtce(BLOB, params, VAR))
+    m = load_xtce(p, time=TimeSpec(names=("MET",)))
+    plan = m.layouts["VAR"].plan
+    assert plan is not None and plan.variable and m.layouts["VAR"].length is None
+    stream = PacketStream(m, engine=engine)
+    packets = [
+        pkt(50, i, struct.pack(">IH", 10 + i, 8 * n) + bytes(n) + struct.pack(">H", 1000 + i))
+        for i, n in enumerate((0, 3, 40))
+    ]
+    too_short = pkt(50, 3, b"\x00\x00")
+    pk = stream.feed_packets(b"".join(packets) + too_short, final=True)
+    assert pk.values[:, stream.channels.index("CRC")].tolist() == [1000.0, 1001.0, 1002.0]
+    assert pk.values[:, stream.channels.index("NBITS")].tolist() == [0.0, 24.0, 320.0]
+    c = stream.counters()["apid"][50]
+    assert c.get("shorter_than_layout", 0) + c.get("decode_errors", 0) == 1

@@ -87,6 +87,8 @@ class PacketDecoder:
         self.non_finite = np.zeros(N_APIDS, dtype=np.int64)
         #: longer than a variable layout (space_packet_parser left bytes over); fixed ones: the framer.
         self.longer_than_layout = np.zeros(N_APIDS, dtype=np.int64)
+        #: shorter than the fixed prefix of a layout with a variable tail (fixed ones: the framer).
+        self.shorter_than_layout = np.zeros(N_APIDS, dtype=np.int64)
 
     def columns(self, kind: int) -> np.ndarray:
         """Block columns of the channels of packet type ``kind``."""
@@ -103,10 +105,14 @@ class PacketDecoder:
             rows = np.flatnonzero(frames.apid == apid)
             lay = self.mission.layout_for(apid)
             if lay is not None and lay.plan is not None and self.engine == "bulk":
+                if lay.plan.variable:  # a packet too short for the fixed prefix cannot be decoded
+                    short = frames.length[rows] < lay.plan.length
+                    self.shorter_than_layout[apid] += int(short.sum())
+                    rows = rows[~short]
                 kind[rows] = self._kind[lay.name]
-                time[rows], vals = self._bulk(buf, frames.offset[rows], lay)
+                time[rows], vals = self._bulk(buf, frames.offset[rows], frames.length[rows], lay)
                 ok[rows] = True
-                values[rows[:, None], self._columns[kind[rows[0]]][None, :]] = vals
+                values[rows[:, None], self._columns[self._kind[lay.name]][None, :]] = vals
             else:
                 self._per_packet(buf, frames, rows, apid, time, values, ok, kind)
         for kd in np.unique(kind[ok]).tolist():
@@ -120,9 +126,9 @@ class PacketDecoder:
             np.add.at(self.non_finite, apid, (~np.isfinite(v)).sum(axis=1))
         return DecodedPackets(frames.apid, frames.seq, time, values, ok, kind)
 
-    def _bulk(self, buf: np.ndarray, offsets: np.ndarray, lay: PacketLayout) -> tuple[np.ndarray, np.ndarray]:
-        """All packets of one fixed-layout APID in one pass: their times and channel values."""
-        cols = lay.plan.decode(buf, offsets)
+    def _bulk(self, buf, offsets: np.ndarray, lengths: np.ndarray, lay: PacketLayout) -> tuple[np.ndarray, np.ndarray]:
+        """All packets of one APID with a bulk plan in one pass: their times and channel values."""
+        cols = lay.plan.decode(buf, offsets, lengths)
         at = {name: j for j, name in enumerate(lay.plan.names)}
         values = cols[:, [at[p] for p in lay.parameters]] if lay.parameters else np.empty((offsets.shape[0], 0))
         coarse = cols[:, at[lay.time_field]] if lay.time_field else None

@@ -77,7 +77,7 @@ class PacketLayout:
     @property
     def length(self) -> int | None:
         """Bytes of a packet of this type when fixed, else ``None``."""
-        return None if self.plan is None else self.plan.length
+        return None if self.plan is None or self.plan.variable else self.plan.length
 
     @property
     def apid(self) -> int:

@@ -187,7 +187,7 @@ class PacketStream:
             "bad_length": fc.bad_length,
             "truncated": fc.truncated,
             "longer_than_layout": fc.longer_than_layout + self.decoder.longer_than_layout,
-            "shorter_than_layout": fc.shorter_than_layout,
+            "shorter_than_layout": fc.shorter_than_layout + self.decoder.shorter_than_layout,
             "unknown_apid": fc.unknown_apid,
             "decode_errors": self.decoder.decode_errors,
             "bad_enum": self.decoder.bad_enum,
