@@ -182,7 +182,7 @@ def load_xtce(
                 continue
             why = _not_numeric(p.parameter_type)
             if why:
-                skipped[f"{name}.{p.name}"] = why
+                skipped[p.name if p.name.startswith(name + ".") else f"{name}.{p.name}"] = why
             else:
                 data[name].append(p)
     count: dict[str, int] = {}
@@ -435,7 +435,7 @@ def _bits(ptype) -> int:
 def _not_numeric(ptype) -> str:
     """Why a parameter type gives no number to monitor ("" when it does)."""
     if isinstance(ptype, (parameter_types.StringParameterType, parameter_types.BinaryParameterType)):
-        return f"{type(ptype).__name__}: decoded as bytes, not monitored"
+        return f"{type(ptype).__name__}: not a number, not monitored"
     if isinstance(ptype.encoding, (encodings.StringDataEncoding, encodings.BinaryDataEncoding)):
         return f"{type(ptype.encoding).__name__}: not a number"
     return ""
