@@ -213,3 +213,22 @@ def test_fields_after_a_variable_block_are_read_from_the_packet_end(tmp_path, en
     assert pk.values[:, stream.channels.index("NBITS")].tolist() == [0.0, 24.0, 320.0]
     c = stream.counters()["apid"][50]
     assert c.get("shorter_than_layout", 0) + c.get("decode_errors", 0) == 1
+
+
+def test_time_options_in_a_source_spec(path, tmp_path):
+    from vigil.ingest.ccsds.source import open_packet_source
+
+    capture = tmp_path / "c.bin"
+    capture.write_bytes(one(0, 100, 1, 1) + two(1, 100, 2, 2, 16384))
+    spec = (
+        f"file+ccsds://{capture}?xtce={path}&time=A_ONE.MET&time=A_TWO.MET&time_fine=FINE"
+        "&time_fine_scale=0.0001&time_scale=2&epoch=1970-01-02T00:00:00Z"
+    )
+    src = open_packet_source(spec)
+    lay = src.stream.mission.layouts
+    assert (lay["A_ONE"].time_field, lay["A_TWO"].time_field, lay["A_TWO"].fine_field) == ("MET", "MET", "FINE")
+    assert lay["BOTH"].time_field is None
+    pk = src.stream.feed_packets(capture.read_bytes(), final=True)
+    assert pk.time.tolist() == [86400 + 200.0, 86400 + 200.0 + 1.6384]
+    with pytest.raises(ConfigError, match="epoch"):
+        open_packet_source(spec.replace("1970-01-02T00:00:00Z", "yesterday"))
