@@ -38,7 +38,7 @@ def mission():
     return load_xtce(xtce_path())
 
 
-@pytest.mark.parametrize("engine", ["ccsdspy", "spp"])
+@pytest.mark.parametrize("engine", ["bulk", "ccsdspy", "spp"])
 def test_calibrations_enumerations_and_time(mission, engine):
     stream = PacketStream(mission, engine=engine)
     block = stream.feed(power(5, T0 + 0.5, mode=3) + thermal(0, T0 + 0.5, 1, -12.5), final=True)

@@ -339,7 +339,7 @@ app.add_typer(packets_app, name="packets")
 @bench_app.command("packets")
 def bench_packets(
     out: Path = typer.Option(Path("packets.json"), help="JSON results file"),
-    packets: int = typer.Option(1_000_000, help="packets through the ccsdspy (bulk) engine"),
+    packets: int = typer.Option(1_000_000, help="packets through the bulk engine"),
     spp_packets: int = typer.Option(50_000, help="packets through the space_packet_parser engine"),
 ) -> None:
     """Decode and score a DEMOSAT packet stream end to end; report packets_per_s per engine."""
