@@ -320,7 +320,8 @@ class AlarmManager:
                 self._block = None
         if self._recent is not None:
             self._recent.push(np.where(valid, block.values, np.nan), idx)
-        self._track_repeats(block, idx)
+        if STUCK in scores.detector:  # only a stuck check needs to know since when values repeat
+            self._track_repeats(block, idx)
 
     def _steady(self, block: TelemetryBlock, scores: Scores, idx: np.ndarray, cols: np.ndarray, flagged) -> None:
         j = idx[cols]
@@ -400,20 +401,25 @@ class AlarmManager:
         return float(self._rep_t[j]) if self._rep_v[j] == col[i] else float(block.time[rows[0]])
 
     def _track_repeats(self, block: TelemetryBlock, idx: np.ndarray) -> None:
-        """Per channel, the latest value and since when it has repeated exactly (for explanations
-        of a stuck value; vectorised over the block)."""
+        """Per channel, the latest value and since when it has repeated exactly (to say since when a
+        stuck value repeats; vectorised over the block)."""
         v = block.values
+        n, c = v.shape
         ok = np.isfinite(v)
-        n = v.shape[0]
-        pos = np.maximum.accumulate(np.where(ok, np.arange(n)[:, None], -1), axis=0)
-        prev_v = self._rep_v[idx]
-        filled = np.where(pos >= 0, np.take_along_axis(v, np.maximum(pos, 0), axis=0), prev_v[None, :])
-        before = np.vstack([prev_v[None, :], filled[:-1]])
-        change = ok & (filled != before)
-        has = change.any(axis=0)
-        last = n - 1 - np.argmax(change[::-1], axis=0)
-        self._rep_t[idx] = np.where(has, block.time[last], self._rep_t[idx])
-        self._rep_v[idx] = filled[-1]
+        cols = np.arange(c)
+        seen = ok.any(axis=0)
+        last = v[n - 1] if ok[n - 1].all() else v[n - 1 - np.argmax(ok[::-1], axis=0), cols]
+        differs = ok & (v != last[None, :]) if n > 1 else np.zeros((1, c), dtype=bool)
+        moved = differs.any(axis=0)
+        first = np.zeros(c, dtype=np.int64)
+        if n > 1:  # the first valid row after the last one that differs
+            start = np.where(moved, n - np.argmax(differs[::-1], axis=0), 0)
+            first = np.argmax((np.arange(n)[:, None] >= start[None, :]) & ok, axis=0)
+        old_v, old_t = self._rep_v[idx], self._rep_t[idx]
+        kept = ~moved & (old_v == last)
+        since = np.where(kept, old_t, block.time[first])
+        self._rep_t[idx] = np.where(seen, since, old_t)
+        self._rep_v[idx] = np.where(seen, last, old_v)
 
     # --- transitions ------------------------------------------------------------------------------
     def _raise(self, channel: str, s: _Sample, stale: bool = False) -> None:
