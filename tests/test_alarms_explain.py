@@ -227,3 +227,23 @@ def test_the_demosat_fault_state_is_named_from_the_xtce_enumeration():
     assert mode, [a.explanation for a in m.alarms("all")]
     assert mode[0].value_label == "FAULT"
     assert "state FAULT (raw value 3) is a critical state" in mode[0].explanation
+
+
+def test_an_xtce_context_range_is_not_mistaken_for_the_default_limits():
+    # The configuration holds the default ranges; under a context alarm the band in force differs.
+    block, cfg = one("BUS_T", [35.0, 12.0], {"limits": {"warning": [0, 10]}})
+    s = scores([2, 0], [2.0, 0.0], [NAN, NAN], [20.0, 0.0], [30.0, 10.0], [0, 0], ("xtce",))
+    m = AlarmManager(cfg)
+    m.update(
+        block.slice(0, 1),
+        Scores(
+            *(getattr(s, f)[:1] for f in ("level", "score", "expected", "low", "high")),
+            detector=s.detector,
+            by=s.by[:1],
+        ),
+    )
+    assert "value 35 above the band in force [20, 30]" in m.get(1).explanation
+    block, cfg = one("BUS_T", [12.0], {"limits": {"warning": [0, 10]}})
+    m = AlarmManager(cfg)
+    m.update(block, scores([2], [1.4], [NAN], [0.0], [10.0], [0], ("xtce",)))
+    assert "value 12 above the warning limit 10" in m.get(1).explanation

@@ -568,12 +568,18 @@ class AlarmManager:
         self._pending.events.append(AlarmEvent(action, alarm.id, t, alarm.to_dict(), notify))
 
     def _threshold(self, channel: str, s: _Sample) -> float:
-        """The bound crossed: the configured limit of that severity for the limit check, else the band edge."""
+        """The bound crossed: the configured limit of that severity for a limit check, else the band
+        edge. An XTCE check uses the configured (default) ranges only while they are the ones in
+        force: under a context alarm its band differs, and the band in force is all that is known."""
         ch = self.config.channels.get(channel)
         lo, hi = s.low, s.high
         if s.detector in ("limits", "xtce") and ch is not None and ch.limits is not None:
-            rng = getattr(ch.limits, SEVERITIES[s.level - 1]) or (None, None)
-            lo, hi = (math.nan if v is None else float(v) for v in rng)
+            low, high = ch.limits.as_arrays()
+            inner = (low[np.isfinite(low)][:1], high[np.isfinite(high)][:1])
+            default = all(np.array_equal(a, [b] if math.isfinite(b) else []) for a, b in zip(inner, (s.low, s.high)))
+            if not (s.detector == "limits" or default):
+                return math.nan  # a context's range: the explanation names the band in force
+            lo, hi = float(low[s.level - 1]), float(high[s.level - 1])
         if math.isfinite(lo) and s.value < lo:
             return lo
         if math.isfinite(hi) and s.value > hi:
