@@ -222,14 +222,19 @@ def test_a_busy_port_is_an_error_at_once_without_a_traceback():
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        for args in (["demo"], ["serve", "--config", "does-not-matter.toml"]):
+        commands = (
+            ["demo", "--port", str(port)],
+            ["serve", "--config", "does-not-matter.toml", "--port", str(port)],
+            ["monitor", "--config", "does-not-matter.toml", "--source", "stdin", "--serve", str(port)],
+        )
+        for args in commands:
             out = subprocess.run(
-                [sys.executable, "-m", "vigil.cli", *args, "--port", str(port)],
+                [sys.executable, "-m", "vigil.cli", *args],
                 capture_output=True,
                 text=True,
                 timeout=120,
             )
-            assert out.returncode == 2, out
+            assert out.returncode == 1, out  # fatal
             assert f"port {port} on 127.0.0.1 is in use" in out.stderr
             assert "Traceback" not in out.stderr + out.stdout
             assert "generating" not in out.stdout  # refused before any work
