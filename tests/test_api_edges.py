@@ -280,3 +280,20 @@ def test_health_reports_a_listener_that_could_not_accept():
         assert health["status"] == "ok" and health["feeders"][0]["source"]["refused"] == 3
         listener.errors = 2
         assert client.get("/api/health").json()["status"] == "degraded"
+
+
+def test_live_clients_over_the_cap_are_refused_and_counted():
+    from fastapi.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from vigil.serve.hub import Hub
+
+    app = create_app(*_tiny_stack(), None, TOKEN, hub=Hub(max_clients=2))
+    with TestClient(app) as client:
+        with client.websocket_connect("/api/live") as a, client.websocket_connect("/api/live") as b:
+            assert a.receive_json()["type"] == b.receive_json()["type"] == "hello"
+            with pytest.raises(WebSocketDisconnect), client.websocket_connect("/api/live") as c:
+                c.receive_json()
+            assert client.get("/api/health").json()["live_refused"] == 1
+        with client.websocket_connect("/api/live") as again:  # places free again
+            assert again.receive_json()["type"] == "hello"
