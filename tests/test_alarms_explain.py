@@ -247,3 +247,21 @@ def test_an_xtce_context_range_is_not_mistaken_for_the_default_limits():
     m = AlarmManager(cfg)
     m.update(block, scores([2], [1.4], [NAN], [0.0], [10.0], [0], ("xtce",)))
     assert "value 12 above the warning limit 10" in m.get(1).explanation
+
+
+def test_a_real_stuck_alarm_says_when_the_value_froze():
+    rng = np.random.default_rng(0)
+    t = np.arange(3000.0)
+    hist = TelemetryBlock.from_arrays(T0 + t, np.round(np.sin(t / 20) + 0.01 * rng.normal(size=t.size), 3), ["V"])
+    det = ForecastDetector().fit(hist)
+    live = np.round(np.sin((t[:600] + 3000) / 20) + 0.01 * rng.normal(size=600), 3)
+    live[100:] = live[100]  # frozen from row 100 on
+    block = TelemetryBlock.from_arrays(T0 + 3000 + t[:600], live, ["V"])
+    m = AlarmManager(MonitorConfig.from_dict({"channels": {"V": {"subsystem": "s"}}}))
+    for i in range(0, 600, 7):  # blocks of 7 rows: the freeze began many blocks before the alarm
+        part = block.slice(i, min(i + 7, 600))
+        m.update(part, det.score(part))
+    stuck = [a for a in m.alarms("all") if a.detector == "forecast.stuck"]
+    assert stuck, [a.explanation for a in m.alarms("all")]
+    assert stuck[0].since == T0 + 3100
+    assert f"value {live[100]:.4g} repeated exactly since 2003-02-01T14:45:00Z" in stuck[0].explanation
