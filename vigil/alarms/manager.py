@@ -42,6 +42,7 @@ import numpy as np
 from vigil.alarms.incidents import RecentValues, add_member, correlation, joins, member_of, rank
 from vigil.alarms.memory import AlarmStore, MemoryStore
 from vigil.alarms.model import STALE, STATES, Alarm, AlarmError, AlarmEvent, AuditEntry, Incident, UnknownAlarmError
+from vigil.alarms.repeats import Repeats
 from vigil.config import MonitorConfig
 from vigil.detect.base import SEVERITIES, Scores
 from vigil.errors import DataError
@@ -93,7 +94,7 @@ class AlarmManager:
         self._violating = np.zeros(0, dtype=bool)  # that alarm is out of nominal (not RTN)
         self._peak_level = np.zeros(0, dtype=np.int8)
         self._peak_score, self._last_t, self._last_v, self._watermark = (np.zeros(0) for _ in range(4))
-        self._rep_v, self._rep_t = np.zeros(0), np.zeros(0)  # latest value, repeated since (explanations)
+        self._repeats = Repeats()  # since when each channel's value repeats (explanations of stuck values)
         self._alarms: dict[int, Alarm] = {}  # unfinished alarms
         self._shelved: set[int] = set()  # ids of shelved ones
         self._stale: dict[str, int] = {}  # channel -> unfinished staleness alarm
@@ -321,7 +322,7 @@ class AlarmManager:
         if self._recent is not None:
             self._recent.push(np.where(valid, block.values, np.nan), idx)
         if STUCK in scores.detector:  # only a stuck check needs to know since when values repeat
-            self._track_repeats(block, idx)
+            self._repeats.update(block, idx)
 
     def _steady(self, block: TelemetryBlock, scores: Scores, idx: np.ndarray, cols: np.ndarray, flagged) -> None:
         j = idx[cols]
@@ -378,7 +379,7 @@ class AlarmManager:
             float(scores.high[i, k]),
             detector,
             self._label(channel, value),
-            self._stuck_since(block, i, k) if detector == STUCK else math.nan,
+            self._repeats.since(block, i, k, self._index[channel]) if detector == STUCK else math.nan,
         )
 
     def _label(self, channel: str, value: float) -> str:
@@ -388,38 +389,6 @@ class AlarmManager:
         if not states or not value.is_integer():
             return ""
         return states.get(int(value), "")
-
-    def _stuck_since(self, block: TelemetryBlock, i: int, k: int) -> float:
-        """When the value at row ``i`` of column ``k`` began repeating (missing samples skipped),
-        looking back into earlier blocks through ``_rep_v``/``_rep_t``."""
-        col = block.values[: i + 1, k]
-        rows = np.flatnonzero(np.isfinite(col))
-        differ = np.flatnonzero(col[rows] != col[i])
-        if differ.size:
-            return float(block.time[rows[differ[-1] + 1]])
-        j = self._index[block.channels[k]]
-        return float(self._rep_t[j]) if self._rep_v[j] == col[i] else float(block.time[rows[0]])
-
-    def _track_repeats(self, block: TelemetryBlock, idx: np.ndarray) -> None:
-        """Per channel, the latest value and since when it has repeated exactly (to say since when a
-        stuck value repeats; vectorised over the block)."""
-        v = block.values
-        n, c = v.shape
-        ok = np.isfinite(v)
-        cols = np.arange(c)
-        seen = ok.any(axis=0)
-        last = v[n - 1] if ok[n - 1].all() else v[n - 1 - np.argmax(ok[::-1], axis=0), cols]
-        differs = ok & (v != last[None, :]) if n > 1 else np.zeros((1, c), dtype=bool)
-        moved = differs.any(axis=0)
-        first = np.zeros(c, dtype=np.int64)
-        if n > 1:  # the first valid row after the last one that differs
-            start = np.where(moved, n - np.argmax(differs[::-1], axis=0), 0)
-            first = np.argmax((np.arange(n)[:, None] >= start[None, :]) & ok, axis=0)
-        old_v, old_t = self._rep_v[idx], self._rep_t[idx]
-        kept = ~moved & (old_v == last)
-        since = np.where(kept, old_t, block.time[first])
-        self._rep_t[idx] = np.where(seen, since, old_t)
-        self._rep_v[idx] = np.where(seen, last, old_v)
 
     # --- transitions ------------------------------------------------------------------------------
     def _raise(self, channel: str, s: _Sample, stale: bool = False) -> None:
@@ -826,8 +795,7 @@ class AlarmManager:
         self._last_t = np.concatenate([self._last_t, np.full(m, np.nan)])
         self._last_v = np.concatenate([self._last_v, np.full(m, np.nan)])
         self._watermark = np.concatenate([self._watermark, np.full(m, -np.inf)])
-        self._rep_v = np.concatenate([self._rep_v, np.full(m, np.nan)])
-        self._rep_t = np.concatenate([self._rep_t, np.full(m, np.nan)])
+        self._repeats.add_channels(m)
         if self._recent is not None:
             self._recent.add_channels(m)
         self._columns_cache.clear()
