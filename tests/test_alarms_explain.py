@@ -77,7 +77,9 @@ def test_a_forecast_error_inside_the_band_is_not_called_outside_it():
     m.update(block, s)
     text = m.get(1).explanation
     assert "outside" not in text and "above" not in text and "below" not in text
-    assert "value 1303, expected 1303: smoothed prediction error 4.2 is 1.05x its threshold 4" in text
+    assert (
+        "value 1303, expected 1303 (band [1299, 1307]): smoothed prediction error 4.2 is 1.05x its threshold 4" in text
+    )
 
 
 def test_a_value_above_the_range_is_called_above_it():
