@@ -103,6 +103,21 @@ def bench_stream(
     typer.echo(summary(result))
 
 
+@bench_app.command("trend")
+def bench_trend(
+    channels: int = typer.Option(200, help="generated channels (4 in 5 drift toward the limit)"),
+    hours: float = typer.Option(10.0, help="hours of 1 Hz samples"),
+    seed: int = typer.Option(1, help="random seed (the default tau_s was chosen on seed 0)"),
+    out: Path = typer.Option(Path("results-trend.json"), help="JSON results file"),
+) -> None:
+    """Time until limit on generated drifts: how early, how accurate (vigil.detect.trend)."""
+    from vigil.bench.trend import run_trend_bench, summary, write_results
+
+    result = run_trend_bench(channels=channels, hours=hours, seed=seed)
+    write_results(result, out)
+    typer.echo(summary(result))
+
+
 def _serve_in_background(session, host: str, port: int, token_file: Path | None) -> None:
     import threading
 

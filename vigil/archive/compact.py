@@ -93,4 +93,3 @@ def compact_hour(paths: list[Path], compression: str | None = "lz4") -> Path | N
     for p in paths:
         p.unlink(missing_ok=True)
     return path
-
