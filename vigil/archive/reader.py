@@ -6,16 +6,15 @@ written yet, so a span that ends now has no gap.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from vigil.archive.writer import FIELDS, TIME_ROW, ArchiveWriter, day_of
+from vigil.archive.writer import FIELDS, ArchiveWriter, day_of
 from vigil.errors import DataError
 from vigil.model import TelemetryBlock
 from vigil.monitor.history import decimate
