@@ -6,9 +6,30 @@ from pathlib import Path
 
 import typer
 
+from vigil.cli_alarms import alarms_app
+
 app = typer.Typer(help="Vigil: early warning for spacecraft telemetry.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks on labelled or generated telemetry.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(alarms_app, name="alarms")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"vigil {version('vigil-telemetry')}")
+        except PackageNotFoundError:  # a source tree never installed
+            typer.echo("vigil 0+unknown")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """Vigil: early warning for spacecraft telemetry."""
 
 
 # --- engine (issue 2) -----------------------------------------------------------------------------
@@ -182,33 +203,26 @@ def config_check(path: Path = typer.Argument(..., help="channel configuration (T
     )
 
 
-@app.command("alarms")
-def alarms_list(
-    store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
-    state: str | None = typer.Option(None, help="only this state (active, acknowledged, ...; all: also cleared)"),
-    incidents: bool = typer.Option(False, help="list incidents instead of alarms"),
-    audit: int = typer.Option(0, help="also print the last N audit entries"),
+@config_app.command("init")
+def config_init(
+    data: Path = typer.Argument(..., help="history (CSV/Parquet, long time,channel,value or wide)"),
+    out: Path = typer.Option(Path("channels.toml"), help="configuration file to write"),
+    force: bool = typer.Option(False, help="overwrite --out if it exists"),
 ) -> None:
-    """List the alarms (or incidents) and the audit trail kept in a store."""
-    from vigil.store.sqlite import SqliteStore
+    """Write a first configuration from data: channels, rates, subsystems; limits as suggestions."""
+    from vigil.config_init import write_config
+    from vigil.errors import VigilError
 
-    if not store.is_file():
-        typer.echo(f"error: {store}: no such store", err=True)
+    if out.exists() and not force:
+        typer.echo(f"error: {out} exists (--force overwrites it)", err=True)
         raise typer.Exit(2)
-    db = SqliteStore(store)
     try:
-        if incidents:
-            for inc in db.load_incidents():
-                typer.echo(f"incident {inc.id} [{'active' if inc.active else 'closed'}] {inc.explanation}")
-        else:
-            for a in db.load_alarms(open_only=state != "all" and state != "cleared"):
-                if state in (None, "all") or a.state == state:
-                    typer.echo(f"#{a.id} {a.state} {a.explanation}")
-        for e in db.audit(limit=audit) if audit > 0 else []:
-            change = f"{e.action} {e.from_state} -> {e.to_state}"
-            typer.echo(f"audit t={e.time:.6g} alarm {e.alarm_id} by {e.user}: {change} {e.comment}".rstrip())
-    finally:
-        db.close()
+        channels, subsystems = write_config(data, out)
+    except (VigilError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {out}: {channels} channels, {subsystems} subsystems from name prefixes; "
+               f"limits suggested in comments (review, uncomment, then `vigil config check {out}`)")  # fmt: skip
 
 
 # --- operator console (issue 4) -------------------------------------------------------------------
