@@ -63,6 +63,8 @@ def monitor(
     serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
     host: str = typer.Option("127.0.0.1", help="API bind address"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
+    archive: Path | None = typer.Option(None, help="keep every accepted sample in this archive folder"),
+    retention_days: float | None = typer.Option(None, min=0.01, help="archive: delete days older than this"),
 ) -> None:
     """Score telemetry as it arrives; print alarm changes and counters."""
     import signal
@@ -80,13 +82,14 @@ def monitor(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     session.manager.subscribe(lambda event: typer.echo(event_line(event)))
+    extras = _extras(session, archive, retention_days)
     start = session.monitor.resume() if resume else None
     if start is not None:
         typer.echo(f"resuming after t={start} (checkpoint in {store})")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if serve is not None:
-        _serve_in_background(session, host, serve, token_file)
+        _serve_in_background(session, host, serve, token_file, extras)
     try:
         src = open_source(source, speed=rate, skip_until=start)
     except (VigilError, OSError) as err:
@@ -98,6 +101,7 @@ def monitor(
     except KeyboardInterrupt:
         typer.echo("interrupted")
     finally:
+        extras.close()
         session.store.close()
 
 
@@ -139,7 +143,19 @@ def bench_trend(
     typer.echo(summary(result))
 
 
-def _serve_in_background(session, host: str, port: int, token_file: Path | None) -> None:
+def _extras(session, archive: Path | None, retention_days: float | None):
+    """The archive, notifications and time-until-limit forecast on a session (vigil.monitor.extras)."""
+    from vigil.errors import VigilError
+    from vigil.monitor.extras import attach
+
+    try:
+        return attach(session.monitor, session.manager, archive, retention_days)
+    except (VigilError, OSError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _serve_in_background(session, host: str, port: int, token_file: Path | None, extras=None) -> None:
     import threading
 
     import uvicorn
@@ -148,7 +164,7 @@ def _serve_in_background(session, host: str, port: int, token_file: Path | None)
     from vigil.serve.auth import resolve_token
 
     token, where = resolve_token(token_file)
-    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock)
+    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock, extras=extras)
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
     threading.Thread(target=server.run, name="vigil-api", daemon=True).start()
     typer.echo(f"API on http://{host}:{port}/ (token from {where})")
@@ -236,6 +252,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="bind address (127.0.0.1: this machine only)"),
     port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else a random one)"),
+    archive: Path | None = typer.Option(None, help="keep every accepted sample in this archive folder"),
+    retention_days: float | None = typer.Option(None, min=0.01, help="archive: delete days older than this"),
 ) -> None:
     """Serve the operator console and API over a live monitor and its alarm store."""
     from vigil.ingest.records import open_source
@@ -246,8 +264,11 @@ def serve(
 
     token, where = resolve_token(token_file)
     session = build_session(config, fit_path=fit, store_path=store)
+    extras = _extras(session, archive, retention_days)
     hosts = loopback_hosts(host)
-    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock, allowed_hosts=hosts)
+    api = create_app(
+        session.monitor, session.manager, session.store, token, lock=session.lock, allowed_hosts=hosts, extras=extras
+    )
     if source is not None:
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
         pump = SessionPump(session, open_source(source, speed=rate, skip_until=session.monitor.resume()))
@@ -259,6 +280,7 @@ def serve(
     finally:
         for feeder in api.state.feeders:
             feeder.stop()
+        extras.close()
         session.store.close()
 
 

@@ -112,6 +112,7 @@ class ArchiveReader:
         j = None if self.writer is None else self.writer.index.get(channel)
         if j is None:
             return []
+        self.writer.sync()  # blocks still queued reach the writer's buffer first
         return [dict(zip(NAMES, (b[0], *(a[:, j] for a in b[1:])))) for b in self.writer.buffered()]
 
 

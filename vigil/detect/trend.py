@@ -123,6 +123,8 @@ def describe(channel: str, ttl: dict[str, Any] | None, units: str = "") -> str:
     'BATT_T reaches critical 40 degC in about 3 h 20 min (2 h 50 – 4 h 10)'
     >>> describe("BATT_T", None)
     'BATT_T is not heading for a limit'
+    >>> _duration(3599.0), _duration(3570.0), _duration(59.0)
+    ('1 h', '1 h', '1 min')
     """
     if ttl is None:
         return f"{channel} is not heading for a limit"
@@ -133,7 +135,7 @@ def describe(channel: str, ttl: dict[str, Any] | None, units: str = "") -> str:
 
 def _duration(seconds: float, unit: bool = True) -> str:
     """``3 h 20 min``, ``45 min``, ``2 d 4 h``; rounded to 10 min above an hour (``unit=False``: ``4 h 10``)."""
-    if seconds < 3600:
+    if round(seconds / 60) < 60:
         return f"{max(1, round(seconds / 60))} min"
     if seconds < 86400:
         minutes = round(seconds / 600) * 10
