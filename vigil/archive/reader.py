@@ -7,6 +7,7 @@ written yet, so a span that ends now has no gap.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,6 +48,12 @@ class ArchiveReader:
 
     def read(self, channel: str, start: float | None = None, end: float | None = None) -> dict[str, np.ndarray]:
         """``channel``'s samples in ``[start, end]`` (arrays time, value, expected, low, high, level)."""
+        if self.writer is not None:
+            self.writer.sync()  # blocks still queued reach the writer's buffer first
+        with self.writer._lock if self.writer is not None else nullcontext():
+            return self._read(channel, start, end)
+
+    def _read(self, channel: str, start: float | None, end: float | None) -> dict[str, np.ndarray]:
         parts = []
         for _t0, _t1, path in self.chunks(start, end):
             with pa.memory_map(str(path)) as source:
@@ -112,7 +119,6 @@ class ArchiveReader:
         j = None if self.writer is None else self.writer.index.get(channel)
         if j is None:
             return []
-        self.writer.sync()  # blocks still queued reach the writer's buffer first
         return [dict(zip(NAMES, (b[0], *(a[:, j] for a in b[1:])))) for b in self.writer.buffered()]
 
 
