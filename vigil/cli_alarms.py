@@ -48,18 +48,21 @@ def alarms_list(
     """List the alarms (or incidents) and the audit trail kept in a store."""
     if ctx.invoked_subcommand is not None:
         return
+    from vigil.model import format_time, printable
+
     db = _open_store(store)
     try:
         if incidents:
             for inc in db.load_incidents():
-                typer.echo(f"incident {inc.id} [{'active' if inc.active else 'closed'}] {inc.explanation}")
+                typer.echo(printable(f"incident {inc.id} [{'active' if inc.active else 'closed'}] {inc.explanation}"))
         else:
             for a in db.load_alarms(open_only=state != "all" and state != "cleared"):
                 if state in (None, "all") or a.state == state:
-                    typer.echo(f"#{a.id} {a.state} {a.explanation}")
+                    typer.echo(printable(f"#{a.id} {a.state} {a.explanation}"))
         for e in db.audit(limit=audit) if audit > 0 else []:
             change = f"{e.action} {e.from_state} -> {e.to_state}"
-            typer.echo(f"audit t={e.time:.6g} alarm {e.alarm_id} by {e.user}: {change} {e.comment}".rstrip())
+            line = f"audit {format_time(e.time)} alarm {e.alarm_id} by {e.user}: {change} {e.comment}".rstrip()
+            typer.echo(printable(line))
     finally:
         db.close()
 
@@ -70,7 +73,9 @@ def _verb(alarm_id: int, verb: str, body: dict[str, Any], server: str | None, st
         alarm = _post(server, f"/api/alarms/{alarm_id}:{verb}", body, token_file)
     else:
         alarm = _apply_to_store(store, alarm_id, verb, body)
-    typer.echo(f"#{alarm['id']} {alarm['state']} {alarm.get('explanation', '')}".rstrip())
+    from vigil.model import printable
+
+    typer.echo(printable(f"#{alarm['id']} {alarm['state']} {alarm.get('explanation', '')}".rstrip()))
 
 
 def _post(server: str, path: str, body: dict[str, Any], token_file: Path | None) -> dict[str, Any]:

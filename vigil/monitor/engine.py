@@ -140,6 +140,38 @@ class Monitor:
             vs.append(v)
         return self._ingest(np.asarray(ts, dtype=np.float64), np.asarray(js, dtype=np.int64), np.asarray(vs))
 
+    def feed_columns(self, time, channel, value, names=None) -> list:
+        """Take records as columns (the bulk form of :meth:`feed_records`); returns alarm events.
+
+        ``channel`` holds names, or, with ``names``, codes indexing ``names`` (as
+        :class:`~vigil.ingest.bulk.RecordBatch` carries them). Names are mapped to channels once
+        per distinct name; unknown ones are counted by name, a non-finite time as malformed.
+        """
+        t = np.asarray(time, dtype=np.float64)
+        v = np.asarray(value, dtype=np.float64)
+        if names is None:
+            names, codes = np.unique(np.asarray(channel, dtype=object).astype(str), return_inverse=True)
+            names = names.tolist()
+        else:
+            codes = np.asarray(channel, dtype=np.int64)
+        if not (t.shape == v.shape == codes.shape):
+            raise ValueError(f"time, channel and value differ in length: {t.shape}, {codes.shape}, {v.shape}")
+        lut = np.fromiter((self._index.get(n, -1) for n in names), np.int64, len(names))
+        j = lut[codes] if codes.size else codes
+        known = j >= 0
+        if not known.all():
+            per_name = np.bincount(codes[~known], minlength=len(names))
+            for k in np.flatnonzero(per_name).tolist():
+                self._count_unknown(names[k], int(per_name[k]))
+            t, j, v = t[known], j[known], v[known]
+        bad_t = ~np.isfinite(t)
+        if bad_t.any():
+            for k in np.flatnonzero(bad_t)[:5].tolist():
+                self.recent_errors.append(f"channel {self.channels[j[k]]}: time {t[k]!r} is not finite")
+            np.add.at(self.counts_["malformed"], j[bad_t], 1)
+            t, j, v = t[~bad_t], j[~bad_t], v[~bad_t]
+        return self._ingest(t, j, v)
+
     def feed_block(self, block: TelemetryBlock) -> list:
         """Score a block of rows (after flushing pending records before it). Returns alarm events.
 
