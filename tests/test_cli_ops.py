@@ -133,3 +133,27 @@ def test_alarm_verbs_against_a_running_server_use_the_api_token(server, tmp_path
     assert out.exit_code == 0 and out.output.startswith("#1 acknowledged"), out.output
     assert manager.get(1).acknowledged_by == "bob"  # the running server's manager did it
     assert run(app, ["alarms", "ack", "7", "--server", url]).output.startswith("error: 404")
+
+
+def test_fit_from_the_archive_saves_a_model(tmp_path):
+    import pickle
+
+    from vigil.archive import ArchiveWriter
+
+    t = 1_700_006_400.0 + np.arange(3000.0)
+    x = np.c_[20 + np.sin(t / 60), 5 + np.cos(t / 90)] + np.random.default_rng(0).normal(0, 0.01, (t.size, 2))
+    with ArchiveWriter(tmp_path / "arch", ("A", "B")) as writer:
+        writer.append(t, x)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[channels.A]\nsubsystem = "s"\n[channels.B]\nsubsystem = "s"\n')
+    out = tmp_path / "m.model"
+    args = ["fit", "--config", str(cfg), "--archive", str(tmp_path / "arch"), "--out", str(out)]
+    done = run(app, [*args, "--start", "2023-11-15T00:00:00Z", "--end", str(t[1999])])
+    assert done.exit_code == 0 and "2 channels fitted on 2000 archived rows" in done.output, done.output
+    header, _, body = out.read_bytes().partition(b"\n")
+    saved = pickle.loads(body)
+    assert header == b"VIGIL-MODEL 1" and saved["info"]["history"]["rows"] == 2000
+    assert pickle.loads(saved["detector"]).channels_ == ("A", "B")
+    empty = run(app, [*args, "--start", "0", "--end", "10"])
+    assert empty.exit_code == 2 and "no archived samples" in empty.output
+    assert run(app, [*args, "--start", "yesterday", "--end", "10"]).exit_code == 2

@@ -266,6 +266,27 @@ def config_init(
                f"limits suggested in comments (review, uncomment, then `vigil config check {out}`)")  # fmt: skip
 
 
+@app.command("fit")
+def fit_model(
+    config: Path = typer.Option(..., help="channel configuration (TOML)"),
+    archive: Path = typer.Option(..., help="archive folder (vigil monitor/serve --archive)"),
+    start: str = typer.Option(..., help="span start: seconds since 1970 or ISO 8601 (UTC)"),
+    end: str = typer.Option(..., help="span end: seconds since 1970 or ISO 8601 (UTC)"),
+    out: Path = typer.Option(Path("vigil.sqlite.model"), help="model file to write"),
+) -> None:
+    """Refit the default detector on an archived span and save the model."""
+    from vigil.archive.refit import parse_time, refit
+    from vigil.errors import VigilError
+
+    try:
+        info = refit(config, archive, parse_time(start), parse_time(end), out)
+    except (VigilError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    rows = info["history"]["rows"]
+    typer.echo(f"wrote {out}: {len(info['channels'])} channels fitted on {rows} archived rows (model {info['model_id'][:12]})")
+
+
 # --- operator console (issue 4) -------------------------------------------------------------------
 @app.command("serve")
 def serve(
