@@ -64,7 +64,8 @@ def monitor(
     serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
     host: str = typer.Option("127.0.0.1", help="API bind address"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
-    archive: Path | None = typer.Option(None, help="keep every accepted sample in this archive folder"),
+    archive: Path | None = typer.Option(None, help="archive folder for every accepted sample (default: STORE.archive)"),
+    no_archive: bool = typer.Option(False, "--no-archive", help="keep no archive (plots: last 256 samples)"),
     retention_days: float | None = typer.Option(None, min=0.01, help="archive: delete days older than this"),
 ) -> None:
     """Score telemetry as it arrives; print alarm changes and counters.
@@ -91,7 +92,7 @@ def monitor(
     for line in session.fit_report.lines() if session.fit_report is not None else []:
         typer.echo(f"[fit] {line}")
     session.manager.subscribe(lambda event: typer.echo(event_line(event)))
-    extras = _extras(session, archive, retention_days)
+    extras = _extras(session, None if no_archive else archive or Path(f"{store}.archive"), retention_days)
     start = session.monitor.resume() if resume else None
     if start is not None:
         typer.echo(f"resuming after t={start} (checkpoint in {store})")
@@ -284,7 +285,8 @@ def fit_model(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     rows = info["history"]["rows"]
-    typer.echo(f"wrote {out}: {len(info['channels'])} channels fitted on {rows} archived rows (model {info['model_id'][:12]})")
+    model = info["model_id"][:12]
+    typer.echo(f"wrote {out}: {len(info['channels'])} channels fitted on {rows} archived rows (model {model})")
 
 
 # --- operator console (issue 4) -------------------------------------------------------------------
@@ -298,7 +300,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="bind address (127.0.0.1: this machine only)"),
     port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else a random one)"),
-    archive: Path | None = typer.Option(None, help="keep every accepted sample in this archive folder"),
+    archive: Path | None = typer.Option(None, help="archive folder for every accepted sample (default: STORE.archive)"),
+    no_archive: bool = typer.Option(False, "--no-archive", help="keep no archive (plots: last 256 samples)"),
     retention_days: float | None = typer.Option(None, min=0.01, help="archive: delete days older than this"),
 ) -> None:
     """Serve the operator console and API over a live monitor and its alarm store.
@@ -327,7 +330,7 @@ def serve(
         raise typer.Exit(EXIT_FATAL) from None
     for line in session.fit_report.lines() if session.fit_report is not None else []:
         typer.echo(f"[fit] {line}")
-    extras = _extras(session, archive, retention_days)
+    extras = _extras(session, None if no_archive else archive or Path(f"{store}.archive"), retention_days)
     hosts = loopback_hosts(host)
     api = create_app(
         session.monitor, session.manager, session.store, token, lock=session.lock, allowed_hosts=hosts, extras=extras

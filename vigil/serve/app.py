@@ -318,7 +318,7 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
             except KeyError:
                 raise HTTPException(404, f"no channel {name!r} in the monitor") from None
             periods = [_period(a) for a in console.manager.alarms(state="all") if a.channel == name]
-        source = "memory"
+        source, t0 = "memory", _span_start(console, t0)
         if _needs_archive(console, series, t0):
             series = {k: v.tolist() for k, v in console.extras.reader.history(name, t0, t1, max_points).items()}
             source = "archive"
@@ -393,11 +393,19 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
             return jsonable(console.monitor.counters())
 
 
+def _span_start(console: Console, t0: float | None) -> float | None:
+    """Where a span starts: ``t0``, or the live view's default (``history_s`` before the latest row)."""
+    if t0 is not None:
+        return t0
+    latest = getattr(console.monitor, "_emitted", -np.inf)
+    return float(latest - console.monitor.history_s) if np.isfinite(latest) else None
+
+
 def _needs_archive(console: Console, series: dict[str, list], t0: float | None) -> bool:
     """Whether a span reaches back before what the live ring holds (and an archive can serve it)."""
     if console.extras.reader is None or t0 is None:
         return False
-    return not series["time"] or series["time"][0] > t0 + 1e-9 and console.monitor.rings_.count.max() > 0
+    return not series["time"] or series["time"][0] > t0 + 1e-9
 
 
 def _time_to_limit_column(console: Console, names: list[str]) -> list[dict[str, Any] | None]:
