@@ -30,8 +30,8 @@ ten seconds at 1 Hz for a channel that really is back. Set ``min_conformance = 1
 normal at the first nominal sample.
 
 Every error is a :class:`vigil.errors.ConfigError` naming the file and the dotted key
-(``channels.T-1.limits.warning``). The top-level tables ``[monitor]``, ``[detector]``, ``[ingest]``
-and ``[serve]`` are free-form options read (and validated) by the layer that owns them.
+(``channels.T-1.limits.warning``). The top-level tables ``[monitor]``, ``[detector]``, ``[ingest]``,
+``[serve]`` and ``[notify]`` are free-form options read (and validated) by the layer that owns them.
 
 >>> cfg = MonitorConfig.from_dict({"channels": {"T-1": {"subsystem": "thermal", "limits": {"warning": [0, 10]}}}})
 >>> cfg.channels["T-1"].limits.warning, cfg.channels["T-1"].min_conformance
@@ -79,6 +79,8 @@ class ChannelConfig(BaseModel):
     #: Another configured channel this one should track (its physically symmetric twin); see
     #: :mod:`vigil.detect.counterpart`.
     counterpart: str | None = Field(default=None, min_length=1)
+    #: An enumerated channel's state names by raw value (``{3 = "FAULT"}``): explanations name the state.
+    states: dict[int, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -118,6 +120,7 @@ class MonitorConfig(BaseModel):
     detector: dict[str, Any] = Field(default_factory=dict)
     ingest: dict[str, Any] = Field(default_factory=dict)
     serve: dict[str, Any] = Field(default_factory=dict)
+    notify: dict[str, Any] = Field(default_factory=dict)  # validated by vigil.notify.load_settings
     source: str = Field(default="<memory>", exclude=True)
 
     @model_validator(mode="after")

@@ -542,37 +542,104 @@ class StreamSource(_QueueSource):
 
 
 class TcpSource(_QueueSource):
-    """A TCP server taking record lines from any number of clients (binds 127.0.0.1 by default).
+    """A TCP server taking record lines from up to ``max_connections`` clients at once (binds
+    127.0.0.1 by default).
 
-    Port 0 picks a free port; :attr:`address` says which. The source runs until closed.
+    Port 0 picks a free port; :attr:`address` says which. The source runs until closed. The accept
+    loop outlives a full file table (EMFILE, ENFILE) and other accept errors: it backs off (up to
+    one second), counts them and keeps accepting. A client beyond the connection cap is closed at
+    once and counted. :meth:`stats` reports both (``/api/health`` shows them); refusals also reach
+    the monitor as bad records, so they are counted there too.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, idle_s: float = 0.2) -> None:
+    #: Longest wait between accept attempts while the system refuses new file descriptors.
+    MAX_BACKOFF_S = 1.0
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, idle_s: float = 0.2, max_connections: int = 64) -> None:
+        if max_connections < 1:
+            raise ConfigError(f"must be >= 1, got {max_connections}", key="max_connections")
         self._server = socket.create_server((host, port))
         self.address = self._server.getsockname()[:2]
         super().__init__(f"tcp://{self.address[0]}:{self.address[1]}", idle_s)
+        self.max_connections = max_connections
+        self.connections = 0
+        self.accepted = 0
+        self.refused = 0
+        self.accept_errors = 0
+        self.last_accept_error: str | None = None
+        self._count = threading.Lock()
         self._server.settimeout(0.2)
-        threading.Thread(target=self._accept, name="vigil-tcp", daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, name="vigil-tcp", daemon=True)
+        self._acceptor.start()
+
+    def stats(self) -> dict[str, object]:
+        """Connections open and accepted, refusals over the cap, accept errors (EMFILE...)."""
+        return {
+            "listening": self._acceptor.is_alive(),
+            "connections": self.connections,
+            "max_connections": self.max_connections,
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "accept_errors": self.accept_errors,
+            "last_accept_error": self.last_accept_error,
+        }
 
     def _accept(self) -> None:
+        backoff = 0.0
         while not self._stop.is_set():
             try:
                 conn, peer = self._server.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                break
-            threading.Thread(target=self._serve, args=(conn, peer), daemon=True).start()
+            except OSError as err:
+                if self._stop.is_set() or self._server.fileno() < 0:
+                    break  # closed
+                # Out of file descriptors (or another transient failure): the pending client waits
+                # in the backlog; wait, say so, and try again rather than die.
+                self.accept_errors += 1
+                self.last_accept_error = f"{type(err).__name__}: {err.strerror or err}"
+                backoff = min(self.MAX_BACKOFF_S, max(0.01, backoff * 2))
+                self._stop.wait(backoff)
+                continue
+            backoff = 0.0
+            with self._count:
+                full = self.connections >= self.max_connections
+                if not full:
+                    self.connections += 1
+                    self.accepted += 1
+            if full:
+                self._refuse(conn, peer)
+                continue
+            try:
+                threading.Thread(target=self._serve, args=(conn, peer), daemon=True).start()
+            except RuntimeError as err:  # no thread to be had: as good as a full table
+                self._release()
+                conn.close()
+                self.accept_errors += 1
+                self.last_accept_error = f"RuntimeError: {err}"
+
+    def _refuse(self, conn: socket.socket, peer) -> None:
+        conn.close()
+        self.refused += 1
+        reason = f"connection refused: {self.max_connections} connections open (the limit)"
+        self._queue.put(BadRecord(f"{self.name} from {peer[0]}:{peer[1]}", 0, reason))
+
+    def _release(self) -> None:
+        with self._count:
+            self.connections -= 1
 
     def _serve(self, conn: socket.socket, peer) -> None:
         origin = f"{self.name} from {peer[0]}:{peer[1]}"
         counter = [0]
-        with conn, conn.makefile("r", encoding="utf-8", errors="replace", newline="") as fh:
-            try:
-                self._read_lines(fh, origin, counter)
-            except OSError as err:  # reset by the peer, say: what it sent is in; the loss is reported
-                counter[0] += 1
-                self._queue.put(BadRecord(origin, counter[0], f"connection ended abnormally: {err}"))
+        try:
+            with conn, conn.makefile("r", encoding="utf-8", errors="replace", newline="") as fh:
+                try:
+                    self._read_lines(fh, origin, counter)
+                except OSError as err:  # reset by the peer, say: what it sent is in; the loss is reported
+                    counter[0] += 1
+                    self._queue.put(BadRecord(origin, counter[0], f"connection ended abnormally: {err}"))
+        finally:
+            self._release()
 
     def _read_lines(self, fh, origin: str, counter: list[int]) -> None:
         while not self._stop.is_set():

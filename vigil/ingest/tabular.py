@@ -32,6 +32,8 @@ from vigil.ingest.records import CHANNEL_NAMES, TIME_NAMES, VALUE_NAMES
 from vigil.model import TelemetryBlock
 
 LONG_COLUMNS = ("time", "channel", "value")
+#: extra columns of ``vigil packets decode`` output, which is long form too.
+PACKET_COLUMNS = ("apid", "sequence_count", "packet")
 
 
 @dataclass
@@ -110,12 +112,14 @@ def read_table(path: str | Path, layout: str = "auto", strict: bool = False) -> 
 def _long_roles(names: list[str]) -> tuple[int, int, int] | None:
     """Indices of the time, channel and value columns of a long table, or ``None``."""
     low = [n.strip().lower() for n in names]
-    if len(low) != 3:
-        return None
     find = [
         next((i for i, n in enumerate(low) if n in group), None) for group in (TIME_NAMES, CHANNEL_NAMES, VALUE_NAMES)
     ]
-    return None if None in find or len(set(find)) < 3 else tuple(find)
+    if None in find or len(set(find)) < 3:
+        return None
+    # Decoded packets carry where each value came from (``vigil packets decode``): allowed beside.
+    extra = {n for i, n in enumerate(low) if i not in find}
+    return tuple(find) if extra <= set(PACKET_COLUMNS) else None
 
 
 def _time_column(names: list[str], report: LoadReport) -> int:

@@ -50,7 +50,8 @@ class Monitor:
         detector: any fitted :class:`~vigil.detect.base.Detector`; its channels are the monitor's.
         manager: the alarm manager (``update(block, scores)``, ``report_stale``, ``report_fresh``).
         history_s: seconds of history :meth:`history` returns (older samples are left out).
-        history_points: ring length per channel (samples kept at most).
+        history_points: ring length per channel (samples kept at most): the live plot; older spans
+            come from the archive (vigil.archive) when one is kept.
         lateness_s: how long after a later record a row still accepts records.
         max_jump_s: a record more than this far ahead of the stream is held until the next record
             confirms the jump (it is also that far ahead) or not (the held record is counted as
@@ -66,7 +67,7 @@ class Monitor:
         detector: Detector,
         manager,
         history_s: float = 3600.0,
-        history_points: int = 1024,
+        history_points: int = 256,
         lateness_s: float = 0.0,
         max_jump_s: float | None = 3600.0,
         store=None,
@@ -110,6 +111,7 @@ class Monitor:
         self.rows = 0
         self.recent_errors: deque[str] = deque(maxlen=20)
         self._subscribers: list[Callable[[dict], None]] = []
+        self._block_sinks: list[Callable] = []
 
     # -- input -------------------------------------------------------------------------------------
     def feed_records(self, items: Iterable) -> list:
@@ -346,6 +348,8 @@ class Monitor:
             events = self._apply(block, scores, has)
         if self._subscribers:
             self._publish(time, np.isfinite(values))
+        for sink in self._block_sinks:
+            sink(time, values, scores)
         return events
 
     def _apply(self, block: TelemetryBlock, scores: Scores | None, has: np.ndarray | None) -> list:
@@ -511,6 +515,11 @@ class Monitor:
     def subscribe(self, callback: Callable[[dict], None]) -> None:
         """Call ``callback`` after every scored block with a ``{"type": "values", ...}`` dict."""
         self._subscribers.append(callback)
+
+    def add_block_sink(self, sink: Callable) -> None:
+        """Call ``sink(time, values, scores)`` with every scored block (``scores`` None if the detector
+        failed), after its alarms are committed: the archive keeps every accepted sample this way."""
+        self._block_sinks.append(sink)
 
     def _publish(self, time: np.ndarray, finite: np.ndarray) -> None:
         idx = np.flatnonzero(finite.any(axis=0))

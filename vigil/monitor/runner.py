@@ -22,7 +22,7 @@ import numpy as np
 from vigil.errors import ConfigError
 from vigil.ingest.bulk import RecordBatch
 from vigil.ingest.records import FileSource, Record, Source
-from vigil.model import TelemetryBlock
+from vigil.model import TelemetryBlock, format_time, printable
 from vigil.monitor.engine import Monitor
 
 
@@ -167,7 +167,7 @@ def problem_lines(counters: dict, limit: int = 20) -> list[str]:
         top = sorted(counters["unknown"].items(), key=lambda kv: -kv[1])[:limit]
         lines.append("[unknown] " + " ".join(f"{name}={n}" for name, n in top))
     lines += [f"[error] {msg}" for msg in counters["recent_errors"][-5:]]
-    return lines
+    return [printable(line) for line in lines]  # channel names and messages come from the network
 
 
 def _cutoff(now: float, lateness_s: float) -> float | None:
@@ -181,7 +181,7 @@ def counter_line(m: Monitor) -> str:
     tot = c["totals"]
     stale_now = sum(1 for ch in c["channels"].values() if ch["is_stale"])
     return (
-        f"[counters] t={c['last_time']} rows={c['rows']} scored={tot['scored']} missing={tot['missing']} "
+        f"[counters] {format_time(c['last_time'])} rows={c['rows']} scored={tot['scored']} missing={tot['missing']} "
         f"out_of_order={tot['out_of_order']} duplicate={tot['duplicate']} malformed={tot['malformed']} "
         f"unparsable={c['unparsable']} unknown={sum(c['unknown'].values())} replayed={c['replayed']} "
         f"stale_now={stale_now} errors={c['errors']}"
@@ -191,9 +191,10 @@ def counter_line(m: Monitor) -> str:
 def event_line(event: dict) -> str:
     """One alarm or incident change, readable: time, kind, id, then the alarm's own explanation."""
     p = event.get("payload") or {}
+    when = format_time(event.get("time"))
     if event.get("type") == "incident":
-        names = ",".join(c.get("channel", "?") for c in p.get("channels", []))
-        return f"[incident] t={event.get('time')} #{p.get('id')} {p.get('subsystem', '')}: {names}"
+        names = ",".join(str(c.get("channel", "?")) for c in p.get("channels", []))
+        return printable(f"[incident] {when} #{p.get('id')} {p.get('subsystem', '')}: {names}")
     text = p.get("explanation") or json.dumps(p, default=str)
     quiet = "" if event.get("notify", True) else " (shelved)"
-    return f"[alarm] t={event.get('time')} {event.get('kind')} #{event.get('alarm_id')} {p.get('state', '')}{quiet}: {text}"
+    return printable(f"[alarm] {when} {event.get('kind')} #{event.get('alarm_id')} {p.get('state', '')}{quiet}: {text}")
