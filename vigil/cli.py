@@ -165,7 +165,7 @@ def bench_records(
     channels: int = typer.Option(100, help="channels of the --speed max file"),
     seconds: int = typer.Option(50_000, help="seconds (1 Hz rows) of the --speed max file"),
     paced_channels: int = typer.Option(1_000, help="channels of the paced replay"),
-    paced_seconds: int = typer.Option(3_000, help="seconds of the paced replay"),
+    paced_seconds: int = typer.Option(10_000, help="seconds of the paced replay"),
     speed: list[float] = typer.Option([1000.0], help="paced replay speeds (repeat the option for several)"),
     code: str | None = typer.Option(None, help="run the monitor from this checkout (PYTHONPATH): before/after"),
 ) -> None:

@@ -250,7 +250,9 @@ class FileSource:
     columns (at most ``batch_size`` records each); wide files go line by line. Pacing follows the
     record times: a record is released ``(time - first_time) / speed`` seconds after the replay
     started (a record earlier than one already released goes out at once), whole time steps at a
-    time; while waiting longer than ``idle_s``, empty batches are yielded. Records whose time is at
+    time and at most one batch per ``tick_s`` of wall time (steps due meanwhile go out together, at
+    most ``tick_s`` late: a fast replay is not one store transaction per step); while waiting
+    longer than ``idle_s``, empty batches are yielded. Records whose time is at
     or before ``skip_until`` are passed over (used to resume after a restart) and counted in
     :attr:`skipped`.
     """
@@ -263,6 +265,7 @@ class FileSource:
         skip_until: float | None = None,
         idle_s: float = 0.2,
         block_bytes: int = 4 << 20,
+        tick_s: float = 0.02,
     ) -> None:
         if speed is not None and not speed > 0:
             raise ConfigError(f"speed must be > 0 or None (as fast as possible), got {speed}", key="speed")
@@ -275,6 +278,8 @@ class FileSource:
         self.block_bytes = block_bytes
         self.skip_until = skip_until
         self.idle_s = idle_s
+        self.tick_s = tick_s
+        self._next_release = -math.inf
         self.skipped = 0
         #: What the reader assumed about the file (printed by ``vigil monitor``).
         self.notes: list[str] = []
@@ -388,17 +393,20 @@ class FileSource:
             yield from self._release(now, start_wall + (step[:n] - first) / speed)
 
     def _release(self, batch, due: np.ndarray) -> Iterator:
-        """Yield ``batch`` in slices as their due (monotonic) times pass; idle ticks while waiting."""
+        """Yield ``batch`` in slices as their due (monotonic) times pass, at most one slice per
+        ``tick_s`` (records due meanwhile go together: late by at most ``tick_s``, never early);
+        idle ticks while waiting."""
         pos, bad = 0, batch.bad
         while pos < batch.size:
-            end = int(np.searchsorted(due, _time.monotonic(), side="right"))
-            if end > pos:
+            now = _time.monotonic()
+            end = int(np.searchsorted(due, now, side="right"))
+            if end > pos and now >= self._next_release:
                 part = batch.take(pos, end)
                 part.bad, bad = bad, []
                 yield part
-                pos = end
+                pos, self._next_release = end, now + self.tick_s
                 continue
-            wait = due[pos] - _time.monotonic()
+            wait = max(due[pos], self._next_release) - _time.monotonic()
             if wait > self.idle_s:
                 # Empty batches while waiting: the consumer checks staleness during gaps in the
                 # data, as it would live.
