@@ -143,3 +143,27 @@ def test_feed_columns_with_codes_and_a_bad_time():
     assert c["totals"]["scored"] == 2 and c["channels"]["b"]["malformed"] == 1 and c["unknown"] == {"zz": 1}
     with pytest.raises(ValueError, match="differ in length"):
         m.feed_columns([0.0], [0, 1], [1.0], names=["a", "b"])
+
+
+CELLS = ["1", "2.5", "", " 3 ", "nan", "inf", "hot", "1e999", "1_0", "null", "-0"]
+WIDE_LINE = st.one_of(
+    st.builds(lambda t, cells: ",".join([t, *cells]), st.sampled_from(FIELDS_T), st.lists(st.sampled_from(CELLS), min_size=3, max_size=3)),
+    st.sampled_from(["", "# comment", "1,2", "1,2,3,4,5", ",,,", "junk"]),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(WIDE_LINE, max_size=30), newline=st.sampled_from(["\n", "\r\n"]), end=st.booleans())
+def test_bulk_wide_parse_equals_the_per_line_wide_parser(lines, newline, end):
+    from vigil.ingest.bulk import parse_wide_block
+    from vigil.ingest.records import _WideParser
+
+    text = newline.join(lines) + (newline if end else "")
+    parse = _WideParser("time,T1,V1,W1")
+    want = [(k, x) for k, line in enumerate(text.splitlines(), start=2) for x in parse(line, "s", k)]
+    batch = parse_wide_block(text.encode(), ["T1", "V1", "W1"], "s", 2)
+    records = [x for x in batch if isinstance(x, Record)]
+    want_records = [(k, x) for k, x in want if isinstance(x, Record)]
+    assert batch.lines.tolist() == [k for k, _ in want_records]
+    assert all(same_record(a, b) for a, (_, b) in zip(records, want_records, strict=True))
+    assert [str(b) for b in batch.bad] == [str(x) for _, x in want if isinstance(x, BadRecord)]

@@ -286,24 +286,30 @@ class FileSource:
 
     def _parsed(self) -> Iterator:
         """The file as :class:`RecordBatch` blocks, ``skip_until`` applied."""
-        from vigil.ingest.bulk import from_items, parse_block
+        from vigil.ingest.bulk import parse_block, parse_wide_block
 
         with open(self.path, "rb") as fh:
             head, second = fh.readline(), fh.readline()
             text = head.decode("utf-8", errors="replace")
             if _is_wide_header(text) or self._unnamed_wide(text, second.decode("utf-8", errors="replace")):
-                fh.seek(len(head))
-                for items in self._wide(fh, _WideParser(text)):
-                    yield self._skip(from_items(items[0], items[1]))
-                return
-            line, rest = 1, head + second
+                channels = _WideParser(text).channels
+                line, rest = 2, second
+
+                def parse(block: bytes, line: int):
+                    return parse_wide_block(block, channels, self.name, line)
+            else:
+                line, rest = 1, head + second
+
+                def parse(block: bytes, line: int):
+                    return parse_block(block, self.name, line)
+
             while True:
                 data = fh.read(self.block_bytes)
                 buf = rest + data
                 cut = buf.rfind(b"\n") + 1 if data else len(buf)  # whole lines (all at the end)
                 block, rest = buf[:cut], buf[cut:]
                 if block:
-                    yield self._skip(parse_block(block, self.name, line))
+                    yield self._skip(parse(block, line))
                     line += block.count(b"\n")
                 if not data:
                     return
@@ -327,21 +333,6 @@ class FileSource:
             f"the first column, {parts[0]!r}, was taken as time"
         )
         return True
-
-    def _wide(self, fh, parse: _WideParser) -> Iterator[tuple[list[Item], list[int]]]:
-        """Wide lines, ``batch_size`` records at a time, with each record's line number."""
-        items: list[Item] = []
-        lines: list[int] = []
-        for i, raw in enumerate(fh, start=2):
-            for item in parse(raw.decode("utf-8", errors="replace"), self.name, i):
-                items.append(item)
-                if isinstance(item, Record):
-                    lines.append(i)
-            if len(items) >= self.batch_size:
-                yield items, lines
-                items, lines = [], []
-        if items:
-            yield items, lines
 
     def _skip(self, batch):
         if self.skip_until is None or not batch.size:
