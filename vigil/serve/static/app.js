@@ -441,6 +441,7 @@ const latestSoon = throttle(refreshLatest, 1000);
 const alarmsSoon = throttle(async () => { await refreshAlarms(); await refreshIncidents(); }, 700);
 const plotSoon = throttle(drawSelected, 1500);
 const countersSoon = throttle(refreshCounters, 5000);
+const resyncSoon = throttle(refreshAll, 1000);  // a client that missed messages re-reads, at most once a second
 
 function connect(delay = 500) {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/live`);
@@ -450,7 +451,7 @@ function connect(delay = 500) {
     const msg = JSON.parse(ev.data);
     if (msg.type === "hello") return;
     if (msg.type === "values") { latestSoon(); if (state.selected) plotSoon(); countersSoon(); return; }
-    if (msg.type === "resync") { refreshAll(); return; }
+    if (msg.type === "resync") { resyncSoon(); return; }
     alarmsSoon(); latestSoon();
   };
   ws.onclose = () => {
