@@ -267,3 +267,14 @@ def test_a_real_stuck_alarm_says_when_the_value_froze():
     assert stuck, [a.explanation for a in m.alarms("all")]
     assert stuck[0].since == T0 + 3100
     assert f"value {live[100]:.4g} repeated exactly since 2003-02-01T14:45:00Z" in stuck[0].explanation
+
+
+def test_state_names_survive_the_generated_toml(tmp_path):
+    from vigil.config import load_config
+    from vigil.ingest.ccsds import load_xtce
+    from vigil.ingest.ccsds.demo.generator import xtce_path
+    from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
+
+    path = tmp_path / "demosat.toml"
+    path.write_text(read_xtce_alarms(load_xtce(xtce_path())).to_toml())
+    assert load_config(path).channels["PWR_MODE"].states[3] == "FAULT"
