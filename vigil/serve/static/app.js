@@ -412,7 +412,7 @@ async function refreshIncidents() {
 async function refreshAudit() {
   const trail = await getJSON("/api/audit?limit=300");
   $("#audit").innerHTML = trail.reverse().map((e) =>
-    `<li>${esc(Object.entries(e).map(([k, v]) => `${k}=${typeof v === "number" && k.includes("time") ? fmtTime(v) : v}`).join(" "))}</li>`).join("");
+    `<li>${esc(Object.entries(e).filter(([k]) => !k.endsWith("_utc")).map(([k, v]) => `${k}=${typeof v === "number" && k.includes("time") ? fmtTime(v) : v}`).join(" "))}</li>`).join("");
 }
 
 async function refreshCounters() {
