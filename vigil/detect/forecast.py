@@ -44,8 +44,9 @@ one call gives. Missing (NaN) samples get level 0 and score NaN and leave the st
 >>> det = ForecastDetector().fit(block.slice(0, 3000))   # nominal history
 >>> s = det.score(block.slice(3000, 6000))
 >>> flagged = np.flatnonzero(s.level[:, 0]) + 3000
->>> int(flagged[0]), int(flagged[-1])                     # raised at once, cleared 250 samples after
-(5001, 5356)
+>>> int(flagged[0]), int(flagged[-1])                     # raised at once, cleared 250 samples after the
+(5001, 5471)
+>>> # shape check's window (one period: 32 blocks of 4 samples) has left the anomaly
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from vigil.detect.base import Detector, Scores
+from vigil.detect.shape import ShapeCheck, resolution
 from vigil.detect.threshold import apply_hysteresis, extreme_bound, pot_threshold
 from vigil.errors import ConfigError, DataError
 from vigil.model import TelemetryBlock
@@ -125,7 +127,13 @@ class ForecastDetector(Detector):
     )
 
     #: Names of the four checks, as ``Scores.detector``; ``Scores.by`` says which one decided.
-    CHECKS: ClassVar[tuple[str, ...]] = ("forecast.error", "forecast.novelty", "forecast.level", "forecast.stuck")
+    CHECKS: ClassVar[tuple[str, ...]] = (
+        "forecast.error",
+        "forecast.novelty",
+        "forecast.level",
+        "forecast.stuck",
+        "forecast.shape",
+    )
 
     #: Slots of the delay line behind ``learn_after`` (its resolution is learn_after / slots).
     LEARN_SLOTS: ClassVar[int] = 20
@@ -139,7 +147,7 @@ class ForecastDetector(Detector):
         init_quantile: float = 0.98,
         risk: float = 1e-4,
         threshold_factor: float = 1.2,
-        min_threshold: float = 0.1,
+        min_threshold: float = 0.0,
         novelty_margin: float | None = 0.05,
         range_risk: float | None = 1e-5,
         min_segments: int = 5,
@@ -154,7 +162,9 @@ class ForecastDetector(Detector):
         relative_after: int = 500,
         min_violations: int = 1,
         clear_after: int = 250,
+        shape: bool = True,
     ) -> None:
+        self.shape = shape
         self.n_lags = n_lags
         self.ridge = ridge
         self.use_commands = use_commands
@@ -232,6 +242,12 @@ class ForecastDetector(Detector):
         self.intercept_, self.coef_lags_, self.coef_cmds_ = self._fit_ridge(values, cmds)
         with np.errstate(invalid="ignore"):
             self.lo_, self.hi_ = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+        # Scale-free floors from the channel's resolution (the smallest step between distinct values):
+        # one step's share of the smoothed error never alarms, and a value one step past the range
+        # is not novel. ``min_threshold`` adds an absolute floor in channel units where one is wanted.
+        self.resolution_ = np.array([resolution(values[:, j]) for j in range(c)])
+        self.floor_ = np.maximum(self.resolution_ * 2.0 / (self.span + 1.0), self.min_threshold)
+        self.shape_ = ShapeCheck().fit(history) if self.shape else None
         # The level EWMA restarts at each segment from the mean, as the stream does after reset().
         segments = _segments(history.time)
         level = np.concatenate([_ewm(values[seg], self.center_, self.level_span or 1) for seg in segments])
@@ -248,7 +264,7 @@ class ForecastDetector(Detector):
         # The stream starts from the typical nominal error instead of its first raw error.
         self.baseline_ = np.nan_to_num(np.nanmean(smoothed, axis=0), nan=0.0)
         thr = pot_threshold(smoothed, self.init_quantile, self.risk) * self.threshold_factor
-        self.threshold_ = _positive(np.maximum(np.nan_to_num(thr, nan=0.0), self.min_threshold))
+        self.threshold_ = _positive(np.maximum(np.nan_to_num(thr, nan=0.0), self.floor_))
         if self.novelty_margin is not None:
             self.margin_ = self._margins(values, self.hi_ - self.lo_, self.novelty_margin, segments)
             if self.level_span:
@@ -269,7 +285,7 @@ class ForecastDetector(Detector):
         ``min_segments`` or more segments, also as far as a new segment's extreme may reach by the
         spread of the segments' extremes (:func:`vigil.detect.threshold.extreme_bound`).
         """
-        floor = np.maximum(fraction * width, self.min_threshold)
+        floor = np.maximum(fraction * width, np.maximum(self.resolution_, self.min_threshold))
         out = np.repeat(floor[:, None], 2, axis=1)
         if self.range_risk is not None and len(segments) >= self.min_segments:
             with warnings.catch_warnings():
@@ -353,11 +369,35 @@ class ForecastDetector(Detector):
         self.over_ = np.zeros(c, dtype=np.int64)
         self.under_ = np.zeros(c, dtype=np.int64)
         self.active_ = np.zeros(c, dtype=np.bool_)
+        if getattr(self, "shape_", None) is not None:
+            self.shape_.reset()
+
+    def stream_state(self) -> dict:
+        state = super().stream_state()
+        if self.shape_ is not None:
+            state["shape"] = self.shape_.stream_state()
+        return state
+
+    def set_stream_state(self, state: dict) -> None:
+        if self.shape_ is not None and "shape" not in state:
+            raise DataError("ForecastDetector stream state lacks the shape check's")
+        super().set_stream_state(state)
+        if self.shape_ is not None:
+            self.shape_.set_stream_state(state["shape"])
+
+    def state_nbytes(self) -> int:
+        return super().state_nbytes() + (self.shape_.state_nbytes() if self.shape_ is not None else 0)
 
     def score(self, block: TelemetryBlock) -> Scores:
         """Score ``block`` (continuing the stream): level, score, expected value and nominal band."""
         self._check_channels(block)
         score, expected, low, high, by = self._run(block.values, self._commands(block))
+        if self.shape_ is not None:  # the shape check: a fifth score on the same scale
+            shape = self.shape_.raw_scores(block.values)
+            with np.errstate(invalid="ignore"):
+                take = shape > score
+            score[take] = shape[take]
+            by[take] = 4
         level = apply_hysteresis(score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_)
         return Scores(level, score, expected, low, high, detector=self.CHECKS, by=by)
 
@@ -384,14 +424,14 @@ class ForecastDetector(Detector):
             [
                 (self.relative or 0.0) if stream else 0.0,
                 self.relative_after,
-                self.min_threshold,
+                0.0,
                 max(1, (self.learn_after or 0) // self.LEARN_SLOTS),
             ]
         )
         _forecast_kernel(
             values, cmds, rates, settings,
             self.center_, self.scale_, self.intercept_, self.coef_lags_, self.coef_cmds_,
-            self.baseline_, self.threshold_, self.lo_, self.hi_, self.margin_, self.level_margin_,
+            self.baseline_, self.threshold_, self.floor_, self.lo_, self.hi_, self.margin_, self.level_margin_,
             self.stuck_after_, self.command_gain_,
             self.window_, self.traces_, self.n_seen_, self.repeats_, self.ewm_, self.err_level_, self.err_max_,
             self.value_ewm_, self.level_seen_, self.level_slots_, self.value_seen_, self.value_slots_,
@@ -472,7 +512,7 @@ _TILE = 64
 def _forecast_kernel(
     values, cmds, rates, settings,
     center, scale, intercept, coef_lags, coef_cmds,
-    baseline, threshold, lo, hi, margin, level_margin, stuck_after, gain,
+    baseline, threshold, floor, lo, hi, margin, level_margin, stuck_after, gain,
     window, traces, n_seen, repeats, ewm, err_level, err_max, value_ewm, level_seen, level_slots, value_seen, value_slots,
     score, expected, low, high, by,
 ):  # fmt: skip  # pragma: no cover - numba
@@ -480,7 +520,7 @@ def _forecast_kernel(
     lags = window.shape[1]
     k = cmds.shape[2]
     alpha, adapt, level_alpha, cmd_alpha = rates[0], rates[1], rates[2], rates[3]
-    relative, relative_after, floor, stride = settings[0], settings[1], settings[2], int(settings[3])
+    relative, relative_after, stride = settings[0], settings[1], int(settings[3])
     n_slots = level_slots.shape[1]
     # Rows in tiles, so each channel's strided column comes from cache rather than main memory.
     for start in range(0, n, _TILE):
@@ -539,7 +579,7 @@ def _forecast_kernel(
                         thr = threshold[j] * max(1.0, m / baseline[j])
                         m += adapt * (min(e, thr) - m)
                     if relative > 0.0 and seen >= relative_after and e_max > 0.0:
-                        thr = max(floor, min(thr, relative * e_max))
+                        thr = max(floor[j], min(thr, relative * e_max))
                     s = e / thr
                     if s < 1.0:
                         e_max = max(e_max, e)
