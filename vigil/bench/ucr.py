@@ -44,6 +44,7 @@ class SeriesResult:
     end: int
     predicted: int
     peak_score: float
+    check: str
     correct: bool
     seconds: float
 
@@ -90,13 +91,23 @@ def run_series(path: Path, make_detector: Callable[[], Detector]) -> SeriesResul
         np.arange(values.size, dtype=np.float64), values[:, None], ["x"], source=path.name
     )
     detector = make_detector().fit(block.slice(0, train_end))
-    score = detector.score(block.slice(train_end, values.size)).score[:, 0]
+    scores = detector.score(block.slice(train_end, values.size))
     seconds = time.perf_counter() - started
-    predicted = train_end + top1(score)  # 0-based index into the series
+    at = top1(scores.score[:, 0])
+    predicted = train_end + at  # 0-based index into the series
     lo, hi = begin - 1 - TOLERANCE, end - 1 + TOLERANCE
-    peak = score[predicted - train_end]
+    check = scores.detector[int(scores.by[at, 0])]
     return SeriesResult(
-        path.name, values.size, train_end, begin, end, predicted, float(peak), bool(lo <= predicted <= hi), seconds
+        path.name,
+        values.size,
+        train_end,
+        begin,
+        end,
+        predicted,
+        float(scores.score[at, 0]),
+        check,
+        bool(lo <= predicted <= hi),
+        seconds,
     )
 
 

@@ -393,11 +393,7 @@ class ForecastDetector(Detector):
         self._check_channels(block)
         score, expected, low, high, by = self._run(block.values, self._commands(block))
         if self.shape_ is not None:  # the shape check: a fifth score on the same scale
-            shape = self.shape_.raw_scores(block.values)
-            with np.errstate(invalid="ignore"):
-                take = shape > score
-            score[take] = shape[take]
-            by[take] = 4
+            self.shape_.merge_into(block.values, score, by, self.CHECKS.index("forecast.shape"))
         level = apply_hysteresis(score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_)
         return Scores(level, score, expected, low, high, detector=self.CHECKS, by=by)
 
