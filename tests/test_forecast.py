@@ -373,3 +373,18 @@ def test_chunked_scoring_with_commands_equals_one_call():
     whole = det.score(test)
     det.reset()
     _assert_same(whole, Scores.concat([det.score(test.slice(a, a + 137)) for a in range(0, 2000, 137)]))
+
+
+def test_the_threshold_moves_smoothly_so_scores_stay_on_one_scale():
+    """A stream calmer than its history: the threshold falls towards its calm errors, smoothly (no
+    step after a warm-up), so early and late scores are on one scale."""
+    rng = np.random.default_rng(3)
+    t = np.arange(6000)
+    x = np.sin(2 * np.pi * t / 100.0) + rng.normal(0.0, 1.0, t.size) * np.where(t < 3000, 0.1, 0.02)
+    block = TelemetryBlock.from_arrays(t.astype(float), x[:, None], ["calm"])
+    det = ForecastDetector(shape=False).fit(block.slice(0, 3000))
+    s = det.score(block.slice(3000, 6000))
+    width = (s.high - s.expected)[:, 0]
+    width = width[np.isfinite(width)]
+    assert (width[1:] / width[:-1]).min() > 0.99  # never by more than 1 % from one sample to the next
+    assert width[-1] < 0.5 * width[0]  # and it did fall

@@ -2,7 +2,7 @@
 
 :class:`ForecastDetector` fits, per channel, a ridge-regularised linear autoregression on the last
 ``n_lags`` values plus the channel's command inputs (closed form, no iterations). While scoring it
-computes four scores per sample, each in threshold units (>= 1 crosses), and keeps the largest:
+computes five scores per sample, each in threshold units (>= 1 crosses), and keeps the largest:
 
 * **error**: the absolute one-step prediction error, smoothed by an exponentially weighted moving
   average (EWMA, ``span``), over a threshold learned without labels from the detector's own
@@ -11,9 +11,12 @@ computes four scores per sample, each in threshold units (>= 1 crosses), and kee
   threshold rises in proportion to the recent error level (a slow EWMA, ``adapt_span``, of the
   smoothed error, each sample capped at the threshold so an anomaly cannot quickly raise its own
   bar), so a channel that became noisier settles instead of alarming forever; and it falls to
-  ``relative`` times the largest smoothed error the stream has shown below threshold, where that
-  is lower, so a stream calmer than its history still alarms on errors it has never shown (a
-  causal cousin of telemanom's thresholds relative to each window of test errors);
+  ``relative`` times the stream's calm peak (the largest smoothed error below threshold, starting
+  from the history's and forgetting over ``adapt_span`` samples), where that is lower, so a
+  stream calmer than its history still alarms on errors it has never shown; the threshold moves
+  smoothly, so scores early and late in a stream are on one scale. It is never below the
+  channel's floor: one resolution step's share of the smoothed error (``min_threshold`` adds an
+  absolute floor in channel units, 0 by default, so no decision depends on the units);
 * **novelty**: how far the value lies outside the range seen in the history, in units of a margin
   per side: ``novelty_margin`` times that range, or, where the history comes in segments (flights,
   passes), as far as a new segment's extreme may reach by the spread of the segments' extremes
@@ -26,7 +29,11 @@ computes four scores per sample, each in threshold units (>= 1 crosses), and kee
   gain for that input times a decaying trace of it, ``command_span``), so a commanded mode is not
   novel;
 * **stuck**: how long the value has repeated exactly, in units of ``stuck_factor`` times the
-  longest repeat in the history (at least ``span`` samples).
+  longest repeat in the history (at least ``span`` samples);
+* **shape**: where the history has a dominant period, how far the last period-long window lies
+  from a dictionary of the history's windows, in units of a threshold learned on held-out
+  history windows (:class:`vigil.detect.shape.ShapeCheck`): a distorted, missing, stretched or
+  shrunken cycle inside the normal range.
 
 After causal hysteresis the score gives the alarm level: >= 1 warning, >= 2 distress, >= 4
 critical, and watch while a raised alarm waits to clear (:data:`vigil.detect.threshold.SEVERITY_STEPS`).
@@ -66,7 +73,7 @@ from vigil.model import TelemetryBlock
 
 
 class ForecastDetector(Detector):
-    """Ridge autoregression on lagged values and commands; error, novelty, level and stuck scores.
+    """Ridge autoregression on lagged values and commands; error, novelty, level, stuck and shape scores.
 
     Args:
         n_lags: past values used to predict the next one.
@@ -75,8 +82,9 @@ class ForecastDetector(Detector):
         span: EWMA span (samples) of the absolute prediction errors.
         init_quantile, risk: POT parameters for the error threshold (see :func:`pot_threshold`).
         threshold_factor: multiplies the POT threshold (a safety margin).
-        min_threshold: floor of the error threshold and of the novelty margins, in channel units
-            (for channels that were constant or perfectly predictable in history).
+        min_threshold: an absolute floor of the error threshold and of the margins, in channel
+            units; 0 (the default) leaves only the scale-free floors learned from the history
+            (one resolution step's share of the smoothed error; one step beyond the range).
         novelty_margin: values further than this fraction of the history's range outside that
             range score >= 1 (the least margin); ``None`` disables the novelty and level checks.
         range_risk: where the history comes in segments (runs of rows split by time gaps over 10
@@ -97,14 +105,16 @@ class ForecastDetector(Detector):
             repeat scores >= 1; ``None`` disables the check.
         adapt_span: span (samples) of the slow EWMA of the smoothed error that lets the
             threshold rise on a noisier stream; ``None`` keeps the learned threshold.
-        relative, relative_after: once the stream has run ``relative_after`` samples, the error
-            threshold may fall to ``relative`` times the largest smoothed error the stream has
-            shown below threshold; ``relative=None`` disables it.
+        relative: the error threshold may fall to ``relative`` times the stream's calm peak (its
+            largest smoothed error below threshold, starting from the history's and forgetting
+            over ``adapt_span`` samples); ``None`` disables it.
         min_violations: consecutive samples at score >= 1 that raise an alarm.
         clear_after: consecutive samples below 1 that clear it (shorter gaps merge alarms).
+        shape: add the shape check (:class:`vigil.detect.shape.ShapeCheck`, default settings).
 
-    The defaults are the one global configuration used on SMAP/MSL (values scaled to [-1, 1]);
-    ``min_threshold`` is in channel units, so set it near the sensor's resolution elsewhere.
+    The defaults are the one global configuration for every channel and benchmark; none of
+    them is in channel units, so multiplying a channel by a constant or adding one to it changes
+    no decision (tested).
     """
 
     name = "forecast"
@@ -126,7 +136,7 @@ class ForecastDetector(Detector):
         "active_",
     )
 
-    #: Names of the four checks, as ``Scores.detector``; ``Scores.by`` says which one decided.
+    #: Names of the five checks, as ``Scores.detector``; ``Scores.by`` says which one decided.
     CHECKS: ClassVar[tuple[str, ...]] = (
         "forecast.error",
         "forecast.novelty",
@@ -159,7 +169,6 @@ class ForecastDetector(Detector):
         stuck_factor: float | None = 2.0,
         adapt_span: int | None = 3000,
         relative: float | None = 1.5,
-        relative_after: int = 500,
         min_violations: int = 1,
         clear_after: int = 250,
         shape: bool = True,
@@ -184,7 +193,6 @@ class ForecastDetector(Detector):
         self.stuck_factor = stuck_factor
         self.adapt_span = adapt_span
         self.relative = relative
-        self.relative_after = relative_after
         self.min_violations = min_violations
         self.clear_after = clear_after
 
@@ -194,7 +202,6 @@ class ForecastDetector(Detector):
             "span": self.span,
             "threshold_factor": self.threshold_factor,
             "level_margin": self.level_margin,
-            "relative_after": self.relative_after,
             "min_violations": self.min_violations,
             "clear_after": self.clear_after,
         }
@@ -258,6 +265,7 @@ class ForecastDetector(Detector):
         self.threshold_, self.stuck_after_ = np.ones(c), inf
         self.margin_, self.level_margin_ = np.full((c, 2), np.inf), np.full((c, 2), np.inf)
         self.baseline_ = np.full(c, np.nan)
+        self.calm_peak_ = np.zeros(c)
         self.command_gain_ = np.zeros((c, cmds.shape[2]))
         self.reset()
         smoothed = self._run(values, cmds, stream=False)[0]
@@ -265,6 +273,11 @@ class ForecastDetector(Detector):
         self.baseline_ = np.nan_to_num(np.nanmean(smoothed, axis=0), nan=0.0)
         thr = pot_threshold(smoothed, self.init_quantile, self.risk) * self.threshold_factor
         self.threshold_ = _positive(np.maximum(np.nan_to_num(thr, nan=0.0), self.floor_))
+        # The stream's calm peak starts from the history's: the largest smoothed error below threshold.
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            calm = np.nanmax(np.where(smoothed < self.threshold_, smoothed, np.nan), axis=0)
+        self.calm_peak_ = np.nan_to_num(calm, nan=0.0)
         if self.novelty_margin is not None:
             self.margin_ = self._margins(values, self.hi_ - self.lo_, self.novelty_margin, segments)
             if self.level_span:
@@ -359,7 +372,7 @@ class ForecastDetector(Detector):
         self.repeats_ = np.zeros(c, dtype=np.int64)
         self.ewm_ = self.baseline_.copy()
         self.err_level_ = self.baseline_.copy()
-        self.err_max_ = np.zeros(c)
+        self.err_max_ = self.calm_peak_.copy()
         self.value_ewm_ = self.center_.copy()
         # Per channel: [low, high] of the level EWMA counted as seen; delay-line slots of [min, max].
         self.level_seen_ = np.stack([self.level_lo_, self.level_hi_], axis=1)
@@ -417,12 +430,7 @@ class ForecastDetector(Detector):
             ]
         )
         settings = np.array(
-            [
-                (self.relative or 0.0) if stream else 0.0,
-                self.relative_after,
-                0.0,
-                max(1, (self.learn_after or 0) // self.LEARN_SLOTS),
-            ]
+            [(self.relative or 0.0) if stream else 0.0, max(1, (self.learn_after or 0) // self.LEARN_SLOTS)]
         )
         _forecast_kernel(
             values, cmds, rates, settings,
@@ -516,7 +524,7 @@ def _forecast_kernel(
     lags = window.shape[1]
     k = cmds.shape[2]
     alpha, adapt, level_alpha, cmd_alpha = rates[0], rates[1], rates[2], rates[3]
-    relative, relative_after, stride = settings[0], settings[1], int(settings[3])
+    relative, stride = settings[0], int(settings[1])
     n_slots = level_slots.shape[1]
     # Rows in tiles, so each channel's strided column comes from cache rather than main memory.
     for start in range(0, n, _TILE):
@@ -574,8 +582,12 @@ def _forecast_kernel(
                     if adapt > 0.0 and baseline[j] > 0.0:
                         thr = threshold[j] * max(1.0, m / baseline[j])
                         m += adapt * (min(e, thr) - m)
-                    if relative > 0.0 and seen >= relative_after and e_max > 0.0:
-                        thr = max(floor[j], min(thr, relative * e_max))
+                    if relative > 0.0:
+                        # The calm peak forgets at the adaptation rate, so the threshold follows
+                        # the stream's recent calm errors smoothly (no step after a warm-up).
+                        e_max *= 1.0 - adapt
+                        if e_max > 0.0:
+                            thr = max(floor[j], min(thr, relative * e_max))
                     s = e / thr
                     if s < 1.0:
                         e_max = max(e_max, e)
