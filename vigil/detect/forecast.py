@@ -51,9 +51,9 @@ one call gives. Missing (NaN) samples get level 0 and score NaN and leave the st
 >>> det = ForecastDetector().fit(block.slice(0, 3000))   # nominal history
 >>> s = det.score(block.slice(3000, 6000))
 >>> flagged = np.flatnonzero(s.level[:, 0]) + 3000
->>> int(flagged[0]), int(flagged[-1])                     # raised at once, cleared 250 samples after the
-(5001, 5471)
->>> # shape check's window (one period: 32 blocks of 4 samples) has left the anomaly
+>>> int(flagged[0]), int(flagged[-1])                     # raised at once; cleared once the shape window
+(5001, 5289)
+>>> # (one period: 32 blocks of 4 samples) has left the anomaly and 60 samples scored under 0.67
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ class ForecastDetector(Detector):
             largest smoothed error below threshold, starting from the history's and forgetting
             over ``adapt_span`` samples); ``None`` disables it.
         min_violations: consecutive samples at score >= 1 that raise an alarm.
-        clear_after: consecutive samples below 1 that clear it (shorter gaps merge alarms).
+        clear_after, clear_below: a raised alarm clears after ``clear_after`` consecutive samples
+            scoring below ``clear_below`` (back well inside the threshold, not hovering at it);
+            shorter gaps merge into one alarm.
         shape: add the shape check (:class:`vigil.detect.shape.ShapeCheck`, default settings).
 
     The defaults are the one global configuration for every channel and benchmark; none of
@@ -170,9 +172,11 @@ class ForecastDetector(Detector):
         adapt_span: int | None = 3000,
         relative: float | None = 1.5,
         min_violations: int = 1,
-        clear_after: int = 250,
+        clear_after: int = 60,
+        clear_below: float = 0.67,
         shape: bool = True,
     ) -> None:
+        self.clear_below = clear_below
         self.shape = shape
         self.n_lags = n_lags
         self.ridge = ridge
@@ -221,6 +225,8 @@ class ForecastDetector(Detector):
                 raise ConfigError(f"must be > 0, got {val!r}", key=key)
         if not self.min_segments >= 3:  # a spread needs a few segments
             raise ConfigError(f"must be >= 3, got {self.min_segments!r}", key="min_segments")
+        if not 0 < self.clear_below <= 1:
+            raise ConfigError(f"must be in (0, 1], got {self.clear_below!r}", key="clear_below")
         if self.range_risk is not None and not self.range_risk < 0.5:
             raise ConfigError(f"must be in (0, 0.5), got {self.range_risk!r}", key="range_risk")
         for key in ("ridge", "min_threshold"):
@@ -407,7 +413,9 @@ class ForecastDetector(Detector):
         score, expected, low, high, by = self._run(block.values, self._commands(block))
         if self.shape_ is not None:  # the shape check: a fifth score on the same scale
             self.shape_.merge_into(block.values, score, by, self.CHECKS.index("forecast.shape"))
-        level = apply_hysteresis(score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_)
+        level = apply_hysteresis(
+            score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_, self.clear_below
+        )
         return Scores(level, score, expected, low, high, detector=self.CHECKS, by=by)
 
     def _run(
