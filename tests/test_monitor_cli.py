@@ -48,15 +48,15 @@ def free_port(kind: int) -> int:
 
 
 def check_output(text: str) -> None:
-    assert "[alarm] t=2.0 raised #" in text and "T1 (thermal): warning by limits" in text
-    assert "[alarm] t=4.0 rtn #" in text
+    assert "[alarm] t=2 raised #" in text and "T1 (thermal): warning by limits" in text
+    assert "[alarm] t=4 rtn #" in text
     assert "V1 (power): warning: no sample since t=1" in text
     assert "unparsable=1 unknown=1" in text
 
 
 def test_monitor_on_stdin(tmp_path):
     out = subprocess.run(command(tmp_path, "stdin"), input=RECORDS, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 3, out.stderr  # finished, with reported data problems (a junk line, an unknown channel)
     check_output(out.stdout)
     assert "rows=8 scored=10 " in out.stdout
     assert "[channel] V1: stale=1\n" in out.stdout and "[unknown] X=1\n" in out.stdout
@@ -99,7 +99,7 @@ def test_monitor_on_tcp(tmp_path):
         mon.wait_for("unknown=1")
     finally:
         mon.stop()
-    assert mon.proc.returncode == 0
+    assert mon.proc.returncode == 3
     check_output(mon.text)
 
 
@@ -116,13 +116,13 @@ def test_monitor_on_udp(tmp_path):
     finally:
         sender.close()
         mon.stop()
-    assert mon.proc.returncode == 0
+    assert mon.proc.returncode == 3
     check_output(mon.text)
 
 
 def test_bad_source_spec_is_a_clear_error(tmp_path):
     out = subprocess.run(command(tmp_path, "kafka://x:1"), capture_output=True, text=True, timeout=120, env=os.environ)
-    assert out.returncode == 2
+    assert out.returncode == 1  # fatal
     assert out.stderr.startswith("error: source: unknown source scheme 'kafka'; known: ['file', ")
     assert "Traceback" not in out.stderr
 
@@ -137,4 +137,4 @@ def test_paced_replay_raises_staleness_during_a_gap(tmp_path):
     # Stale 3 s (T1, 3 periods of 1 Hz) and 2 s (V1) after t=1, on the replay's clock, before t=20.
     assert sorted(ch for _, ch in raised) == ["T1", "V1"]
     assert all(3.0 <= float(t) < 20.0 for t, _ in raised), raised
-    assert out.stdout.count("] t=20.0 rtn #") == 2  # both fresh again when data returns
+    assert out.stdout.count("] t=20 rtn #") == 2  # both fresh again when data returns

@@ -50,7 +50,8 @@ class Monitor:
         detector: any fitted :class:`~vigil.detect.base.Detector`; its channels are the monitor's.
         manager: the alarm manager (``update(block, scores)``, ``report_stale``, ``report_fresh``).
         history_s: seconds of history :meth:`history` returns (older samples are left out).
-        history_points: ring length per channel (samples kept at most).
+        history_points: ring length per channel (samples kept at most): the live plot; older spans
+            come from the archive (vigil.archive) when one is kept.
         lateness_s: how long after a later record a row still accepts records.
         max_jump_s: a record more than this far ahead of the stream is held until the next record
             confirms the jump (it is also that far ahead) or not (the held record is counted as
@@ -66,7 +67,7 @@ class Monitor:
         detector: Detector,
         manager,
         history_s: float = 3600.0,
-        history_points: int = 1024,
+        history_points: int = 256,
         lateness_s: float = 0.0,
         max_jump_s: float | None = 3600.0,
         store=None,
@@ -110,6 +111,7 @@ class Monitor:
         self.rows = 0
         self.recent_errors: deque[str] = deque(maxlen=20)
         self._subscribers: list[Callable[[dict], None]] = []
+        self._block_sinks: list[Callable] = []
 
     # -- input -------------------------------------------------------------------------------------
     def feed_records(self, items: Iterable) -> list:
@@ -138,6 +140,38 @@ class Monitor:
             js.append(j)
             vs.append(v)
         return self._ingest(np.asarray(ts, dtype=np.float64), np.asarray(js, dtype=np.int64), np.asarray(vs))
+
+    def feed_columns(self, time, channel, value, names=None) -> list:
+        """Take records as columns (the bulk form of :meth:`feed_records`); returns alarm events.
+
+        ``channel`` holds names, or, with ``names``, codes indexing ``names`` (as
+        :class:`~vigil.ingest.bulk.RecordBatch` carries them). Names are mapped to channels once
+        per distinct name; unknown ones are counted by name, a non-finite time as malformed.
+        """
+        t = np.asarray(time, dtype=np.float64)
+        v = np.asarray(value, dtype=np.float64)
+        if names is None:
+            names, codes = np.unique(np.asarray(channel, dtype=object).astype(str), return_inverse=True)
+            names = names.tolist()
+        else:
+            codes = np.asarray(channel, dtype=np.int64)
+        if not (t.shape == v.shape == codes.shape):
+            raise ValueError(f"time, channel and value differ in length: {t.shape}, {codes.shape}, {v.shape}")
+        lut = np.fromiter((self._index.get(n, -1) for n in names), np.int64, len(names))
+        j = lut[codes] if codes.size else codes
+        known = j >= 0
+        if not known.all():
+            per_name = np.bincount(codes[~known], minlength=len(names))
+            for k in np.flatnonzero(per_name).tolist():
+                self._count_unknown(names[k], int(per_name[k]))
+            t, j, v = t[known], j[known], v[known]
+        bad_t = ~np.isfinite(t)
+        if bad_t.any():
+            for k in np.flatnonzero(bad_t)[:5].tolist():
+                self.recent_errors.append(f"channel {self.channels[j[k]]}: time {t[k]!r} is not finite")
+            np.add.at(self.counts_["malformed"], j[bad_t], 1)
+            t, j, v = t[~bad_t], j[~bad_t], v[~bad_t]
+        return self._ingest(t, j, v)
 
     def feed_block(self, block: TelemetryBlock) -> list:
         """Score a block of rows (after flushing pending records before it). Returns alarm events.
@@ -314,6 +348,8 @@ class Monitor:
             events = self._apply(block, scores, has)
         if self._subscribers:
             self._publish(time, np.isfinite(values))
+        for sink in self._block_sinks:
+            sink(time, values, scores)
         return events
 
     def _apply(self, block: TelemetryBlock, scores: Scores | None, has: np.ndarray | None) -> list:
@@ -479,6 +515,11 @@ class Monitor:
     def subscribe(self, callback: Callable[[dict], None]) -> None:
         """Call ``callback`` after every scored block with a ``{"type": "values", ...}`` dict."""
         self._subscribers.append(callback)
+
+    def add_block_sink(self, sink: Callable) -> None:
+        """Call ``sink(time, values, scores)`` with every scored block (``scores`` None if the detector
+        failed), after its alarms are committed: the archive keeps every accepted sample this way."""
+        self._block_sinks.append(sink)
 
     def _publish(self, time: np.ndarray, finite: np.ndarray) -> None:
         idx = np.flatnonzero(finite.any(axis=0))

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from vigil.errors import ConfigError
+from vigil.ingest.bulk import RecordBatch
 from vigil.ingest.records import FileSource, Record, Source
-from vigil.model import TelemetryBlock
+from vigil.model import TelemetryBlock, format_time, printable
 from vigil.monitor.engine import Monitor
 
 
@@ -33,6 +34,8 @@ class Session:
     manager: object
     store: object
     lock: threading.RLock
+    #: What reading the nominal history (``--fit``) counted and changed; ``None`` without one.
+    fit_report: object = None
 
 
 def build_session(
@@ -42,11 +45,13 @@ def build_session(
     history_s: float = 3600.0,
     lateness_s: float = 0.0,
     max_jump_s: float | None = 3600.0,
+    strict: bool = False,
 ) -> Session:
     """Load the configuration, fit the default detector, open the store, make the monitor.
 
     Without ``fit_path`` only the configured limits are checked (the learned detector needs
-    nominal history to fit on).
+    nominal history to fit on). The history's problems are counted in ``Session.fit_report``
+    (``strict``: refused, a :class:`~vigil.errors.DataError`).
     """
     from vigil.alarms import AlarmManager
     from vigil.config import load_config
@@ -61,12 +66,13 @@ def build_session(
     if fit_path is not None:
         from vigil.ingest.tabular import read_table
 
-        nominal, _report = read_table(fit_path, strict=False)
+        nominal, fit_report = read_table(fit_path, strict=strict)
         absent = [c for c in channels if c not in nominal.channels]
         if absent:
             raise ConfigError(f"nominal data {fit_path} lacks configured channels {absent[:5]}", key="channels")
         detector = build_detector(config).fit(nominal.select(channels))
     else:
+        fit_report = None
         if not config.limits():
             raise ConfigError("no limits configured and no --fit data: nothing to check", key="channels")
         empty = TelemetryBlock.from_arrays([0.0], np.full((1, len(channels)), np.nan), channels)
@@ -76,7 +82,7 @@ def build_session(
     monitor = Monitor(
         config, detector, manager, history_s=history_s, lateness_s=lateness_s, max_jump_s=max_jump_s, store=store
     )
-    return Session(monitor, manager, store, threading.RLock())
+    return Session(monitor, manager, store, threading.RLock(), fit_report)
 
 
 class StreamClock:
@@ -111,10 +117,9 @@ def run(
         for batch in source.batches():
             with session.lock:
                 if batch:
-                    m.feed_records(batch)
-                    times = [r.time for r in batch if isinstance(r, Record)]
-                    if times:
-                        clock.observe(max(times))
+                    latest = _feed(m, batch)
+                    if latest is not None:
+                        clock.observe(latest)
                     if paced:  # a paced replay releases one whole time step per batch
                         m.flush(before=_cutoff(clock.now(), m.lateness_s))
                 elif math.isfinite(clock.now()):  # a quiet live source: its last time step is complete
@@ -136,6 +141,18 @@ def run(
     return summary
 
 
+def _feed(m: Monitor, batch) -> float | None:
+    """Feed a batch (a :class:`RecordBatch` of columns, or a list of items); its latest record time."""
+    if isinstance(batch, RecordBatch):
+        if batch.bad:
+            m.feed_records(batch.bad)
+        m.feed_columns(batch.time, batch.code, batch.value, names=batch.names)
+        return float(batch.time.max()) if batch.size else None
+    m.feed_records(batch)
+    times = [r.time for r in batch if isinstance(r, Record)]
+    return max(times) if times else None
+
+
 def problem_lines(counters: dict, limit: int = 20) -> list[str]:
     """Per channel with bad input, its non-zero counts (the worst ``limit`` channels), then the
     unknown channels and the latest problem messages."""
@@ -150,7 +167,7 @@ def problem_lines(counters: dict, limit: int = 20) -> list[str]:
         top = sorted(counters["unknown"].items(), key=lambda kv: -kv[1])[:limit]
         lines.append("[unknown] " + " ".join(f"{name}={n}" for name, n in top))
     lines += [f"[error] {msg}" for msg in counters["recent_errors"][-5:]]
-    return lines
+    return [printable(line) for line in lines]  # channel names and messages come from the network
 
 
 def _cutoff(now: float, lateness_s: float) -> float | None:
@@ -164,7 +181,7 @@ def counter_line(m: Monitor) -> str:
     tot = c["totals"]
     stale_now = sum(1 for ch in c["channels"].values() if ch["is_stale"])
     return (
-        f"[counters] t={c['last_time']} rows={c['rows']} scored={tot['scored']} missing={tot['missing']} "
+        f"[counters] {format_time(c['last_time'])} rows={c['rows']} scored={tot['scored']} missing={tot['missing']} "
         f"out_of_order={tot['out_of_order']} duplicate={tot['duplicate']} malformed={tot['malformed']} "
         f"unparsable={c['unparsable']} unknown={sum(c['unknown'].values())} replayed={c['replayed']} "
         f"stale_now={stale_now} errors={c['errors']}"
@@ -174,9 +191,10 @@ def counter_line(m: Monitor) -> str:
 def event_line(event: dict) -> str:
     """One alarm or incident change, readable: time, kind, id, then the alarm's own explanation."""
     p = event.get("payload") or {}
+    when = format_time(event.get("time"))
     if event.get("type") == "incident":
-        names = ",".join(c.get("channel", "?") for c in p.get("channels", []))
-        return f"[incident] t={event.get('time')} #{p.get('id')} {p.get('subsystem', '')}: {names}"
+        names = ",".join(str(c.get("channel", "?")) for c in p.get("channels", []))
+        return printable(f"[incident] {when} #{p.get('id')} {p.get('subsystem', '')}: {names}")
     text = p.get("explanation") or json.dumps(p, default=str)
     quiet = "" if event.get("notify", True) else " (shelved)"
-    return f"[alarm] t={event.get('time')} {event.get('kind')} #{event.get('alarm_id')} {p.get('state', '')}{quiet}: {text}"
+    return printable(f"[alarm] {when} {event.get('kind')} #{event.get('alarm_id')} {p.get('state', '')}{quiet}: {text}")
