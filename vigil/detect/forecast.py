@@ -416,7 +416,11 @@ class ForecastDetector(Detector):
         self._check_channels(block)
         score, expected, low, high, by = self._run(block.values, self._commands(block))
         if self.shape_ is not None:  # the shape check: a fifth score on the same scale
-            self.shape_.merge_into(block.values, score, by, self.CHECKS.index("forecast.shape"))
+            code = self.CHECKS.index("forecast.shape")
+            self.shape_.merge_into(block.values, score, by, code)
+            with np.errstate(invalid="ignore"):
+                crossed = (by == code) & (score >= 1.0)
+            low[crossed] = high[crossed] = np.nan  # a shape has no band of values to name
         level = apply_hysteresis(
             score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_, self.clear_below
         )
