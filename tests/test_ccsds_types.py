@@ -158,7 +158,7 @@ def test_longer_and_shorter_than_layout_keep_sync(path):
     m = load_xtce(path, time=TimeSpec(names=("MET",)))
     m.shared_apids.clear()  # make APID 20 a fixed layout (A_ONE only) to test the framer's length rules
     m.layouts.pop("A_TWO")
-    m.__dict__.pop("_apid_cache", None)
+    m.__dict__.pop("_by_apid", None)  # forget the cached APID table
     stream = PacketStream(m)
     short = one(1, 101, 8, 1)[:-1]
     short = short[:4] + struct.pack(">H", len(short) - 7) + short[6:]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import ccsdspy
@@ -114,23 +115,21 @@ class Mission:
 
     def layout_for(self, apid: int) -> PacketLayout | None:
         """The one packet type an APID selects by its header alone (``None``: unknown or shared)."""
-        return self._by_apid().get(int(apid))
+        return self._by_apid.get(int(apid))
 
     def expected_lengths(self) -> np.ndarray:
         """The framer's table: total length per APID, VARIABLE or UNKNOWN."""
         table = np.full(N_APIDS, UNKNOWN, dtype=np.int64)
         for apid in self.shared_apids:
             table[apid] = VARIABLE
-        for apid, lay in self._by_apid().items():
+        for apid, lay in self._by_apid.items():
             table[apid] = lay.length or VARIABLE
         return table
 
+    @cached_property
     def _by_apid(self) -> dict[int, PacketLayout]:
-        if not hasattr(self, "_apid_cache"):
-            self._apid_cache = {
-                a: lay for lay in self.layouts.values() for a in lay.apids if a not in self.shared_apids
-            }
-        return self._apid_cache
+        """APID -> the one packet type its header selects (shared APIDs left out)."""
+        return {a: lay for lay in self.layouts.values() for a in lay.apids if a not in self.shared_apids}
 
 
 def load_xtce(
