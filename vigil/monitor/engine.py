@@ -50,7 +50,8 @@ class Monitor:
         detector: any fitted :class:`~vigil.detect.base.Detector`; its channels are the monitor's.
         manager: the alarm manager (``update(block, scores)``, ``report_stale``, ``report_fresh``).
         history_s: seconds of history :meth:`history` returns (older samples are left out).
-        history_points: ring length per channel (samples kept at most).
+        history_points: ring length per channel (samples kept at most): the live plot; older spans
+            come from the archive (vigil.archive) when one is kept.
         lateness_s: how long after a later record a row still accepts records.
         max_jump_s: a record more than this far ahead of the stream is held until the next record
             confirms the jump (it is also that far ahead) or not (the held record is counted as
@@ -66,7 +67,7 @@ class Monitor:
         detector: Detector,
         manager,
         history_s: float = 3600.0,
-        history_points: int = 1024,
+        history_points: int = 256,
         lateness_s: float = 0.0,
         max_jump_s: float | None = 3600.0,
         store=None,

@@ -79,6 +79,7 @@ class PacketSource:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=100_000)
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
+        self.accept_errors, self.last_accept_error = 0, None  # a TCP listener's (EMFILE...), shown in health
         if transport == "file":
             self.path = Path(address)
             if not self.path.is_file():
@@ -102,6 +103,10 @@ class PacketSource:
             reader = self._receive_udp if transport == "udp" else self._accept_tcp
             threading.Thread(target=reader, name=f"vigil-{transport}-ccsds", daemon=True).start()
         stream.source = self.name
+
+    def stats(self) -> dict[str, object]:
+        """Accept errors of a TCP listener (EMFILE...), for ``/api/health``."""
+        return {"accept_errors": self.accept_errors, "last_accept_error": self.last_accept_error}
 
     # -- consuming ----------------------------------------------------------------------------
     def blocks(self) -> Iterator[TelemetryBlock | None]:
@@ -222,13 +227,22 @@ class PacketSource:
                 self.stream.count_stream("queue_full")
 
     def _accept_tcp(self) -> None:
+        backoff = 0.0
         while not self._stop.is_set():
             try:
                 conn, _peer = self._sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                break
+            except OSError as err:
+                if self._stop.is_set() or self._sock.fileno() < 0:
+                    break  # closed
+                # Out of file descriptors (EMFILE) or another transient failure: back off, count, go on.
+                self.accept_errors += 1
+                self.last_accept_error = f"{type(err).__name__}: {err.strerror or err}"
+                backoff = min(1.0, max(0.01, backoff * 2))
+                self._stop.wait(backoff)
+                continue
+            backoff = 0.0
             with conn:
                 conn.settimeout(0.2)
                 while not self._stop.is_set():
