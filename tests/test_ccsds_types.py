@@ -232,3 +232,22 @@ def test_time_options_in_a_source_spec(path, tmp_path):
     assert pk.time.tolist() == [86400 + 200.0, 86400 + 200.0 + 1.6384]
     with pytest.raises(ConfigError, match="epoch"):
         open_packet_source(spec.replace("1970-01-02T00:00:00Z", "yesterday"))
+
+
+def test_decode_long_by_default_wide_on_request(path, tmp_path):
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from vigil.cli import app
+
+    capture = tmp_path / "c.bin"
+    capture.write_bytes(one(0, 100, 1, 1) + one(1, 100, 2, 1) + both(30, 2, 7, 3))
+    base = ["packets", "decode", str(capture), "--xtce", str(path), "--time", "MET"]
+    long = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "l.parquet")])
+    wide = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "w.parquet"), "--wide"])
+    assert long.exit_code == wide.exit_code == 0, long.output + wide.output
+    t = pq.read_table(tmp_path / "l.parquet").to_pydict()
+    assert t["packet"] == [0, 0, 0, 1, 1, 1, 2, 2] and t["value"][1::3][:2] == [1.0, 2.0]  # both X at t=100 kept
+    assert t["channel"][-2:] == ["Z", "BOTH.MODE"] and t["time"][-1] == 100.0  # BOTH: reception order
+    w = pq.read_table(tmp_path / "w.parquet").to_pydict()
+    assert list(w)[0] == "time" and w["X"][:2] == [1.0, 2.0] and len(w["time"]) == 2
