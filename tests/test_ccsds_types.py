@@ -251,3 +251,18 @@ def test_decode_long_by_default_wide_on_request(path, tmp_path):
     assert t["channel"][-2:] == ["Z", "BOTH.MODE"] and t["time"][-1] == 100.0  # BOTH: reception order
     w = pq.read_table(tmp_path / "w.parquet").to_pydict()
     assert list(w)[0] == "time" and w["X"][:2] == [1.0, 2.0] and len(w["time"]) == 2
+
+
+def test_one_sub_type_is_still_checked_packet_by_packet(tmp_path):
+    """APID 20 with only the SUBTYPE == 1 type described: a SUBTYPE 2 packet is rejected, not decoded as it."""
+    text = xtce()
+    start = text.index('<xtce:SequenceContainer name="A_TWO">')
+    text = text[:start] + text[text.index("</xtce:SequenceContainer>", start) + len("</xtce:SequenceContainer>") :]
+    p = tmp_path / "one.xml"
+    p.write_text(text)
+    m = load_xtce(p, time=TimeSpec(names=("MET",)))
+    assert m.shared_apids == {20: ("A_ONE",)} and m.layout_for(20) is None
+    stream = PacketStream(m)
+    pk = stream.feed_packets(one(0, 100, 7, 1) + two(1, 101, 9, 3, 0), final=True)
+    assert pk.values[:, stream.channels.index("X")].tolist() == [7.0]
+    assert stream.counters()["apid"][20]["decode_errors"] == 1

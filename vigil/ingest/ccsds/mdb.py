@@ -190,7 +190,7 @@ def load_xtce(
             count[p.name] = count.get(p.name, 0) + 1
     layouts: dict[str, PacketLayout] = {}
     infos: dict[str, ParameterInfo] = {}
-    for name, (apids, criteria) in types.items():
+    for name, (apids, criteria, _) in types.items():
         chans = tuple(p.name if count[p.name] == 1 else f"{name}.{p.name}" for p in data[name])
         coarse, fine = times[name]
         lay = PacketLayout(name, apids, tuple(p.name for p in data[name]), chans, coarse, fine, criteria=criteria)
@@ -314,14 +314,34 @@ def _packet_types(definition, root, header: list, apid_param: str) -> tuple[dict
         while c is not root:
             chain += c.restriction_criteria
             c = definition.containers[c.base_container_name]
-        apids = tuple(a for a, probe in enumerate(probes) if all(_maybe(rc, probe) for rc in chain))
+        # Probing 2048 APIDs only for criteria beyond "APID == n" (the common case, decided at once).
+        eq = [rc for rc in chain if _apid_equality(rc, apid_param) is not None]
+        first = {_apid_equality(rc, apid_param) for rc in eq}
+        candidates = first if len(first) == 1 else range(N_APIDS)
+        rest = [rc for rc in chain if rc not in eq] if len(first) == 1 else chain
+        apids = tuple(a for a in candidates if 0 <= a < N_APIDS and all(_maybe(rc, probes[a]) for rc in rest))
         if not apids:
             unsupported[name] = "no APID satisfies its restriction criteria"
         elif len(apids) == N_APIDS:
             unsupported[name] = "its restriction criteria do not select an APID"
         else:
-            types[name] = (apids, tuple(chain))
+            # Decided by the header alone when no criterion needs a field beyond it.
+            exact = all(_decided(rc, probes[apids[0]]) for rc in rest)
+            types[name] = (apids, tuple(chain), exact)
     return types, unsupported
+
+
+def _apid_equality(criterion, apid_param: str) -> int | None:
+    """n for a plain ``APID == n`` comparison, else ``None``."""
+    if getattr(criterion, "referenced_parameter", None) != apid_param or getattr(criterion, "operator", None) not in (
+        "==",
+        "eq",
+    ):
+        return None
+    try:
+        return int(criterion.required_value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _apid_probes(header: list, apid_param: str) -> list[dict]:
@@ -344,13 +364,26 @@ def _maybe(criterion, probe: dict) -> bool:
         return True
 
 
+def _decided(criterion, probe: dict) -> bool:
+    """Whether the criterion can be evaluated on the header alone."""
+    try:
+        criterion.evaluate(probe)
+    except Exception:  # noqa: BLE001 - it needs a field beyond the header
+        return False
+    return True
+
+
 def _shared_apids(types: dict) -> dict[int, tuple[str, ...]]:
-    """APIDs that several types can take, or whose one type needs more than the header to select."""
+    """APIDs that several types can take, or whose one type needs more than the header to select:
+    their packets go through space_packet_parser, which checks every criterion packet by packet."""
     by_apid: dict[int, list[str]] = {}
-    for name, (apids, _) in types.items():
+    loose: set[int] = set()
+    for name, (apids, _, exact) in types.items():
         for a in apids:
             by_apid.setdefault(a, []).append(name)
-    return {a: tuple(names) for a, names in by_apid.items() if len(names) > 1}
+            if not exact:
+                loose.add(a)
+    return {a: tuple(names) for a, names in by_apid.items() if len(names) > 1 or a in loose}
 
 
 def _resolve_time(time: TimeSpec, entries: dict[str, list], header: set[str], src: str) -> dict:
