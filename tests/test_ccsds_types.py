@@ -266,3 +266,19 @@ def test_one_sub_type_is_still_checked_packet_by_packet(tmp_path):
     pk = stream.feed_packets(one(0, 100, 7, 1) + two(1, 101, 9, 3, 0), final=True)
     assert pk.values[:, stream.channels.index("X")].tolist() == [7.0]
     assert stream.counters()["apid"][20]["decode_errors"] == 1
+
+
+def test_sub_types_are_told_apart_in_bulk(path):
+    m = load_xtce(path, time=TimeSpec(names=("MET",)))
+    assert m.layouts["A_ONE"].selector is not None and m.layouts["A_TWO"].selector is not None
+
+    def refuse(raw):
+        raise AssertionError("went to space_packet_parser")
+
+    m.definition.parse_bytes = refuse  # every packet here must be decoded in bulk
+    stream = PacketStream(m)
+    bad_subtype = pkt(20, 9, struct.pack(">IBHB", 102, 7, 1, 1))
+    pk = stream.feed_packets(one(0, 100, 7, 1) + two(1, 101, 9, 3, 5) + bad_subtype, final=True)
+    assert pk.values[:, stream.channels.index("X")].tolist()[0] == 7.0
+    assert pk.values[:, stream.channels.index("FINE")].tolist()[1] == 5.0
+    assert len(pk) == 2 and stream.counters()["apid"][20]["decode_errors"] == 1  # subtype 7: no type

@@ -110,22 +110,46 @@ class PacketDecoder:
             rows = np.flatnonzero(frames.apid == apid)
             lay = self.mission.layout_for(apid)
             if lay is not None and lay.plan is not None and self.engine == "bulk":
-                if lay.plan.variable:  # a packet too short for the fixed prefix cannot be decoded
-                    short = frames.length[rows] < lay.plan.length
-                    self.shorter_than_layout[apid] += int(short.sum())
-                    rows = rows[~short]
-                kd = self._kind[lay.name]
-                kind[rows] = kd
-                ok[rows] = True
-                time[rows], vals = self._bulk(buf, frames.offset[rows], frames.length[rows], lay)
-                self._check(kd, np.full(rows.size, apid), vals)
-                _put(values, rows, self._columns[kd], vals)
-            else:
-                done = self._per_packet(buf, frames, rows, apid, time, values, ok, kind)
-                for kd in np.unique(kind[done]).tolist():
-                    sub = done[kind[done] == kd]
-                    self._check(kd, frames.apid[sub], values[sub[:, None], self._columns[kd][None, :]])
+                self._bulk_rows(buf, frames, rows, apid, lay, time, values, ok, kind)
+                continue
+            if lay is None and self.engine == "bulk":
+                rows = self._by_selectors(buf, frames, rows, apid, time, values, ok, kind)
+            done = self._per_packet(buf, frames, rows, apid, time, values, ok, kind)
+            for kd in np.unique(kind[done]).tolist():
+                sub = done[kind[done] == kd]
+                self._check(kd, frames.apid[sub], values[sub[:, None], self._columns[kd][None, :]])
         return DecodedPackets(frames.apid, frames.seq, time, values, ok, kind)
+
+    def _bulk_rows(self, buf, frames: Frames, rows, apid: int, lay: PacketLayout, time, values, ok, kind) -> None:
+        """Packets ``rows`` of packet type ``lay`` in one pass (too short ones counted and left out)."""
+        short = frames.length[rows] < lay.plan.length
+        if short.any():  # fixed layouts: the framer already skipped them; selected sub-types: here
+            self.shorter_than_layout[apid] += int(short.sum())
+            rows = rows[~short]
+        kd = self._kind[lay.name]
+        kind[rows] = kd
+        ok[rows] = True
+        time[rows], vals = self._bulk(buf, frames.offset[rows], frames.length[rows], lay)
+        self._check(kd, np.full(rows.size, apid), vals)
+        _put(values, rows, self._columns[kd], vals)
+
+    def _by_selectors(self, buf, frames: Frames, rows, apid: int, time, values, ok, kind) -> np.ndarray:
+        """Packets of a shared APID that exactly one type's criteria select, decoded in bulk by it;
+        returns the rows left for space_packet_parser."""
+        types = [self.mission.layouts[n] for n in self.mission.shared_apids.get(apid, ())]
+        if not types or any(t.plan is None or t.selector is None for t in types):
+            return rows
+        off, length = frames.offset[rows], frames.length[rows]
+        hits = np.array([t.selector.match(buf, off, length) for t in types])
+        single = hits.sum(axis=0) == 1
+        which = hits.argmax(axis=0)
+        for i, lay in enumerate(types):
+            mine = rows[single & (which == i)]
+            if mine.size:
+                if not lay.plan.variable:
+                    self.longer_than_layout[apid] += int(np.count_nonzero(frames.length[mine] > lay.plan.length))
+                self._bulk_rows(buf, frames, mine, apid, lay, time, values, ok, kind)
+        return rows[~single]
 
     def _check(self, kd: int, apid: np.ndarray, v: np.ndarray) -> None:
         """Count enumeration values outside their list and non-finite values of packet type ``kd``."""

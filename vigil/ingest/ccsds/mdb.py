@@ -34,6 +34,7 @@ from vigil.errors import ConfigError
 from vigil.ingest.ccsds.framing import N_APIDS, UNKNOWN, VARIABLE
 from vigil.ingest.ccsds.plan import INT, UINT, BulkPlan, plan_fields
 from vigil.ingest.ccsds.prune import read_definition
+from vigil.ingest.ccsds.select import Selector, apid_equality, selector
 from vigil.ingest.ccsds.timespec import TimeSpec
 
 PRIMARY_HEADER_BITS = 48
@@ -74,6 +75,8 @@ class PacketLayout:
     slow_reason: str = ""
     #: restriction criteria of the whole inheritance chain (to tell sub-types apart).
     criteria: tuple = ()
+    #: the criteria beyond the APID evaluated on columns (``None``: not plain, or not needed).
+    selector: Selector | None = None
 
     @property
     def length(self) -> int | None:
@@ -198,6 +201,7 @@ def load_xtce(
             lay.fine_scale = time.fine_scale or 2.0 ** -_bits(definition.parameters[fine].parameter_type)
         wanted = {x for x in (coarse, fine) if x} | set(lay.parameters)
         lay.plan, lay.slow_reason = plan_fields(entries[name], wanted)
+        lay.selector = selector(entries[name], criteria, apid_param, definition)
         layouts[name] = lay
         for p, ch in zip(data[name], chans):
             infos[ch] = _info(p, ch, name)
@@ -315,8 +319,8 @@ def _packet_types(definition, root, header: list, apid_param: str) -> tuple[dict
             chain += c.restriction_criteria
             c = definition.containers[c.base_container_name]
         # Probing 2048 APIDs only for criteria beyond "APID == n" (the common case, decided at once).
-        eq = [rc for rc in chain if _apid_equality(rc, apid_param) is not None]
-        first = {_apid_equality(rc, apid_param) for rc in eq}
+        eq = [rc for rc in chain if apid_equality(rc, apid_param) is not None]
+        first = {apid_equality(rc, apid_param) for rc in eq}
         candidates = first if len(first) == 1 else range(N_APIDS)
         rest = [rc for rc in chain if rc not in eq] if len(first) == 1 else chain
         apids = tuple(a for a in candidates if 0 <= a < N_APIDS and all(_maybe(rc, probes[a]) for rc in rest))
@@ -329,19 +333,6 @@ def _packet_types(definition, root, header: list, apid_param: str) -> tuple[dict
             exact = all(_decided(rc, probes[apids[0]]) for rc in rest)
             types[name] = (apids, tuple(chain), exact)
     return types, unsupported
-
-
-def _apid_equality(criterion, apid_param: str) -> int | None:
-    """n for a plain ``APID == n`` comparison, else ``None``."""
-    if getattr(criterion, "referenced_parameter", None) != apid_param or getattr(criterion, "operator", None) not in (
-        "==",
-        "eq",
-    ):
-        return None
-    try:
-        return int(criterion.required_value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _apid_probes(header: list, apid_param: str) -> list[dict]:
