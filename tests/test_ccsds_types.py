@@ -282,3 +282,25 @@ def test_sub_types_are_told_apart_in_bulk(path):
     assert pk.values[:, stream.channels.index("X")].tolist()[0] == 7.0
     assert pk.values[:, stream.channels.index("FINE")].tolist()[1] == 5.0
     assert len(pk) == 2 and stream.counters()["apid"][20]["decode_errors"] == 1  # subtype 7: no type
+
+
+def test_variable_block_sizes_that_disagree_with_the_packet(tmp_path):
+    """A size field saying less than the packet holds: the described part decoded (longer than
+    layout), trailer where the size puts it; saying more: too short. Both engines agree."""
+    params = (
+        '<xtce:Parameter name="NBITS" parameterTypeRef="U16"/><xtce:Parameter name="BLOB" parameterTypeRef="BLOB_T"/>'
+        '<xtce:Parameter name="CRC" parameterTypeRef="U16"/>'
+    )
+    p = tmp_path / "var.xml"
+    p.write_text(xtce(BLOB, params, VAR))
+    m = load_xtce(p, time=TimeSpec(names=("MET",)))
+    says_less = pkt(50, 0, struct.pack(">IH", 10, 8) + b"\x01\x02\x03" + struct.pack(">H", 1000))
+    says_more = pkt(50, 1, struct.pack(">IH", 11, 800) + b"\x01\x02\x03" + struct.pack(">H", 1001))
+    out = {}
+    for engine in ("bulk", "spp"):
+        stream = PacketStream(m, engine=engine)
+        pk = stream.feed_packets(says_less + says_more, final=True)
+        c = stream.counters()["apid"][50]
+        out[engine] = (pk.values[:, stream.channels.index("CRC")].tolist(), c.get("longer_than_layout", 0))
+        assert c.get("shorter_than_layout", 0) + c.get("decode_errors", 0) == 1
+    assert out["bulk"] == out["spp"] == ([float(0x0203)], 1)

@@ -121,15 +121,17 @@ class PacketDecoder:
         return DecodedPackets(frames.apid, frames.seq, time, values, ok, kind)
 
     def _bulk_rows(self, buf, frames: Frames, rows, apid: int, lay: PacketLayout, time, values, ok, kind) -> None:
-        """Packets ``rows`` of packet type ``lay`` in one pass (too short ones counted and left out)."""
-        short = frames.length[rows] < lay.plan.length
-        if short.any():  # fixed layouts: the framer already skipped them; selected sub-types: here
-            self.shorter_than_layout[apid] += int(short.sum())
-            rows = rows[~short]
+        """Packets ``rows`` of packet type ``lay`` in one pass; too short ones counted and left out."""
         kd = self._kind[lay.name]
+        t, vals, status = self._bulk(buf, frames.offset[rows], frames.length[rows], lay)
+        self.shorter_than_layout[apid] += int(np.count_nonzero(status == 1))
+        if self.mission.layout_for(apid) is not lay or lay.plan.variable:  # else the framer counted them
+            self.longer_than_layout[apid] += int(np.count_nonzero(status == 2))
+        good = status != 1
+        rows, t, vals = rows[good], t[good], vals[good]
         kind[rows] = kd
         ok[rows] = True
-        time[rows], vals = self._bulk(buf, frames.offset[rows], frames.length[rows], lay)
+        time[rows] = t
         self._check(kd, np.full(rows.size, apid), vals)
         _put(values, rows, self._columns[kd], vals)
 
@@ -146,8 +148,6 @@ class PacketDecoder:
         for i, lay in enumerate(types):
             mine = rows[single & (which == i)]
             if mine.size:
-                if not lay.plan.variable:
-                    self.longer_than_layout[apid] += int(np.count_nonzero(frames.length[mine] > lay.plan.length))
                 self._bulk_rows(buf, frames, mine, apid, lay, time, values, ok, kind)
         return rows[~single]
 
@@ -162,14 +162,13 @@ class PacketDecoder:
         if bad.any():
             np.add.at(self.non_finite, apid, bad.sum(axis=1))
 
-    def _bulk(self, buf, offsets: np.ndarray, lengths: np.ndarray, lay: PacketLayout) -> tuple[np.ndarray, np.ndarray]:
-        """All packets of one APID with a bulk plan in one pass: their times and channel values."""
-        cols = lay.plan.decode(buf, offsets, lengths)
+    def _bulk(self, buf, offsets: np.ndarray, lengths: np.ndarray, lay: PacketLayout) -> tuple:
+        """Packets of one type in one pass: their times, channel values and decode status."""
+        cols, status = lay.plan.decode(buf, offsets, lengths)
         pick, coarse, fine = self._picks[lay.name]
-        values = cols[:, pick]
-        return self._time(
-            lay, None if coarse < 0 else cols[:, coarse], None if fine < 0 else cols[:, fine], cols.shape[0]
-        ), values
+        c = None if coarse < 0 else cols[:, coarse]
+        f = None if fine < 0 else cols[:, fine]
+        return self._time(lay, c, f, cols.shape[0]), cols[:, pick], status
 
     def _time(self, lay: PacketLayout, coarse, fine, n: int) -> np.ndarray:
         """``epoch + scale * coarse + fine_scale * fine`` (NaN for a packet type without time)."""
@@ -198,7 +197,7 @@ class PacketDecoder:
             except Exception:  # noqa: BLE001 - untrusted bytes: any decoder failure is a counted reject
                 self.decode_errors[apid] += 1
                 continue
-            if caught and lay.plan is None:
+            if caught and not (one is lay and lay.length is not None):  # else the framer counted it
                 self.longer_than_layout[apid] += 1
             kind[i] = kd
             ok[i] = True

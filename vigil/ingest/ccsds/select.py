@@ -44,15 +44,11 @@ class Selector:
 
     def match(self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Which packets (at ``offsets``, ``lengths`` bytes) this type's criteria select."""
-        out = np.zeros(offsets.shape[0], dtype=bool)
-        fits = lengths >= self.plan.length  # never read a field beyond a short packet
-        if fits.any():
-            cols = self.plan.decode(buf, offsets[fits], lengths[fits])
-            hit = np.ones(cols.shape[0], dtype=bool)
-            for j, op, value in self.tests:
-                hit &= op(cols[:, j], value)
-            out[fits] = hit
-        return out
+        cols, status = self.plan.decode(buf, offsets, lengths)  # a packet too short is no match
+        hit = status != 1
+        for j, op, value in self.tests:
+            hit &= op(cols[:, j], value)
+        return hit
 
 
 def apid_equality(criterion, apid_param: str) -> int | None:
@@ -86,7 +82,9 @@ def selector(entries: list, criteria: tuple, apid_param: str, definition) -> Sel
     if plan is None:
         return None
     convert = tuple(None if wanted[n][0] else c for n, c in zip(plan.names, plan.convert))
-    plan = BulkPlan(plan.names, plan.offset, plan.size, plan.kind, plan.little, convert, plan.length, plan.variable)
+    plan = BulkPlan(
+        plan.names, plan.offset, plan.size, plan.kind, plan.little, convert, plan.length, plan.tail, plan.after
+    )
     tests = tuple((plan.names.index(n), op, v) for n, (_, pairs) in wanted.items() for op, v in pairs)
     return Selector(plan, tests)
 
