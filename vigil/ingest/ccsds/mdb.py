@@ -322,7 +322,7 @@ def _packet_types(definition, root, header: list, apid_param: str) -> tuple[dict
         eq = [rc for rc in chain if apid_equality(rc, apid_param) is not None]
         first = {apid_equality(rc, apid_param) for rc in eq}
         candidates = first if len(first) == 1 else range(N_APIDS)
-        rest = [rc for rc in chain if rc not in eq] if len(first) == 1 else chain
+        rest = [rc for rc in chain if not any(rc is e for e in eq)] if len(first) == 1 else chain
         apids = tuple(a for a in candidates if 0 <= a < N_APIDS and all(_maybe(rc, probes[a]) for rc in rest))
         if not apids:
             unsupported[name] = "no APID satisfies its restriction criteria"
