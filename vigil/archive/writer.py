@@ -69,7 +69,8 @@ class ArchiveWriter:
         flush_span_s: ... or once the buffer spans this many seconds of stream time, so that a
             killed process loses at most that much of the archive (alarms and the checkpoint are in
             the store, not here).
-        queue_blocks: blocks the monitor may hand over before it waits for the writer.
+        queue_cells: cells (rows x channels) the monitor may hand over before it waits for the
+            writer (a block larger than this still goes through when the queue is empty).
         compression: Arrow IPC codec (``lz4`` or ``zstd``; ``None``: uncompressed).
     """
 
@@ -79,9 +80,9 @@ class ArchiveWriter:
         channels: tuple[str, ...] | list[str],
         *,
         retention_days: float | None = None,
-        flush_cells: int = 4_000_000,
+        flush_cells: int = 2_000_000,
         flush_span_s: float = 300.0,
-        queue_blocks: int = 64,
+        queue_cells: int = 2_000_000,
         compression: str | None = "lz4",
     ) -> None:
         if retention_days is not None and not retention_days > 0:
@@ -100,7 +101,10 @@ class ArchiveWriter:
         self.flush_cells = max(1, int(flush_cells))
         self.flush_span_s = flush_span_s
         self.compression = compression
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_blocks))
+        self._queue: queue.Queue = queue.Queue()
+        self.queue_cells = max(1, int(queue_cells))
+        self._queued = 0  # cells handed over and not yet taken by the writer
+        self._room = threading.Condition()
         # Guards the buffer and the files' names: a reader holding it sees each sample exactly once.
         self._lock = threading.RLock()
         self._buffer: list[tuple[np.ndarray, ...]] = []
@@ -130,6 +134,10 @@ class ArchiveWriter:
             item = (time.copy(), values.copy(), band, band, band, level)
         else:  # the detector's arrays are fresh per call and never written again: no copy needed
             item = (time.copy(), values.copy(), scores.expected, scores.low, scores.high, scores.level)
+        with self._room:  # bounded in cells, not blocks: a 100,000-channel block is 100x a 1,000-channel one
+            while self._queued and self._queued + values.size > self.queue_cells and self._thread.is_alive():
+                self._room.wait(0.5)
+            self._queued += values.size
         self._queue.put(item)
 
     def __call__(self, time: np.ndarray, values: np.ndarray, scores: Any = None) -> None:
@@ -190,6 +198,9 @@ class ArchiveWriter:
                     return
                 item[1].set()
                 continue
+            with self._room:
+                self._queued -= item[1].size
+                self._room.notify_all()
             if self._buffer and _hour(item[0][0]) != _hour(self._buffer[-1][0][-1]):
                 self._write_guarded()  # a chunk never straddles two hours (an hour is merged once closed)
             with self._lock:
