@@ -80,6 +80,7 @@ def monitor(
     from vigil.monitor.report import EXIT_FATAL, exit_code
     from vigil.monitor.runner import build_session, event_line, run
 
+    sock = _bind_or_exit(host, serve) if serve is not None else None  # a busy port: said before any work
     try:
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
         jump = max_jump if max_jump > 0 else None
@@ -99,7 +100,7 @@ def monitor(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if serve is not None:
-        _serve_in_background(session, host, serve, token_file, extras)
+        _serve_in_background(session, host, serve, token_file, sock, extras)
     try:
         src = open_source(source, speed=rate, skip_until=start)
     except (VigilError, OSError) as err:
@@ -185,14 +186,14 @@ def _extras(session, archive: Path | None, retention_days: float | None):
         raise typer.Exit(2) from None
 
 
-def _serve_in_background(session, host: str, port: int, token_file: Path | None, extras=None) -> None:
+def _serve_in_background(session, host: str, port: int, token_file: Path | None, sock=None, extras=None) -> None:
     from vigil.serve.app import create_app
     from vigil.serve.auth import resolve_token
     from vigil.serve.runner import serve_in_background
 
     token, where = resolve_token(token_file)
     api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock, extras=extras)
-    serve_in_background(api, host, port, _bind_or_exit(host, port))
+    serve_in_background(api, host, port, sock or _bind_or_exit(host, port))
     typer.echo(f"API on http://{host}:{port}/ (token from {where})")
     if where == "generated":
         typer.echo(f"API token: {token}")
@@ -384,14 +385,14 @@ def demo(
 
 
 def _bind_or_exit(host: str, port: int):
-    """The server's socket, bound now; a busy port ends the command with a clear message (exit 2)."""
+    """The server's socket, bound now; a busy port ends the command with a clear message (exit 1: fatal)."""
     from vigil.serve.runner import PortInUse, bind
 
     try:
         return bind(host, port)
     except PortInUse as err:
         typer.echo(f"error: {err.strerror}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
 
 
 def _announce(host: str, port: int, token: str, where: str) -> None:
@@ -412,7 +413,7 @@ app.add_typer(packets_app, name="packets")
 @bench_app.command("packets")
 def bench_packets(
     out: Path = typer.Option(Path("packets.json"), help="JSON results file"),
-    packets: int = typer.Option(1_000_000, help="packets through the ccsdspy (bulk) engine"),
+    packets: int = typer.Option(1_000_000, help="packets through the bulk engine"),
     spp_packets: int = typer.Option(50_000, help="packets through the space_packet_parser engine"),
 ) -> None:
     """Decode and score a DEMOSAT packet stream end to end; report packets_per_s per engine."""

@@ -253,6 +253,7 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
                 "live_clients": hub.n_clients,
                 "live_dropped": hub.dropped_total,
                 "live_dropped_by_client": hub.client_drops()[:20],
+                "live_refused": hub.refused,
                 "feeders": feeders,
                 **console.extras.status(),
             }
@@ -480,8 +481,11 @@ def _add_live_feed(app: FastAPI, hub: Hub) -> None:
     @app.websocket("/api/live")
     async def live(ws: WebSocket) -> None:
         """Live feed: ``{"type": "values", ...}`` ticks, alarm events, and ``resync`` after overflow."""
-        await ws.accept()
         client = hub.connect()
+        if client is None:  # too many live clients: refuse the upgrade (counted in health)
+            await ws.close(code=1013)
+            return
+        await ws.accept()
         receiver = asyncio.create_task(_drain(ws))
         try:
             await ws.send_json({"type": "hello", "version": __version__})

@@ -5,6 +5,7 @@ message is serialised to JSON text there, once, whatever the number of clients; 
 only appends that text to each client's queue, so many clients (reading or not) cost the loop a
 few list operations per tick and never delay the others or ``/api/health``.
 
+At most ``max_clients`` clients are connected at once; further upgrades are refused and counted.
 A client that does not keep up holds at most one value tick (a newer tick replaces the unsent
 one) and at most ``maxsize`` other messages (alarm events); what it misses is counted, per
 client and in total, never silently lost: the client is then sent
@@ -73,18 +74,24 @@ class Client:
 class Hub:
     """Thread-safe publisher; :meth:`connect`/:meth:`disconnect` run on the event loop."""
 
-    def __init__(self, maxsize: int = 512) -> None:
+    def __init__(self, maxsize: int = 512, max_clients: int = 256) -> None:
         self.maxsize = maxsize
+        self.max_clients = max_clients
+        self.refused = 0  # upgrades refused because max_clients were connected
         self._clients: set[Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard = threading.Lock()
         self.dropped_total = 0
         self.published = 0  # messages serialised (once each, whatever the number of clients)
 
-    def connect(self) -> Client:
+    def connect(self) -> Client | None:
+        """A new client, or ``None`` (counted in ``refused``) when ``max_clients`` are connected."""
         self._loop = asyncio.get_running_loop()
         client = Client(self.maxsize)
         with self._guard:
+            if len(self._clients) >= self.max_clients:
+                self.refused += 1
+                return None
             self._clients.add(client)
         return client
 

@@ -232,7 +232,7 @@ def read_xtce_alarms(mission: Mission | None, path: str | Path | None = None) ->
             out.alarms[name] = alarm
     for name, why in view.skipped.items():
         owner = next((c for c in view.by_container if name.startswith(c + ".")), "")
-        el = params.get(name[len(owner) + 1 :] if owner else name)
+        el = params.get(name) if name in params else params.get(name[len(owner) + 1 :])
         ptype = types.get(_last(el.get("parameterTypeRef", ""))) if el is not None else None
         if ptype is not None and (
             ptype.find("{*}DefaultAlarm") is not None or ptype.find("{*}ContextAlarmList") is not None
