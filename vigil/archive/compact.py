@@ -36,7 +36,8 @@ class _Cursor:
     """Reads one chunk file's rows in order, decompressing each record batch once."""
 
     def __init__(self, path: Path) -> None:
-        self.file = ipc.open_file(pa.memory_map(str(path)))
+        self.source = pa.OSFile(str(path))  # not memory-mapped: read pages would count in the RSS
+        self.file = ipc.open_file(self.source)
         self.per = int(self.file.schema.metadata[b"rows_per_batch"])
         self._at, self._batch = -1, None
         self.times = self.file.get_batch(0).column("value")[0].values.to_numpy()
@@ -69,6 +70,14 @@ def compact_hour(paths: list[Path], compression: str | None = "lz4", lock: Any =
     if len(paths) < 2:
         return None
     cursors = [_Cursor(p) for p in paths]
+    try:
+        return _merge(paths, cursors, compression, lock)
+    finally:
+        for cursor in cursors:
+            cursor.source.close()
+
+
+def _merge(paths: list[Path], cursors: list[_Cursor], compression: str | None, lock: Any) -> Path | None:
     metas = {c.file.schema.metadata[b"channels"] for c in cursors}
     if len(metas) != 1:
         return None
