@@ -24,6 +24,7 @@ import math
 import queue
 import shutil
 import threading
+import time as _time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ class ArchiveWriter:
         self.files_merged = 0
         self._hours: dict[int, list[Path]] = {}  # chunk files of hours not merged yet
         self.dropped = 0
+        self.cpu_s = 0.0  # CPU time of the writer thread's writes and merges
+        self.append_cpu_s = 0.0  # CPU time the monitor's thread spent handing blocks over (waits excluded)
         self.errors = 0
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="vigil-archive", daemon=True)
@@ -125,6 +128,13 @@ class ArchiveWriter:
         """Hand over scored rows (``values`` ``[n, c]`` in the writer's channel order; ``scores`` may be None)."""
         if time.size == 0:
             return
+        started = _time.thread_time()
+        try:
+            self._hand_over(time, values, scores)
+        finally:
+            self.append_cpu_s += _time.thread_time() - started
+
+    def _hand_over(self, time: np.ndarray, values: np.ndarray, scores: Any) -> None:
         if not self._thread.is_alive():
             self.dropped += int(np.isfinite(values).sum())
             return
@@ -175,6 +185,7 @@ class ArchiveWriter:
             "files": self.files_written,
             "bytes": self.bytes_written,
             "buffered_cells": self._cells,
+            "cpu_s": round(self.cpu_s, 3),
             "dropped": self.dropped,
             "errors": self.errors,
             "last_error": self.last_error,
@@ -213,6 +224,7 @@ class ArchiveWriter:
     def _write_guarded(self) -> None:
         if not self._buffer:
             return
+        started = _time.thread_time()
         try:
             self._write()
         except Exception as err:  # disk full, permissions...: counted, reported, the monitor goes on
@@ -222,6 +234,8 @@ class ArchiveWriter:
             with self._lock:
                 self.dropped += sum(int(np.isfinite(b[1]).sum()) for b in self._buffer)
                 self._buffer, self._cells = [], 0
+        finally:
+            self.cpu_s += _time.thread_time() - started
 
     def _write(self) -> None:
         blocks = self._buffer
