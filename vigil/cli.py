@@ -48,6 +48,18 @@ def bench_smap_msl(
     typer.echo(result.summary())
 
 
+@bench_app.command("ucr")
+def bench_ucr(
+    data: Path = typer.Option(..., help="folder holding the archive's NNN_UCR_Anomaly_*.txt files"),
+    out: Path = typer.Option(Path("results.json"), help="JSON results file"),
+    per_series: Path | None = typer.Option(None, help="CSV file with one row per series"),
+) -> None:
+    """UCR anomaly archive: fit on each training prefix, is the highest test score on the anomaly?"""
+    from vigil.bench.ucr import run_benchmark, summary
+
+    typer.echo(summary(run_benchmark(data, out=out, per_series=per_series)))
+
+
 # --- live monitoring (issue 3) --------------------------------------------------------------------
 @app.command("monitor")
 def monitor(
