@@ -259,6 +259,36 @@ class _QueueSource:
         self._stop = threading.Event()
         self._ended = threading.Event()
 
+    def _read_blocks(self, read: Callable[[int], bytes], origin: str, counter: list[int]) -> None:
+        """Whatever has arrived (``read(n)``: up to ``n`` bytes, ``b""`` at the end), parsed in
+        bulk up to its last whole line (:func:`vigil.ingest.bulk.parse_block`); ``counter[0]``:
+        the lines read so far. A line longer than :data:`MAX_LINE` bytes is reported and skipped."""
+        from vigil.ingest.bulk import parse_block
+
+        rest, runaway = b"", False
+        while not self._stop.is_set():
+            data = read(1 << 20)
+            eof = not data
+            if runaway and not eof:  # skip to the end of a line too long to hold
+                nl = data.find(b"\n")
+                if nl < 0:
+                    continue
+                data, runaway = data[nl + 1 :], False
+            buf = rest + data
+            cut = len(buf) if eof else buf.rfind(b"\n") + 1  # whole lines (all of it at the end)
+            block, rest = buf[:cut], buf[cut:]
+            if block:
+                while self._queue.qsize() > 64 and not self._stop.is_set():  # bounded memory
+                    _time.sleep(0.01)
+                self._queue.put(parse_block(block, origin, counter[0] + 1))
+                counter[0] += block.count(b"\n") + (not block.endswith(b"\n"))
+            if len(rest) > MAX_LINE:
+                counter[0] += 1
+                self._queue.put(BadRecord(origin, counter[0], f"line longer than {MAX_LINE} bytes"))
+                rest, runaway = b"", True
+            if eof:
+                return
+
     def _put_lines(self, text: str, origin: str, counter: list[int]) -> None:
         for line in text.splitlines():
             counter[0] += 1
@@ -314,7 +344,7 @@ class StreamSource(_QueueSource):
         try:
             raw = getattr(self._stream, "buffer", None)
             if raw is not None and hasattr(raw, "read1"):
-                self._read_blocks(raw)
+                self._read_blocks(raw.read1, self.name, [0])
             else:
                 counter = [0]
                 for text in iter(self._stream.readline, ""):  # line by line, as each arrives
@@ -323,34 +353,6 @@ class StreamSource(_QueueSource):
                     self._put_lines(text, self.name, counter)
         finally:
             self._finish()
-
-    def _read_blocks(self, raw) -> None:
-        """Whatever has arrived (up to 1 MiB), parsed in bulk up to its last whole line."""
-        from vigil.ingest.bulk import parse_block
-
-        line, rest, runaway = 1, b"", False
-        while not self._stop.is_set():
-            data = raw.read1(1 << 20)
-            eof = not data
-            if runaway and not eof:  # skip to the end of a line too long to hold
-                nl = data.find(b"\n")
-                if nl < 0:
-                    continue
-                data, runaway, line = data[nl + 1 :], False, line + 1
-            buf = rest + data
-            cut = len(buf) if eof else buf.rfind(b"\n") + 1  # whole lines (all of it at the end)
-            block, rest = buf[:cut], buf[cut:]
-            if block:
-                while self._queue.qsize() > 64 and not self._stop.is_set():  # bounded memory
-                    _time.sleep(0.01)
-                self._queue.put(parse_block(block, self.name, line))
-                line += block.count(b"\n")
-            if len(rest) > MAX_LINE:
-                self._queue.put(BadRecord(self.name, line, f"line longer than {MAX_LINE} bytes"))
-                rest, runaway = b"", True
-            if eof:
-                return
-
 
 class TcpSource(_QueueSource):
     """A TCP server taking record lines from up to ``max_connections`` clients at once (binds
@@ -443,28 +445,14 @@ class TcpSource(_QueueSource):
         origin = f"{self.name} from {peer[0]}:{peer[1]}"
         counter = [0]
         try:
-            with conn, conn.makefile("r", encoding="utf-8", errors="replace", newline="") as fh:
+            with conn, conn.makefile("rb") as fh:
                 try:
-                    self._read_lines(fh, origin, counter)
+                    self._read_blocks(fh.read1, origin, counter)
                 except OSError as err:  # reset by the peer, say: what it sent is in; the loss is reported
                     counter[0] += 1
                     self._queue.put(BadRecord(origin, counter[0], f"connection ended abnormally: {err}"))
         finally:
             self._release()
-
-    def _read_lines(self, fh, origin: str, counter: list[int]) -> None:
-        while not self._stop.is_set():
-            text = fh.readline(MAX_LINE)
-            if not text:
-                return
-            if len(text) == MAX_LINE and not text.endswith("\n"):
-                # A runaway line: report it and skip to its end rather than hold it in memory.
-                while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
-                    pass
-                counter[0] += 1
-                self._queue.put(BadRecord(origin, counter[0], f"line longer than {MAX_LINE} characters"))
-                continue
-            self._put_lines(text, origin, counter)
 
     def close(self) -> None:
         super().close()
