@@ -1,15 +1,21 @@
 """Line records ``(time, channel, value)`` and the live sources that carry them.
 
-A record line is CSV ``time,channel,value`` (an optional ``time,channel,value`` header is skipped)
-or a JSON object ``{"time": ..., "channel": ..., "value": ...}``. Record files may instead be wide
-CSV (header ``time,CH1,CH2,...``; an empty cell means that channel did not report then). Times are seconds (a number) or
-ISO 8601 (converted to Unix seconds, UTC unless the text has an offset). A line that cannot be
+A record line is CSV ``time,channel,value`` (an optional header such as ``time,channel,value`` is
+skipped) or a JSON object ``{"time": ..., "channel": ..., "value": ...}``. Record files may instead
+be wide CSV (header ``time,CH1,CH2,...``; an empty cell means that channel did not report then).
+Times are seconds (a number) or ISO 8601 (converted to Unix seconds, UTC unless the text has an offset). A line that cannot be
 read becomes a :class:`BadRecord` naming the source and line, so the consumer can count it; a
 source never raises on bad input.
 
-Sources yield *batches* (lists of records and bad records). Live sources (stdin, TCP, UDP) yield
-an empty batch when nothing arrived for ``idle_s`` seconds, so the consumer can check staleness
-while the stream is quiet. :func:`open_source` turns a spec such as ``file:data.csv``,
+:func:`parse_line` is the per-line parser and the reference: files (:mod:`vigil.ingest.files`),
+standard input and TCP connections are parsed in blocks by :mod:`vigil.ingest.bulk`, which gives
+every line the same verdict. The header's column names may vary (:data:`TIME_NAMES`,
+:data:`CHANNEL_NAMES`, :data:`VALUE_NAMES`).
+
+Sources yield *batches*: lists of records and bad records, or one
+:class:`~vigil.ingest.bulk.RecordBatch` of columns (iterating it gives the same objects). Live
+sources (stdin, TCP, UDP) yield an empty batch when nothing arrived for ``idle_s`` seconds, so the
+consumer can check staleness while the stream is quiet. :func:`open_source` turns a spec such as ``file:data.csv``,
 ``stdin``, ``tcp://127.0.0.1:7000`` or ``udp://127.0.0.1:7000`` into a source; other packages add
 schemes with :func:`register_source`.
 
