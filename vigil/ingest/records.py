@@ -360,6 +360,7 @@ class StreamSource(_QueueSource):
         finally:
             self._finish()
 
+
 class TcpSource(_QueueSource):
     """A TCP server taking record lines from up to ``max_connections`` clients at once (binds
     127.0.0.1 by default).
