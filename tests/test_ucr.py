@@ -45,6 +45,7 @@ def test_top1_within_100_points_counts_and_unreadable_files_are_reported(tmp_pat
     out = tmp_path / "results.json"
     report = run_benchmark(tmp_path, out=out, per_series=tmp_path / "per.csv", progress=False)
     assert report["series"] == 2 and report["correct"] == 1 and report["top1_accuracy"] == 0.5
+    assert report["alarm_at_anomaly"] == 1  # the burst raised an alarm; the wrong label has none near it
     assert list(report["errors"]) == ["006_UCR_Anomaly_broken_2000_3001_3020.txt"]
     assert json.loads(out.read_text())["correct"] == 1
     rows = (tmp_path / "per.csv").read_text().splitlines()
