@@ -50,3 +50,16 @@ def test_top1_within_100_points_counts_and_unreadable_files_are_reported(tmp_pat
     assert json.loads(out.read_text())["correct"] == 1
     rows = (tmp_path / "per.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("file,")
+
+
+def test_a_shape_score_is_located_at_the_middle_of_the_window_it_judged():
+    from vigil.bench.ucr import judged_window
+    from vigil.detect.forecast import ForecastDetector
+    from vigil.model import TelemetryBlock
+
+    t = np.arange(4000.0)
+    x = np.sin(2 * np.pi * t / 50) + np.random.default_rng(0).normal(0, 0.01, t.size)
+    det = ForecastDetector().fit(TelemetryBlock.from_arrays(t, x[:, None], ["x"]))
+    window = judged_window(det, "forecast.shape")
+    assert 50 <= window < 50 + det.shape_.points  # one period, rounded up to whole blocks
+    assert judged_window(det, "forecast.error") == 1

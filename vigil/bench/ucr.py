@@ -87,6 +87,15 @@ def top1(scores: np.ndarray) -> int:
     return int(np.argmax(s))
 
 
+def judged_window(detector: Detector, check: str, channel: int = 0) -> int:
+    """Samples judged by one score of ``check`` (ending at that sample): one period for the shape
+    check, one sample for the pointwise checks."""
+    shape = getattr(detector, "shape_", None)
+    if check.endswith("shape") and shape is not None and shape.block_[channel] > 0:
+        return int(shape.block_[channel] * shape.points)
+    return 1
+
+
 def run_series(path: Path, make_detector: Callable[[], Detector]) -> SeriesResult:
     """Fit on the training prefix, score the rest in one stream, check the top-1 position."""
     values, train_end, begin, end = read_series(path)
@@ -98,9 +107,10 @@ def run_series(path: Path, make_detector: Callable[[], Detector]) -> SeriesResul
     scores = detector.score(block.slice(train_end, values.size))
     seconds = time.perf_counter() - started
     at = top1(scores.score[:, 0])
-    predicted = train_end + at  # 0-based index into the series
-    lo, hi = begin - 1 - TOLERANCE, end - 1 + TOLERANCE
     check = scores.detector[int(scores.by[at, 0])]
+    # A score judges the window that ends at its sample: the location is that window's middle.
+    predicted = train_end + at - (judged_window(detector, check) - 1) // 2  # 0-based index into the series
+    lo, hi = begin - 1 - TOLERANCE, end - 1 + TOLERANCE
     flagged = runs(scores.level[:, 0] > 0) + train_end
     at_anomaly = bool(((flagged[:, 0] <= hi) & (flagged[:, 1] >= lo)).any())
     return SeriesResult(
