@@ -19,6 +19,9 @@ import pyarrow.ipc as ipc
 
 from vigil.archive.writer import BATCH_BYTES, BYTES_PER_SAMPLE, FIELDS
 
+#: Bytes of chunk files read between two remaps (see _Cursor.remap).
+REMAP_BYTES = 64_000_000
+
 
 def span_of(path: Path) -> tuple[float, float]:
     """The first and last time of a chunk file, from its name.
@@ -31,14 +34,25 @@ def span_of(path: Path) -> tuple[float, float]:
 
 
 class _Cursor:
-    """Reads one chunk file's rows in order, decompressing each record batch once."""
+    """Reads one chunk file's rows in order, each record batch once, zero-copy from a memory map.
+
+    The pages read stay in the process's resident set while mapped: :meth:`remap` drops them (the
+    merge remaps every :data:`REMAP_BYTES`), so merging an hour of 100,000 channels never holds it all.
+    """
 
     def __init__(self, path: Path) -> None:
-        self.source = pa.memory_map(str(path))  # zero-copy batches (uncompressed files)
+        self.path = path
+        self.source = pa.memory_map(str(path))
         self.file = ipc.open_file(self.source)
         self.per = int(self.file.schema.metadata[b"rows_per_batch"])
         self._at, self._batch = -1, None
-        self.times = self.file.get_batch(0).column("value")[0].values.to_numpy()
+        self.times = self.file.get_batch(0).column("value")[0].values.to_numpy().copy()
+
+    def remap(self) -> None:
+        self._at, self._batch = -1, None
+        self.source.close()
+        self.source = pa.memory_map(str(self.path))
+        self.file = ipc.open_file(self.source)
 
     def _slices(self, name: str, a: int, b: int) -> list[pa.Array]:
         """Rows ``a..b-1`` of column ``name``, one slice per record batch they span."""
@@ -91,8 +105,14 @@ def _merge(paths: list[Path], cursors: list[_Cursor], compression: str | None, l
     path = paths[0].with_name(f"{float(times[0])!r}_{float(times[-1])!r}.arrow")
     tmp = path.with_suffix(".tmp")
     with ipc.new_file(tmp, schema, options=ipc.IpcWriteOptions(compression=compression)) as out:
+        done = 0
         for a in range(0, rows_total, per):
             b = min(a + per, rows_total)
+            if done > REMAP_BYTES:
+                for cursor in cursors:
+                    cursor.remap()
+                done = 0
+            done += (b - a) * n * BYTES_PER_SAMPLE
             arrays = [cursors[0].labels(a, b)]
             for name, typ in FIELDS:
                 grid = np.concatenate([c.rows(name, a, b) for c in cursors], axis=1)
