@@ -1,7 +1,7 @@
-"""Memory the archive writer adds to a process: its queue, buffer, copy grids and merge window.
+"""Memory the archive writer adds to a process: its queue, buffer and copy grids.
 
 Hands ``--rows`` rows of ``--channels`` channels to an :class:`vigil.archive.ArchiveWriter` in
-100-row blocks (crossing an hour, so one merge runs) and prints the peak RSS before and after::
+100-row blocks and prints the peak RSS before and after::
 
     python scripts/archive_writer_rss.py --channels 10000 --rows 4000
 """
@@ -30,10 +30,10 @@ def main() -> None:
         for start in range(0, a.rows, 100):
             writer.append(1_764_460_800.0 + np.arange(start, start + 100.0), values)
         writer.flush(timeout=None)
-        merged, cpu = writer.files_merged, writer.cpu_s
+        cpu = writer.cpu_s
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {before:.0f} MB before, {after:.0f} MB after (+{after - before:.0f} MB); "
-          f"{merged} hour merged; writer CPU {cpu / (a.rows * a.channels) * 1e9:.1f} ns per sample")  # fmt: skip
+          f"writer CPU {cpu / (a.rows * a.channels) * 1e9:.1f} ns per sample")  # fmt: skip
     shutil.rmtree(root)
 
 
