@@ -3,7 +3,7 @@
 Hands ``--rows`` rows of ``--channels`` channels to an :class:`vigil.archive.ArchiveWriter` in
 100-row blocks and prints the peak RSS before and after::
 
-    python scripts/archive_writer_rss.py --channels 10000 --rows 4000
+    python scripts/archive_writer_rss.py --channels 10000 --rows 4000 [--dir /dev/shm]
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--channels", type=int, default=10_000)
     p.add_argument("--rows", type=int, default=4_000)
+    p.add_argument("--dir", default=None, help="where to write (default: the system's temporary folder)")
     a = p.parse_args()
-    root = tempfile.mkdtemp(prefix="vigil-archive-rss-")
+    root = tempfile.mkdtemp(prefix="vigil-archive-rss-", dir=a.dir)
     values = np.random.default_rng(0).normal(size=(100, a.channels))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with ArchiveWriter(root, [f"c{j}" for j in range(a.channels)]) as writer:
