@@ -113,9 +113,8 @@ class ArchiveReader:
 
     def _buffered(self, channel: str) -> list[dict[str, np.ndarray]]:
         j = None if self.writer is None else self.writer.index.get(channel)
-        if j is None:
-            return []
-        return [dict(zip(NAMES, (b[0], *(a[:, j] for a in b[1:])))) for b in self.writer.buffered()]
+        rows = None if j is None else self.writer.buffered(j)
+        return [] if rows is None else [rows]
 
 
 def _batches(source: pa.NativeFile) -> Iterator[tuple[pa.RecordBatch, str]]:

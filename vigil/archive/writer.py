@@ -41,6 +41,8 @@ TIME_ROW = ""
 #: The per-sample fields and their stored types.
 FIELDS = (("value", pa.float64()), ("expected", pa.float32()), ("low", pa.float32()), ("high", pa.float32()),
           ("level", pa.int8()))  # fmt: skip
+#: Most rows in one chunk, whatever the channel count.
+MAX_CHUNK_ROWS = 65_536
 _FLUSH = object()
 _SYNC = object()
 _STOP = object()
@@ -67,7 +69,8 @@ class ArchiveWriter:
         channels: the monitor's channels, in its column order.
         retention_days: day folders ending more than this many days before the latest sample are
             deleted after each write (``None``: keep everything).
-        flush_cells: write a chunk once this many cells (rows x channels) are buffered.
+        flush_cells: write a chunk once this many cells (rows x channels) are buffered (at most
+            :data:`MAX_CHUNK_ROWS` rows); the buffer is allocated at this size, 21 bytes a cell.
         flush_span_s: ... or once the buffer spans this many seconds of stream time, so that a
             killed process loses at most that much of the archive (alarms and the checkpoint are in
             the store, not here).
@@ -84,8 +87,8 @@ class ArchiveWriter:
         channels: tuple[str, ...] | list[str],
         *,
         retention_days: float | None = None,
-        flush_cells: int = 2_000_000,
-        flush_span_s: float = 300.0,
+        flush_cells: int = 8_000_000,
+        flush_span_s: float = 900.0,
         queue_cells: int = 2_000_000,
         compression: str | None = None,
     ) -> None:
@@ -100,7 +103,6 @@ class ArchiveWriter:
         self._list_name = f"channels-{hashlib.sha1(listing).hexdigest()[:16]}.json"
         if not (self.root / self._list_name).exists():
             (self.root / self._list_name).write_bytes(listing)
-        self._grids: dict[str, np.ndarray] = {}  # reused between writes: no page faults on fresh memory
         self.retention_days = retention_days
         self.flush_cells = max(1, int(flush_cells))
         self.flush_span_s = flush_span_s
@@ -111,7 +113,18 @@ class ArchiveWriter:
         self._room = threading.Condition()
         # Guards the buffer and the files' names: a reader holding it sees each sample exactly once.
         self._lock = threading.RLock()
-        self._buffer: list[tuple[np.ndarray, ...]] = []
+        # The buffer is the next chunk itself: [1 + c, cap] per field, filled column by column as
+        # blocks arrive (row 0: the times), written without another copy once full.
+        self._cap = max(1, min(self.flush_cells // max(len(self.channels), 1), MAX_CHUNK_ROWS))
+        self._grids = {
+            name: np.empty((len(self.channels) + 1, self._cap), typ.to_pandas_dtype()) for name, typ in FIELDS
+        }
+        for name, grid in self._grids.items():
+            if name != "value":
+                grid[0] = 0 if name == "level" else np.nan
+        self._filled = 0  # columns of the grids in use
+        self._finite = 0  # samples among them
+        self._hour_of_buffer: int | None = None
         self._cells = 0
         self.samples_written = 0
         self.files_written = 0
@@ -198,10 +211,15 @@ class ArchiveWriter:
             "last_error": self.last_error,
         }
 
-    def buffered(self) -> list[tuple[np.ndarray, ...]]:
-        """The blocks not yet on disk (for readers), oldest first."""
+    def buffered(self, j: int) -> dict[str, np.ndarray] | None:
+        """Channel ``j``'s samples not yet on disk (for readers): time and the fields, copied."""
         with self._lock:
-            return list(self._buffer)
+            n = self._filled
+            if n == 0:
+                return None
+            out = {"time": self._grids["value"][0, :n].copy()}
+            out.update({name: grid[1 + j, :n].copy() for name, grid in self._grids.items()})
+            return out
 
     # -- the writer thread -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -220,17 +238,32 @@ class ArchiveWriter:
             with self._room:
                 self._queued -= item[1].size
                 self._room.notify_all()
-            if self._buffer and _hour(item[0][0]) != _hour(self._buffer[-1][0][-1]):
-                self._write_guarded()  # a chunk never straddles two hours (one file per hour)
+            self._take(item)
+
+    def _take(self, item: tuple[np.ndarray, ...]) -> None:
+        """Copy a block into the chunk grids, writing a chunk whenever it is full, the hour changes
+        (a chunk never straddles two hours: one file per hour) or it spans ``flush_span_s``."""
+        time = item[0]
+        a = 0
+        while a < time.size:
+            hour = _hour(time[a])
+            if self._filled and hour != self._hour_of_buffer:
+                self._write_guarded()
+            b = min(time.size, a + self._cap - self._filled, int(np.searchsorted(time, (hour + 1) * 3600.0)))
             with self._lock:
-                self._buffer.append(item)
-                self._cells += item[1].size
-            span = float(item[0][-1]) - float(self._buffer[0][0][0])
-            if self._cells >= self.flush_cells or span >= self.flush_span_s:
+                f, m = self._filled, b - a
+                for k, (name, _typ) in enumerate(FIELDS, start=1):
+                    self._grids[name][1:, f : f + m] = item[k][a:b].T
+                self._grids["value"][0, f : f + m] = time[a:b]
+                self._filled, self._hour_of_buffer, self._cells = f + m, hour, (f + m) * len(self.channels)
+                self._finite += int(np.isfinite(item[1][a:b]).sum())
+            a = b
+            span = float(time[a - 1]) - float(self._grids["value"][0, 0])
+            if self._filled == self._cap or span >= self.flush_span_s:
                 self._write_guarded()
 
     def _write_guarded(self) -> None:
-        if not self._buffer:
+        if not self._filled:
             return
         started = _time.thread_time()
         try:
@@ -240,34 +273,30 @@ class ArchiveWriter:
             self.last_error = f"{type(err).__name__}: {err}"
             log.exception("archive write failed")
             with self._lock:
-                self.dropped += sum(int(np.isfinite(b[1]).sum()) for b in self._buffer)
-                self._buffer, self._cells = [], 0
+                self.dropped += self._finite
+                self._filled = self._finite = self._cells = 0
         finally:
             self.cpu_s += _time.thread_time() - started
 
     def _write(self) -> None:
-        blocks = self._buffer
-        time = np.concatenate([b[0] for b in blocks])
-        n = time.size
+        n = self._filled
+        time0 = float(self._grids["value"][0, 0])
         columns = [self._names]
-        for k, (name, typ) in enumerate(FIELDS, start=1):
-            grid = self._grid(name, n, typ.to_pandas_dtype())  # [1 + c, n]: each channel's samples contiguous
-            grid[0] = time if name == "value" else (0 if name == "level" else np.nan)
-            a = 0
-            for b in blocks:
-                grid[1:, a : a + b[0].size] = b[k].T
-                a += b[0].size
-            offsets = pa.array(np.arange(0, grid.size + 1, n, dtype=np.int32))
-            columns.append(pa.ListArray.from_arrays(offsets, pa.array(grid.ravel(), typ)))
+        for name, typ in FIELDS:
+            grid = self._grids[name]  # [1 + c, cap]: each channel's samples contiguous
+            flat = grid.ravel() if n == self._cap else np.ascontiguousarray(grid[:, :n]).ravel()
+            offsets = pa.array(np.arange(0, flat.size + 1, n, dtype=np.int32))
+            columns.append(pa.ListArray.from_arrays(offsets, pa.array(flat, typ)))
         batch = pa.record_batch(columns, schema=self._schema)
-        out = self._hour_file(_hour(time[0]), float(time[0]))
+        out = self._hour_file(_hour(time0), time0)
         with self._lock:  # the chunk reaches the file as it leaves the buffer: readers see it once
             before = self._sink.tell()
             out.write_batch(batch)
-            self._buffer, self._cells = [], 0
-        self.samples_written += int(sum(np.isfinite(b[1]).sum() for b in blocks))
+            latest = float(self._grids["value"][0, n - 1])
+            self.samples_written += self._finite
+            self._filled = self._finite = self._cells = 0
         self.bytes_written += self._sink.tell() - before
-        self._expire(float(time[-1]))
+        self._expire(latest)
 
     def _hour_file(self, hour: int, t: float) -> ipc.RecordBatchStreamWriter:
         """The open hour's stream file (a new one for each hour and each start of the writer)."""
@@ -288,12 +317,6 @@ class ArchiveWriter:
                 self._out.close()
                 self._sink.close()
             self._out = self._sink = None
-
-    def _grid(self, name: str, n: int, dtype: np.dtype) -> np.ndarray:
-        grid = self._grids.get(name)
-        if grid is None or grid.shape[1] != n:
-            grid = self._grids[name] = np.empty((len(self.channels) + 1, n), dtype=dtype)
-        return grid
 
     def _expire(self, latest: float) -> None:
         if self.retention_days is None:
