@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vigil.detect.base import Detector
+from vigil.detect.events import runs
 from vigil.errors import DataError
 from vigil.model import TelemetryBlock
 
@@ -46,6 +47,9 @@ class SeriesResult:
     peak_score: float
     check: str
     correct: bool
+    alarms: int  # runs of flagged test samples (the detector's own hysteresis)
+    alarm_at_anomaly: bool  # one of them overlaps [begin - 100, end + 100]
+    alarm_fraction: float  # share of test samples flagged
     seconds: float
 
 
@@ -97,6 +101,8 @@ def run_series(path: Path, make_detector: Callable[[], Detector]) -> SeriesResul
     predicted = train_end + at  # 0-based index into the series
     lo, hi = begin - 1 - TOLERANCE, end - 1 + TOLERANCE
     check = scores.detector[int(scores.by[at, 0])]
+    flagged = runs(scores.level[:, 0] > 0) + train_end
+    at_anomaly = bool(((flagged[:, 0] <= hi) & (flagged[:, 1] >= lo)).any())
     return SeriesResult(
         path.name,
         values.size,
@@ -107,6 +113,9 @@ def run_series(path: Path, make_detector: Callable[[], Detector]) -> SeriesResul
         float(scores.score[at, 0]),
         check,
         bool(lo <= predicted <= hi),
+        len(flagged),
+        at_anomaly,
+        float(np.mean(scores.level[:, 0] > 0)),
         seconds,
     )
 
@@ -140,6 +149,9 @@ def run_benchmark(
         "correct": correct,
         "top1_accuracy": round(correct / len(results), 4) if results else 0.0,
         "seconds": round(sum(r.seconds for r in results), 2),
+        "alarm_at_anomaly": sum(r.alarm_at_anomaly for r in results),
+        "alarms_per_series_mean": round(float(np.mean([r.alarms for r in results])), 2) if results else 0.0,
+        "alarm_fraction_mean": round(float(np.mean([r.alarm_fraction for r in results])), 4) if results else 0.0,
         "errors": errors,
         "detector": type(make_detector()).__name__,
         "tolerance": TOLERANCE,
@@ -160,6 +172,7 @@ def write_per_series(path: str | Path, results: list[SeriesResult]) -> None:
         for r in results:
             row = asdict(r)
             row["seconds"] = round(r.seconds, 4)
+            row["alarm_fraction"] = round(r.alarm_fraction, 4)
             writer.writerow(row)
 
 
@@ -167,5 +180,7 @@ def summary(report: dict) -> str:
     """One line for the terminal."""
     return (
         f"{report['correct']}/{report['series']} series correct, top-1 accuracy {report['top1_accuracy']:.3f}, "
-        f"{report['seconds']:.1f} s fit + score, {len(report['errors'])} unreadable"
+        f"{report['seconds']:.1f} s fit + score, {len(report['errors'])} unreadable; "
+        f"an alarm at the anomaly in {report['alarm_at_anomaly']} series, "
+        f"{report['alarms_per_series_mean']:.1f} alarms per series, {report['alarm_fraction_mean']:.1%} of samples in alarm"
     )
