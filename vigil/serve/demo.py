@@ -114,6 +114,7 @@ def build_demo(
     from vigil.alarms import AlarmManager
     from vigil.detect import build_detector
     from vigil.monitor import Monitor
+    from vigil.monitor.extras import attach
     from vigil.monitor.operator import with_operator_state
     from vigil.serve.app import create_app
     from vigil.serve.runner import BlockReplay
@@ -130,7 +131,7 @@ def build_demo(
     lock = threading.RLock()
     app = create_app(
         monitor, manager, store, token, lock=lock, title="Vigil demo: STS-107 entry", events=data.events,
-        allowed_hosts=allowed_hosts,
+        allowed_hosts=allowed_hosts, extras=attach(monitor, manager),  # time until limit beside each channel
     )  # fmt: skip
     replay = BlockReplay(monitor, lock, data.replay, speed=speed)
     app.state.feeders.append(replay)
