@@ -4,20 +4,28 @@ An operator who judges an alarm benign (a heater cycle, a calibration, a planned
 it nominal. Its episode becomes a *pattern* of that channel: the samples from ``window`` samples
 before the alarm's first sample to its end (at most :data:`MAX_SAMPLES`). :class:`NominalFilter`
 wraps the monitor's detector, without refitting it: where the detector flags a sample of a channel
-with patterns, the window of the last ``window`` samples up to that sample is compared with every
-window of each pattern that overlaps the episode. The sample is nominal (level 0) when, for one of
-them, all three hold:
+with patterns and no recognised episode is under way, the window of the last ``window`` samples up
+to that sample is compared with the pattern's windows around its onset (ending within
+``window // 2`` samples of the marked alarm's first sample). The episode is recognised when, for
+one of them, all three hold:
 
-* **shape**: the z-normalised Euclidean distance over ``sqrt(window)`` is at most ``max_distance``
-  (0: the same shape; it equals ``sqrt(2 (1 - r))`` with ``r`` the Pearson correlation, so the
-  default 0.3 means ``r >= 0.955``). Offset and scale do not enter: the test is scale-free;
-* **amplitude**: the window's standard deviation is within a factor ``max_ratio`` of the matched
-  window's (a flat window only matches a flat one);
-* **level**: every value of the window lies in the episode's value range widened by ``tolerance``
-  times that range on each side (scale-free too: a fraction of the episode's own range).
+* **shape**: each window's departure from its local trend (the window minus the straight line
+  fitted to its first half: the level and slope just before) is z-normalised; their Euclidean
+  distance over ``sqrt(window)`` is at most ``max_distance`` (0: the same shape; it equals
+  ``sqrt(2 (1 - r))`` with ``r`` the Pearson correlation, so the default 0.3 means ``r >= 0.955``).
+  Offset, slope and scale do not enter: the test is scale-free;
+* **amplitude**: the departures' standard deviations are within a factor ``max_ratio`` (a flat
+  window only matches a flat one);
+* **level**: the window, shifted by the difference of the two windows' levels before the episode
+  (medians of their first halves), lies in the marked episode's value range widened by
+  ``tolerance`` times that range on each side (scale-free too: a fraction of the episode's range).
 
-So the same benign pattern recurring, at about the same level, passes; a different shape, a much
-larger excursion or the same shape at another level still alarms. Only the learned detectors'
+While a recognised episode lasts (at most the marked episode's length plus ``tolerance`` of it,
+plus one window) its flagged samples are nominal as long as each, shifted the same way, stays in
+that widened range; the first that leaves it alarms as usual.
+
+So the same benign pattern recurring passes, even on a baseline at another level or slope; a
+different shape or a much larger excursion still alarms. Only the learned detectors'
 flags are judged: a limit crossing (``limits``, ``xtce``) always alarms. The detector stays as it
 was fitted; the patterns are kept by the store and given back at start; the trailing windows and
 match counts are stream state (checkpointed with the detector's).
@@ -28,9 +36,10 @@ match counts are stream state (checkpointed with the detector's).
 >>> pattern = episode_pattern(np.arange(32.0), bump, first_time=8.0, end_time=23.0, window=8)
 >>> pattern["lead"], pattern["low"], round(pattern["high"], 2)
 (8, 0.0, 4.97)
->>> pattern_matches(pattern, bump[10:18] * 1.05 + 0.05)["distance"] < 0.05
+>>> onset = bump[2:10]  # the window ending at the first sample of the episode, and one after
+>>> pattern_matches(pattern, onset * 1.05 + 0.05)["distance"] < 0.05
 True
->>> pattern_matches(pattern, -bump[10:18]) is None
+>>> pattern_matches(pattern, -onset) is None
 True
 """
 
@@ -105,17 +114,18 @@ def pattern_matches(
     if last < first:
         return None
     windows = sliding_window_view(ref, m)[first : last + 1]
-    mu, sd = windows.mean(axis=1), windows.std(axis=1)
-    xs = x.std()
+    # Compare departures from the local trend: each window minus the line fitted to its first half.
+    rx, rw = _detrended(x[None, :])[0], _detrended(windows)
+    sd, xs = rw.std(axis=1), rx.std()
     flat_eps = 1e-9 * max(pattern["high"] - pattern["low"], abs(pattern["high"]), 1.0)
     if xs <= flat_eps:  # a flat window matches only a flat window of the pattern
         ok = sd <= flat_eps
         dist = np.where(ok, 0.0, np.inf)
     else:
         ok = (sd > flat_eps) & (sd * max_ratio >= xs) & (sd <= xs * max_ratio)
-        z = (x - x.mean()) / xs
+        z = (rx - rx.mean()) / xs
         with np.errstate(invalid="ignore", divide="ignore"):
-            zw = (windows - mu[:, None]) / sd[:, None]
+            zw = (rw - rw.mean(axis=1)[:, None]) / sd[:, None]
         dist = np.where(ok, np.sqrt(((zw - z) ** 2).mean(axis=1)), np.inf)  # Euclidean over sqrt(m): 0..2
     best = int(np.argmin(dist))
     if not dist[best] <= max_distance:
@@ -124,6 +134,17 @@ def pattern_matches(
     if not in_range(pattern, x - shift, tolerance):
         return None
     return {"distance": float(dist[best]), "offset": float(first + best), "shift": shift}
+
+
+def _detrended(windows: np.ndarray) -> np.ndarray:
+    """Each row minus the least-squares line through its first half (the level and slope before)."""
+    m = windows.shape[1]
+    h = max(2, m // 2)
+    t = np.arange(m, dtype=np.float64)
+    th = t[:h] - t[:h].mean()
+    slope = (windows[:, :h] - windows[:, :h].mean(axis=1)[:, None]) @ th / (th @ th)
+    line = windows[:, :h].mean(axis=1)[:, None] + slope[:, None] * (t - t[:h].mean())
+    return windows - line
 
 
 def in_range(pattern: dict[str, Any], values: np.ndarray | float, tolerance: float = 0.25) -> bool:

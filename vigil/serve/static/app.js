@@ -155,10 +155,19 @@ function filterRows() {
   renderRows();
 }
 
+// "45s", "12m", "2h22", "3d4h": short enough for the list's column.
+function fmtShort(s) {
+  if (s < 90) return `${Math.round(s)}s`;
+  if (s < 3600) return `${Math.round(s / 60)}m`;
+  if (s < 86400) { const m = Math.round(s / 60); return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, "0")}`; }
+  const h = Math.round(s / 3600);
+  return `${Math.floor(h / 24)}d${h % 24}h`;
+}
+
 function ttlBadge(ttl) {
   if (!ttl) return "";
   const colour = SEV_COLOUR[SEV.indexOf(ttl.severity)];
-  return `<span class="ttl" style="color:${colour}" title="reaches ${esc(ttl.severity)} ${fmtNum(ttl.limit)} in about ${fmtDuration(ttl.seconds)} (${fmtDuration(ttl.seconds_low)} – ${fmtDuration(ttl.seconds_high)})">→${esc(ttl.severity.slice(0, 4))} ${fmtDuration(ttl.seconds)}</span>`;
+  return `<span class="ttl" style="color:${colour}" title="reaches ${esc(ttl.severity)} ${fmtNum(ttl.limit)} in about ${fmtDuration(ttl.seconds)} (${fmtDuration(ttl.seconds_low)} – ${fmtDuration(ttl.seconds_high)})">→${esc(ttl.severity.slice(0, 4))} ${fmtShort(ttl.seconds)}</span>`;
 }
 
 function renderRows() {
@@ -346,7 +355,7 @@ async function refreshAlarms() {
     const sel = a.id === selId;
     return `<tr class="alarm state-${esc(a.state)}${sel ? " sel" : ""}" data-k="${k}" data-id="${esc(a.id)}">
       <td><span class="sev ${esc(a.severity)}">${esc(a.severity)}</span></td><td class="name">${wrapName(a.channel)}</td>
-      <td class="state">${esc(a.state)}</td><td class="num">${fmtNum(value)}</td><td>${fmtClock(a.first_time)}</td>
+      <td class="state">${wrapName(a.state)}</td><td class="num">${fmtNum(value)}</td><td>${fmtClock(a.first_time)}</td>
       <td>${verbsOf(a).map((v) => `<button type="button" data-verb="${v}">${v === "acknowledge" ? "ack" : v}</button>`).join("")}</td></tr>
       ${sel ? `<tr class="why-row"><td colspan="6" class="why">${esc(a.explanation || "")}</td></tr>` : ""}`;
   }).join("");
