@@ -76,16 +76,23 @@ async function loadMeta() {
   fitRowHeight();
 }
 
-// Rows are as tall as the longest name needs once wrapped in the name column: nothing is cut.
+// Rows are as tall as the longest names need once wrapped in the name column: nothing is cut. The
+// longest few are laid out in a hidden probe row of the list's own width and measured.
 function fitRowHeight() {
-  const col = $(".chan-head .name");
-  const width = Math.max(40, col.clientWidth);
-  const ctx = document.createElement("canvas").getContext("2d");
-  ctx.font = getComputedStyle(col).font;
-  let widest = 0;
-  for (const name of state.meta.keys()) widest = Math.max(widest, ctx.measureText(name).width);
-  const lines = Math.min(6, Math.max(1, Math.ceil((widest + 4) / width)));
-  state.rowH = lines * LINE_H + 5;
+  const longest = [...state.meta.keys()].sort((a, b) => b.length - a.length).slice(0, 20);
+  const probe = document.createElement("div");
+  probe.className = "row probe";
+  probe.style.cssText = "position:absolute;visibility:hidden;height:auto;left:0;right:0";
+  probe.innerHTML = `<span class="dot"></span><span class="name"></span><span class="num val">-0.00000e+00 units</span><span></span><span></span>`;
+  $("#chanlist .vrows").appendChild(probe);
+  const cell = probe.querySelector(".name");
+  let lines = 1;
+  for (const name of longest) {
+    cell.innerHTML = wrapName(name);
+    lines = Math.max(lines, Math.round(cell.getBoundingClientRect().height / LINE_H));
+  }
+  probe.remove();
+  state.rowH = Math.min(8, lines) * LINE_H + 5;
   document.documentElement.style.setProperty("--row-h", `${state.rowH}px`);
 }
 
@@ -260,7 +267,9 @@ async function drawChannel(sel) {
 function alarmDetail({ alarm: a, audit }) {
   const notes = audit.filter((e) => e.user !== "system");
   const marked = state.nominal.filter((p) => p.alarm_id === a.id);
-  const verbs = verbsOf(a).concat(["comment", marked.length ? "unmark-nominal" : "mark-nominal"]);
+  // A limit (or staleness) alarm is the mission's own rule: it is changed with the limit, not marked nominal.
+  const learned = !/^(limits|xtce|staleness)/.test(a.detector || "");
+  const verbs = verbsOf(a).concat(["comment"], marked.length ? ["unmark-nominal"] : learned ? ["mark-nominal"] : []);
   return `<div class="alarm-detail" data-id="${esc(a.id)}">
     <div><span class="sev ${esc(a.severity)}">${esc(a.severity)}</span> <b>alarm #${esc(a.id)}</b> · ${esc(a.state)}
       · from ${fmtTime(a.first_time)} to ${a.rtn_time != null ? fmtTime(a.rtn_time) : "now"}
