@@ -72,6 +72,7 @@ def add_feedback_routes(app: FastAPI, console: Console, require_token: Any) -> N
         401: {"description": "no or wrong API token"},
         404: {"description": "no such alarm or channel"},
         409: {"description": "not possible for this alarm or monitor"},
+        422: {"description": "bad input, or ranges that do not nest"},
     }
 
     @app.post("/api/alarms/{alarm_id:int}:comment", tags=["alarms"], dependencies=secured, responses=problems)
@@ -141,6 +142,8 @@ def add_feedback_routes(app: FastAPI, console: Console, require_token: Any) -> N
         with console.lock:
             if name not in console.monitor.config.channels:
                 raise HTTPException(404, f"no configured channel {name!r}")
+            if not hasattr(console.store, "add_limit_change"):
+                raise HTTPException(409, "this console has no store to record limit changes in")
             try:
                 limits = limits_from_json({k: list(v) for k, v in body.limits.items()})
             except ConfigError as err:

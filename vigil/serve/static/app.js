@@ -150,7 +150,7 @@ function filterRows() {
     if (state.subsystem && sub !== state.subsystem) continue;
     if (view === "alarm" && !s.alarm[i]) continue;
     if (view === "stale" && !s.stale[i]) continue;
-    if (view === "ttl" && !s.time_to_limit?.[i]) continue;
+    if (view === "ttl" && !ttlOf(name)) continue;
     if (q && !name.toLowerCase().includes(q) && !sub.toLowerCase().includes(q)) continue;
     rows.push(i);
   }
@@ -191,7 +191,7 @@ function renderRows() {
     const cls = `row l${worst(i)}${s.stale[i] ? " stale" : ""}${name === sel ? " sel" : ""}`;
     out.push(`<div class="${cls}" data-name="${esc(name)}" title="${esc(m.subsystem || "")}${m.description ? `: ${esc(m.description)}` : ""}">
       <span class="dot"></span><span class="name">${wrapName(name)}</span>
-      <span class="num val">${fmtNum(s.value[i])} ${esc(m.units || "")}</span><span class="ttlcol">${ttlBadge(s.time_to_limit?.[i])}</span>
+      <span class="num val">${fmtNum(s.value[i])} ${esc(m.units || "")}</span><span class="ttlcol">${ttlBadge(ttlOf(name))}</span>
       <span class="num age">${s.stale[i] ? "STALE " : ""}${fmtAge(s.age[i])}</span></div>`);
   }
   const rowsEl = box.querySelector(".vrows");
@@ -207,10 +207,16 @@ async function history(name, span, points) {
   return getJSON(`/api/channels/${encodeURIComponent(name)}/history?${q}`);
 }
 
+// The forecast for a channel, unless it is already beyond that limit (its alarm says so then).
 function ttlOf(name) {
   const i = state.index.get(name);
   const ttl = i == null ? null : state.latest.time_to_limit?.[i];
-  return ttl ? { ...ttl, x0: state.latest.time[i], y0: state.latest.value[i] } : null;
+  return ttl && !beyond(name, ttl, state.latest.value[i]) ? { ...ttl, x0: state.latest.time[i], y0: state.latest.value[i] } : null;
+}
+
+function beyond(name, ttl, value) {
+  const [lo, hi] = state.meta.get(name)?.limits?.[ttl.severity] || [null, null];
+  return (lo != null && value < lo) || (hi != null && value > hi);
 }
 
 function plotOptions(name, extra) {
