@@ -21,7 +21,8 @@ import numpy as np
 
 from vigil.errors import ConfigError
 from vigil.ingest.bulk import RecordBatch
-from vigil.ingest.records import FileSource, Record, Source
+from vigil.ingest.files import FileSource
+from vigil.ingest.records import Record, Source
 from vigil.model import TelemetryBlock, format_time, printable
 from vigil.monitor.engine import Monitor
 
