@@ -156,8 +156,8 @@ def test_mark_nominal_end_to_end_audited_listed_undoable_and_kept_over_a_restart
         assert undo.status_code == 200 and client.get("/api/nominal").json() == []
         assert client.get("/api/nominal", params={"withdrawn": True}).json()[0]["removed_by"] == "ana"
         assert client.post(f"/api/alarms/{first}:unmark-nominal", json={}, headers=AUTH).status_code == 409
-        x2 = bump(baseline(2000, 9), 500, 3.0)  # the bump once more, now unmarked: it alarms
-        monitor.feed_block(TelemetryBlock.from_arrays(T0 + 8000 + np.arange(2000.0), x2[:, None], ["HTR_T"]))
+        x2 = bump(baseline(10000, 5), 8500, 3.0)  # the stream goes on; the bump once more, unmarked: it alarms
+        monitor.feed_block(block(x2, 8000, 10000))
         assert raised_in(manager, 8500, 8560)
 
 
