@@ -221,6 +221,9 @@ def test_alarm_explanation_is_visible_and_notes_are_kept(page, stack):
     confirm_with_token(page)
     page.locator("#detail .notes", has_text="heater cycle during pass 12").wait_for()
     assert stack.manager.audit(alarm_id=alarm.id)[-1].action == "commented"
+    with stack.lock:  # another operator, elsewhere: the open details follow through the live feed
+        stack.manager.comment(alarm.id, "bob", "from the other console")
+    page.locator("#detail .notes", has_text="from the other console").wait_for()
 
 
 def test_mark_nominal_from_the_page_and_the_recurrence_does_not_alarm(page, stack):
@@ -285,6 +288,10 @@ def test_limits_changed_from_the_page(page, stack):
     assert stack.config.channels["AOCS_X"].limits.critical == (-8.0, 12.0)
     (change,) = stack.store.limit_changes("AOCS_X")
     assert change["user"] == "operator" and change["comment"] == "new wheel speed margin"
+    stack.feed_to(stack.fed + 30)  # samples after the change: the plot draws the limits in force at each time
+    series = "(p => p.data[p.series.findIndex((x) => x.label === 'critical high')])(__vigil.state.plots[0])"
+    wait_js(page, f"{series}.at(-1) === 12")
+    assert page.evaluate(f"{series}[0]") == 8  # before the change: the old limit
     page.click(".tabs button[data-tab=audit]")
     page.locator("#audit li", has_text="limits of AOCS_X changed by operator").wait_for()
     page.click(".tabs button[data-tab=alarms]")

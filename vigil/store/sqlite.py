@@ -375,12 +375,17 @@ class SqliteStore:
         sql += " WHERE active = 1 ORDER BY id" if active_only else " ORDER BY id"
         with self.lock:
             rows = self._conn.execute(sql).fetchall()
-        return [
-            {**json.loads(d), "id": i, "channel": c, "alarm_id": a, "active": bool(on)} for i, c, a, on, d in rows
-        ]
+        return [{**json.loads(d), "id": i, "channel": c, "alarm_id": a, "active": bool(on)} for i, c, a, on, d in rows]
 
     def add_limit_change(
-        self, channel: str, wall_time: float, user: str, comment: str, old: Any, new: Any, data_time: float | None = None
+        self,
+        channel: str,
+        wall_time: float,
+        user: str,
+        comment: str,
+        old: Any,
+        new: Any,
+        data_time: float | None = None,
     ) -> int:
         """Record a run-time change of a channel's limits (``old``/``new``: JSON-ready), made at ``wall_time``
         and in force from the sample after ``data_time`` (the stream's clock then); returns its id."""
