@@ -58,6 +58,7 @@ def build_session(
     from vigil.config import load_config
     from vigil.detect import build_detector
     from vigil.detect.limits import LimitCheck
+    from vigil.monitor.operator import with_operator_state
     from vigil.store.sqlite import SqliteStore
 
     config = load_config(config_path)
@@ -79,6 +80,7 @@ def build_session(
         empty = TelemetryBlock.from_arrays([0.0], np.full((1, len(channels)), np.nan), channels)
         detector = LimitCheck(config.limits()).fit(empty)
     store = SqliteStore(store_path)
+    detector = with_operator_state(detector, config, store)  # run-time limits, operator-nominal patterns
     manager = AlarmManager(config, store=store)
     monitor = Monitor(
         config, detector, manager, history_s=history_s, lateness_s=lateness_s, max_jump_s=max_jump_s, store=store
