@@ -36,9 +36,10 @@ def monitor(
     speed: str = typer.Option("1", help="file replay speed: 1, 10, ... or max (as fast as possible)"),
     store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
     lateness: float = typer.Option(0.0, help="seconds a time step still accepts records after a later one"),
-    max_jump: float = typer.Option(3600.0, help="a record this far ahead waits for the next to confirm it (0: off)"),
+    max_jump: float = typer.Option(3600.0, help="a record this far ahead is quarantined until the stream follows (0: off)"),
     report_every: float = typer.Option(10.0, help="seconds between counter lines"),
-    resume: bool = typer.Option(True, help="continue after the store's checkpoint (no duplicate alarms)"),
+    resume: bool = typer.Option(True, help="continue from the store's checkpoint, exactly as if never stopped"),
+    refit: bool = typer.Option(False, help="fit the model again on --fit (else the saved <store>.model is loaded)"),
     serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
     host: str = typer.Option("127.0.0.1", help="API bind address"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
@@ -48,32 +49,37 @@ def monitor(
     import threading
 
     from vigil.errors import VigilError
-    from vigil.ingest.records import open_source
-    from vigil.monitor.runner import build_session, event_line, run
+    from vigil.ingest.records import FileSource, open_source
+    from vigil.monitor.runner import build_session, event_line, is_replay, run
 
     try:
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
         jump = max_jump if max_jump > 0 else None
-        session = build_session(config, fit_path=fit, store_path=store, lateness_s=lateness, max_jump_s=jump)
-    except (VigilError, ValueError) as err:
+        session = build_session(
+            config, fit_path=fit, store_path=store, lateness_s=lateness, max_jump_s=jump, refit=refit, echo=typer.echo
+        )
+        src = open_source(source, speed=rate)
+        start = session.monitor.resume(replayable=isinstance(src, FileSource)) if resume else None
+    except (VigilError, ValueError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     session.manager.subscribe(lambda event: typer.echo(event_line(event)))
-    start = session.monitor.resume() if resume else None
     if start is not None:
-        typer.echo(f"resuming after t={start} (checkpoint in {store})")
+        typer.echo(f"resuming after t={start['time']} ({start['items']} input items; checkpoint in {store})")
+        if isinstance(src, FileSource):
+            src.skip_items = start["items"]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if serve is not None:
         _serve_in_background(session, host, serve, token_file)
-    try:
-        src = open_source(source, speed=rate, skip_until=start)
-    except (VigilError, OSError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
     typer.echo(f"monitoring {len(session.monitor.channels)} channels from {src.name}")
     try:
         run(session, src, echo=typer.echo, report_every_s=report_every, stop=stop)
+        if start is not None and is_replay(src) and session.monitor.position_ == start["items"]:
+            typer.echo(
+                f"nothing new: the checkpoint already covers all {start['items']} input items of {src.name} "
+                f"(--no-resume to score it again)"
+            )
     except KeyboardInterrupt:
         typer.echo("interrupted")
     finally:
@@ -206,7 +212,7 @@ def serve(
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else a random one)"),
 ) -> None:
     """Serve the operator console and API over a live monitor and its alarm store."""
-    from vigil.ingest.records import open_source
+    from vigil.ingest.records import FileSource, open_source
     from vigil.monitor.runner import build_session
     from vigil.serve.app import create_app, loopback_hosts
     from vigil.serve.auth import resolve_token
@@ -218,7 +224,11 @@ def serve(
     api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock, allowed_hosts=hosts)
     if source is not None:
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
-        pump = SessionPump(session, open_source(source, speed=rate, skip_until=session.monitor.resume()))
+        src = open_source(source, speed=rate)
+        start = session.monitor.resume(replayable=isinstance(src, FileSource))
+        if start is not None and isinstance(src, FileSource):
+            src.skip_items = start["items"]
+        pump = SessionPump(session, src)
         api.state.feeders.append(pump)
         pump.start()
     _announce(host, port, token, where)

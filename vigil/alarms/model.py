@@ -81,6 +81,9 @@ class Alarm:
     occurrences: int = 1
     incident_id: int | None = None
     units: str = ""
+    #: Raised (or last reactivated) by a sample generated long before it arrived (stored telemetry
+    #: dumped during a pass), not by live data.
+    playback: bool = False
 
     @property
     def acknowledged(self) -> bool:

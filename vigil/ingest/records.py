@@ -245,6 +245,10 @@ class FileSource:
         self.skip_until = skip_until
         self.idle_s = idle_s
         self.skipped = 0
+        #: Items (records and bad records) to pass over first: a restarted monitor resumes here.
+        self.skip_items = 0
+        #: Paced replay: the time of the record being waited for (every earlier one was released).
+        self.horizon = math.inf
 
     def _items(self) -> Iterator[Item]:
         with open(self.path, encoding="utf-8", errors="replace", newline="") as fh:
@@ -256,6 +260,9 @@ class FileSource:
                 items = parse(text, self.name, i)
                 for item in items if isinstance(items, list) else (items,):
                     if item is None:
+                        continue
+                    if self.skipped < self.skip_items:
+                        self.skipped += 1
                         continue
                     if self.skip_until is not None and isinstance(item, Record) and item.time <= self.skip_until:
                         self.skipped += 1
@@ -294,6 +301,7 @@ class FileSource:
                 if item.time > due_t:
                     due_t = item.time
                     due = start_wall + (item.time - first) / speed
+                    self.horizon = item.time
                     # Wait in idle_s steps, yielding empty batches: the consumer checks staleness
                     # during gaps in the data, as it would live.
                     while (wait := due - _time.monotonic()) > self.idle_s:
