@@ -771,6 +771,17 @@ class AlarmManager:
                 "recent": None if self._recent is None else (self._recent.values_.copy(), self._recent.head_),
             }
 
+    def store_latest(self) -> None:
+        """Write every unfinished alarm with its channel's latest sample. A stored row otherwise
+        keeps the sample of its last change (the per-sample ones live in arrays, checkpointed with
+        :meth:`stream_state`); the monitor calls this when a stream ends or stops, so the stored
+        rows do not depend on where the stream was cut."""
+        with self._lock:
+            alarms = [self._synced(a) for a in self._alarms.values()]
+            if alarms:
+                with self.store.transaction():
+                    self.store.save_alarms(alarms)
+
     def set_stream_state(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`stream_state` (channels matched by name; new ones start afresh)."""
         with self._lock:

@@ -213,7 +213,14 @@ class Monitor:
         that nothing confirmed) are counted as ``quarantined``, not dropped."""
         self.clock_.end()
         self._count_quarantined()
-        return self.flush()
+        events = self.flush()
+        self._store_latest()
+        return events
+
+    def _store_latest(self) -> None:
+        store_latest = getattr(self.manager, "store_latest", None)
+        if store_latest is not None:
+            store_latest()
 
     # -- the record path ---------------------------------------------------------------------------
     def _ingest(self, t: np.ndarray, j: np.ndarray, v: np.ndarray, received: float | None = None) -> list:
@@ -517,6 +524,7 @@ class Monitor:
         if self.store is not None:
             with self.store.transaction():
                 self._checkpoint()
+                self._store_latest()
 
     def resume(self, replayable: bool = False) -> dict | None:
         """Continue from the store's checkpoint; returns its position (``None``: no checkpoint).

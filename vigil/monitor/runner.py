@@ -107,7 +107,7 @@ def _model(config, config_hash: str, fit_path, store_path, refit: bool, echo) ->
             )
         echo(f"model loaded from {path} (fitted on {info['history']['file']}; --refit to fit again)")
         _report_unfitted(info.get("unfitted", []), echo)
-        return detector, file_sha256(path)
+        return detector, info["model_id"]
     started = _time.monotonic()
     nominal, _report = read_table(fit_path, strict=False)
     detector, unfitted = fit_default(config, nominal)

@@ -3,23 +3,23 @@
 A model file is a small header line, then a pickle::
 
     VIGIL-MODEL 1\\n
-    pickle({"detector": <fitted Detector, stream at its start>, "info": {...}})
+    pickle({"detector": pickle(<fitted Detector, stream at its start>), "info": {...}})
 
 ``info`` records what the model came from: ``history`` (the nominal file's name and the SHA-256 of
 its bytes), ``config`` (the SHA-256 of the validated configuration), the channels fitted and those
 the history lacked (they run on limits only until a refit with history that has them), the Vigil
-version and the time it was fitted. :func:`model_id` (the SHA-256 of the file) names the model in
-the monitor's checkpoint, so a restart under another model is detected.
+version, the time it was fitted and ``model_id`` (the SHA-256 of the pickled detector), which names
+the model in the monitor's checkpoint, so a restart under another model is detected.
 
 >>> import tempfile, pathlib
 >>> from vigil.detect.limits import LimitCheck
 >>> from vigil.model import TelemetryBlock
 >>> det = LimitCheck({}).fit(TelemetryBlock.from_arrays([0.0], [[1.0]], ["T"]))
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "vigil.sqlite.model"
->>> save_model(path, det, {"config": "abc"})
+>>> model_id = save_model(path, det, {"config": "abc"})
 >>> loaded, info = load_model(path)
->>> loaded.channels_, info["config"], info["format"]
-(('T',), 'abc', 1)
+>>> loaded.channels_, info["config"], info["format"], info["model_id"] == model_id
+(('T',), 'abc', 1, True)
 """
 
 from __future__ import annotations
@@ -59,19 +59,19 @@ def config_sha256(config) -> str:
 
 def save_model(path: str | Path, detector, info: dict[str, Any]) -> str:
     """Write the fitted ``detector`` and ``info`` atomically (temporary file, fsync, rename).
-    Returns the model id (SHA-256 of the file)."""
-    from vigil import __version__
-
+    Returns the model id: the SHA-256 of the pickled detector (the same fit gives the same id)."""
     path = Path(path)
-    info = {**info, "format": FORMAT, "vigil": __version__, "fitted_at": time.time()}
-    body = pickle.dumps({"detector": detector, "info": info}, protocol=pickle.HIGHEST_PROTOCOL)
+    model = pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
+    model_id = hashlib.sha256(model).hexdigest()
+    info = {**info, "format": FORMAT, "vigil": _version(), "fitted_at": time.time(), "model_id": model_id}
+    body = pickle.dumps({"detector": model, "info": info}, protocol=pickle.HIGHEST_PROTOCOL)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(MAGIC + b" " + str(FORMAT).encode() + b"\n" + body)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    return file_sha256(path)
+    return model_id
 
 
 def load_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -92,4 +92,13 @@ def load_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
             saved = pickle.load(fh)  # noqa: S301 - a file this Vigil wrote beside its own store
         except Exception as err:
             raise ConfigError(f"unreadable model file ({type(err).__name__}: {err}): refit with --refit", source=str(path)) from None
-    return saved["detector"], saved["info"]
+    return pickle.loads(saved["detector"]), saved["info"]  # noqa: S301 - as above
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vigil-telemetry")
+    except PackageNotFoundError:
+        return "unknown"
