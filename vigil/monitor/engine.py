@@ -49,6 +49,7 @@ CHECKPOINT_VERSION = 2
 class CheckpointMismatch(ValueError):
     """The store's checkpoint was written under another configuration, model or checkpoint version."""
 
+
 log = logging.getLogger(__name__)
 
 
@@ -688,6 +689,7 @@ def _stale_limits(config, channels: tuple[str, ...]) -> np.ndarray:
 def _in_time_order(changes: list, time: np.ndarray, limit: np.ndarray) -> list:
     """Staleness changes by event time (stale: last sample + limit; fresh: the row's time), then
     fresh before stale at one time, then channel: the order a replay at any pace reports them in."""
+
     def key(ch):
         kind, i, j, seen = ch
         return (float(seen + limit[j]) if kind else float(time[i]), kind, int(j))

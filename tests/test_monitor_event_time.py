@@ -1,0 +1,130 @@
+"""Event time that bad data cannot poison, live: the wall clock bounds the stream clock; playback is
+scored but its alarms are marked; a packet source's corrupt frame goes through the same engine."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from vigil.alarms import AlarmManager
+from vigil.config import MonitorConfig
+from vigil.detect.limits import LimitCheck
+from vigil.ingest.ccsds.stream import block_records
+from vigil.ingest.records import Record
+from vigil.model import TelemetryBlock
+from vigil.monitor import Monitor
+from vigil.monitor.runner import Session, run
+
+CFG = MonitorConfig.from_dict(
+    {
+        "channels": {
+            "T": {"subsystem": "thermal", "rate_hz": 1.0, "limits": {"warning": [0, 30]}},
+            "V": {"subsystem": "power", "limits": {"warning": [20, 32]}},
+        }
+    }
+)
+WALL = 1.7e9
+
+
+def monitor() -> Monitor:
+    det = LimitCheck(CFG.limits()).fit(TelemetryBlock.from_arrays([0.0], [[np.nan, np.nan]], ("T", "V")))
+    return Monitor(CFG, det, AlarmManager(CFG, clock=lambda: 0.0))
+
+
+def rows(times, hot=(), received=None):
+    """Per time: a (records, reception wall time) pair; T at 35 (too hot) at the ``hot`` times."""
+    return [
+        ([Record(float(t), "T", 35.0 if t in hot else 20.0), Record(float(t), "V", 28.0)],
+         None if received is None else received + t)
+        for t in times
+    ]  # fmt: skip
+
+
+def feed(m: Monitor, batches, end: bool = True) -> None:
+    for records, received in batches:
+        m.feed_records(records, received=received)
+    if end:
+        m.end_of_stream()
+
+
+def limit_alarms(m: Monitor) -> list[float]:
+    return [a.first_time for a in m.manager.alarms("all") if a.detector == "limits"]
+
+
+def test_live_a_time_ahead_of_the_wall_clock_is_quarantined_though_within_max_jump():
+    # 1,000 s ahead is within max_jump_s (3,600) but impossible live: 1 s of wall time went by.
+    corrupt = [([Record(1005.0, "T", 20.0), Record(1005.0, "V", 28.0)], WALL + 5)]
+    live = monitor()
+    feed(live, rows(range(5), received=WALL) + corrupt + rows(range(5, 12), hot=(8, 9), received=WALL))
+    c = live.counters()
+    assert c["totals"]["quarantined"] == 2 and c["totals"]["out_of_order"] == 0
+    assert limit_alarms(live) == [8.0]  # the later alarm still raised
+    # Replayed from a file (no wall clock), the same 1,000 s is a plausible jump: taken, and the
+    # stream after it is out of order. Live data is what the wall clock protects.
+    replay = monitor()
+    feed(replay, [(r, None) for r, _ in rows(range(5)) + corrupt + rows(range(5, 12), hot=(8, 9))])
+    assert replay.counters()["totals"]["out_of_order"] == 14
+
+
+def test_live_a_real_jump_is_adopted_once_the_stream_follows_it():
+    m = monitor()
+    # Loss of signal: 3 s of wall time, and the stream comes back 2,000 s later (a clock reset, say).
+    feed(m, rows(range(3), received=WALL) + rows(range(2000, 2006), hot=(2004,), received=WALL - 1997))
+    c = m.counters()
+    assert c["totals"]["quarantined"] == 0 and m.rows == 9
+    assert limit_alarms(m) == [2004.0]
+
+
+def test_playback_is_scored_and_its_alarms_are_marked():
+    m = monitor()
+    events = []
+    m.manager.subscribe(events.append)
+    # Live until t=20 (received 0.5 s after generation); after a 5,000 s loss of signal the stored
+    # data of the gap is dumped first (t=21..40, received at AOS), then live data again.
+    live = rows(range(21), hot=(5,), received=WALL + 0.5)
+    dump = [(r, WALL + 5000.0) for r, _ in rows(range(21, 41), hot=(30,))]
+    back = rows(range(5000, 5010), hot=(5005,), received=WALL + 0.5)
+    for phase in (live, dump, back):
+        feed(m, phase, end=False)
+        for alarm in m.manager.alarms():  # the operator acknowledges: each episode is its own alarm
+            m.manager.acknowledge(alarm.id, "ops")
+    m.end_of_stream()
+    alarms = [a for a in m.manager.alarms("all") if a.detector == "limits"]
+    assert [(a.first_time, a.playback) for a in alarms] == [(5.0, False), (30.0, True), (5005.0, False)]
+    raised = [e for e in events if e["kind"] == "raised" and e["payload"]["detector"] == "limits"]
+    assert [e["payload"]["playback"] for e in raised] == [False, True, False]
+    assert m.counters()["totals"]["scored"] == 2 * (21 + 20 + 10)  # playback scored like the rest
+
+
+class _PacketSource:
+    """A live packet source as :class:`vigil.ingest.ccsds.source.PacketSource` presents itself to
+    the runner (transport, batches of records decoded from blocks), from fabricated blocks."""
+
+    transport, name, speed = "udp", "udp+ccsds://fabricated", None
+
+    def __init__(self, blocks: list[TelemetryBlock]) -> None:
+        self.blocks = blocks
+
+    def batches(self):
+        for block in self.blocks:
+            yield [Record(*r) for r in block_records(block)]
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_corrupt_packet_time_through_the_engine_is_quarantined():
+    def packet_block(times, hot=()):
+        t = np.asarray(times, dtype=float)
+        values = np.c_[np.where(np.isin(t, hot), 35.0, 20.0), np.full(t.size, 28.0)]
+        return TelemetryBlock.from_arrays(t, values, ("T", "V"))
+
+    # One packet 5,000 s ahead (both its parameters), between normal packets; T too hot later.
+    blocks = [packet_block([k]) for k in range(10)] + [packet_block([5010.0])]
+    blocks += [packet_block([k], hot=(15, 16)) for k in range(10, 25)]
+    m = monitor()
+    summary = run(Session(m, m.manager, None, threading.RLock()), _PacketSource(blocks), echo=lambda line: None)
+    assert summary["totals"]["quarantined"] == 2 and summary["totals"]["out_of_order"] == 0
+    assert limit_alarms(m) == [15.0]
+    assert m.clock_.time == 24.0
