@@ -104,7 +104,7 @@ def test_what_cannot_be_mapped_is_reported_by_name(tmp_path):
     path = tmp_path / "odd.xml"
     path.write_text(XTCE_ODD)
     mission = load_xtce(path)
-    assert mission.layouts[7].length == 6 + 4 + 4  # header, time, A and B (16 bits each)
+    assert mission.layouts["P"].length == 6 + 4 + 4  # header, time, A and B (16 bits each)
     odd = read_xtce_alarms(mission)
     text = [str(u) for u in odd.unmapped]
     assert 'A: DefaultAlarm/WarningRange: rangeForm="inside" (alarm inside a range)' in text

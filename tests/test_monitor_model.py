@@ -28,18 +28,19 @@ def test_fitted_once_loaded_at_restart_and_changes_detected(tmp_path):
 
     # The same command again: the model is loaded, and the stream is said to be done already.
     again = monitor(tmp_path, cfg, stream, "--fit", str(nominal))
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 3, again.stderr  # "nothing scored" is reported
     assert "model loaded from" in again.stdout and "model fitted" not in again.stdout
-    assert "nothing new: the checkpoint already covers all 2980 input items" in again.stdout
+    assert "resuming after t=10599.0 (2980 input items" in again.stdout
+    assert "[problem] nothing scored: all 2980 records were at or before the checkpoint" in again.stdout
 
     # A changed configuration: the saved model no longer fits it; say so, do not score.
     cfg.write_text(cfg.read_text().replace("warning = [0.0, 10.0]", "warning = [0.0, 11.0]"))
     changed = monitor(tmp_path, cfg, stream, "--fit", str(nominal))
-    assert changed.returncode == 2
+    assert changed.returncode == 1
     assert "under another configuration: pass --refit to fit it again" in changed.stderr
     # Refitted: now the checkpoint was written under another configuration and model.
     refit = monitor(tmp_path, cfg, stream, "--fit", str(nominal), "--refit")
-    assert refit.returncode == 2
+    assert refit.returncode == 1
     assert "the configuration and model changed since the checkpoint" in refit.stderr
     assert "--no-resume" in refit.stderr
     fresh = monitor(tmp_path, cfg, stream, "--fit", str(nominal), "--no-resume")
@@ -54,6 +55,6 @@ def test_limits_only_rerun_after_a_config_change_is_refused_with_a_hint(tmp_path
         cfg.read_text().replace("min_violations = 2\n[channels.U.limits]", "min_violations = 1\n[channels.U.limits]")
     )
     out = monitor(tmp_path, cfg, stream)
-    assert out.returncode == 2 and "rows=" not in out.stdout
+    assert out.returncode == 1 and "rows=" not in out.stdout
     assert "the configuration changed since the checkpoint" in out.stderr
     assert "(after 2980 records, t=10599.0)" in out.stderr

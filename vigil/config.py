@@ -67,6 +67,8 @@ class ChannelConfig(BaseModel):
     #: Another configured channel this one should track (its physically symmetric twin); see
     #: :mod:`vigil.detect.counterpart`.
     counterpart: str | None = Field(default=None, min_length=1)
+    #: An enumerated channel's state names by raw value (``{3 = "FAULT"}``): explanations name the state.
+    states: dict[int, str] = Field(default_factory=dict)
 
     @field_validator("limits", mode="before")
     @classmethod

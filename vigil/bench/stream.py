@@ -15,7 +15,10 @@ and a few injected excursions so the alarm manager has work), fits the default d
 * ``record_lines_parsed_per_s`` and ``records_fed_per_s``: the record path of file/socket sources,
   parsing CSV record lines, then gridding and scoring parsed records (``record_rows`` rows);
 * ``state_bytes_per_channel``: detector, manager and monitor state (without the plotting history,
-  which is reported separately as ``history_bytes_per_channel``).
+  which is reported separately as ``history_bytes_per_channel``);
+* with ``archive``, the archive writer (:mod:`vigil.archive`) keeps every scored sample in a
+  temporary folder while the passes run: ``archive.samples_per_s_incl_backlog`` adds the time
+  the writer still needed after the last pass, ``archive.bytes_per_sample`` is on disk.
 """
 
 from __future__ import annotations
@@ -131,6 +134,48 @@ def _ticks_with_sqlite(config: MonitorConfig, detector, rows: TelemetryBlock) ->
     return lat
 
 
+def _archive_writer(monitor):
+    """An archive in a temporary folder, fed by ``monitor`` (removed at the end of the run)."""
+    from vigil.archive import ArchiveWriter
+
+    folder = tempfile.mkdtemp(prefix="vigil-bench-archive-")
+    writer = ArchiveWriter(folder, monitor.channels)
+    monitor.add_block_sink(writer)
+    return writer
+
+
+def _archive_figures(writer, monitor, rates: list[float], per_pass: int) -> dict:
+    """What archiving cost: the backlog left after the passes, bytes per sample, a channel read back."""
+    import shutil
+
+    from vigil.archive import ArchiveReader
+
+    t0 = time.perf_counter()
+    writer.flush(timeout=None)
+    backlog_s = time.perf_counter() - t0
+    passes_s = per_pass / np.asarray(rates)
+    reader = ArchiveReader(writer.root, writer)
+    t0 = time.perf_counter()
+    got = reader.history(monitor.channels[len(monitor.channels) // 2], max_points=2000)
+    read_ms = (time.perf_counter() - t0) * 1e3
+    status = writer.status()
+    writer.close()
+    shutil.rmtree(writer.root, ignore_errors=True)
+    return {
+        "archive": {
+            "samples_written": status["samples_written"],
+            "bytes_per_sample": round(status["bytes"] / max(status["samples_written"], 1), 2),
+            "files_written": status["files"],
+            "dropped": status["dropped"],
+            "errors": status["errors"],
+            "backlog_flush_s": round(backlog_s, 3),
+            "samples_per_s_incl_backlog": round(len(rates) * per_pass / (passes_s.sum() + backlog_s)),
+            "read_one_channel_ms": round(read_ms, 1),
+            "read_points": len(got["time"]),
+        }
+    }
+
+
 def run_stream_bench(
     channels: int = 10_000,
     rows: int = 1_000,
@@ -140,6 +185,8 @@ def run_stream_bench(
     repeats: int = 3,
     record_rows: int = 50,
     seed: int = 0,
+    archive: bool = False,
+    history_points: int | None = None,
 ) -> dict:
     """Run the benchmark and return its results (see the module docstring)."""
     from vigil.alarms import AlarmManager
@@ -157,7 +204,8 @@ def run_stream_bench(
     fit_s = time.perf_counter() - started
     manager = AlarmManager(config, clock=lambda: 0.0)
     timed_det, timed_man = _Timed(detector, "score"), _Timed(manager, "update")
-    monitor = Monitor(config, timed_det, timed_man)
+    monitor = Monitor(config, timed_det, timed_man, **({} if history_points is None else {"history_points": history_points}))
+    writer = _archive_writer(monitor) if archive else None
     test = _inject(series.slice(train_rows, series.n_samples), seed + 1, channels // 20)
 
     # Warm-up, not timed: numba compiles each kernel for 1-row and many-row blocks, and the
@@ -182,6 +230,7 @@ def run_stream_bench(
             monitor.feed_block(tick)
             lat.append(time.perf_counter() - t0)
     lat = np.asarray(lat)
+    archived = _archive_figures(writer, monitor, rates, rows * channels) if writer is not None else {}
     stored = _ticks_with_sqlite(config, detector, test.slice(1, 1 + ticks))
     detector.reset()
     records = _record_path(lambda: Monitor(config, detector, AlarmManager(config)), test.slice(1, 1 + record_rows))
@@ -211,6 +260,7 @@ def run_stream_bench(
         "detector": getattr(detector, "name", type(detector).__name__),
         "fit_seconds": round(fit_s, 3),
         "alarms": len(manager.alarms()),
+        **archived,
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }

@@ -28,6 +28,10 @@ computes four scores per sample, each in threshold units (>= 1 crosses), and kee
 * **stuck**: how long the value has repeated exactly, in units of ``stuck_factor`` times the
   longest repeat in the history (at least ``span`` samples).
 
+``expected`` is the prediction and ``low``/``high`` the prediction band (expected +- threshold),
+except where a range check crosses: there the band is the range seen in history (novelty) or the
+levels seen (level), so an explanation names the bound actually crossed.
+
 After causal hysteresis the score gives the alarm level: >= 1 warning, >= 2 distress, >= 4
 critical, and watch while a raised alarm waits to clear (:data:`vigil.detect.threshold.SEVERITY_STEPS`).
 
@@ -562,6 +566,13 @@ def _forecast_kernel(
                     expected[i, j] = pred
                     low[i, j] = pred - thr
                     high[i, j] = pred + thr
+                    # A crossing range check is explained by the range, not the prediction band.
+                    if s >= 1.0 and check == 1:
+                        low[i, j] = value_seen[j, 0] - down
+                        high[i, j] = value_seen[j, 1] + up
+                    elif s >= 1.0 and check == 2:
+                        low[i, j] = level_seen[j, 0] - down
+                        high[i, j] = level_seen[j, 1] + up
                 if value_slots.shape[1] > 0:
                     _learn_level(j, seen, x, accept, stride, value_seen, value_slots)
                 window[j, seen % lags] = z

@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from vigil.alarms import AlarmError
 from vigil.detect.base import SEVERITIES
 from vigil.serve.auth import token_guard, token_middleware
+from vigil.serve.guard import MAX_BODY, FiniteJson, HostPolicy, RequestGuard
 from vigil.serve.hub import Hub
 from vigil.serve.jsonable import floats, jsonable
 
@@ -177,16 +178,21 @@ def create_app(
     ``events`` is an optional reference timeline (``time``, ``kind``, ``label``) drawn on the plots,
     for example the calls made in mission control during a replayed scenario. ``allowed_hosts``
     limits the ``Host`` header (see :func:`loopback_hosts`), so a web page cannot reach a console
-    bound to this machine through DNS rebinding.
+    bound to this machine through DNS rebinding; :func:`vigil.serve.runner.bind` sets it from the
+    address it binds when it was not given. Every request also passes :mod:`vigil.serve.guard`
+    (Origin, body size, finite JSON numbers).
     """
     console = Console(monitor, manager, store, lock)
     hub = hub or Hub()
     require_token = token_guard(token)
     # No Swagger UI: it loads scripts from a CDN into this origin, where the page keeps the token.
     app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
+    # Last added runs first: Host/Origin/size, then the token, then finite JSON numbers.
+    app.add_middleware(FiniteJson)
     app.middleware("http")(token_middleware(token))
-    if allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    app.state.host_policy = HostPolicy(allowed_hosts)
+    app.add_middleware(RequestGuard, policy=app.state.host_policy, max_body=MAX_BODY)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.state.console = console
     app.state.hub = hub
     app.state.feeders = []  # background threads feeding the monitor; their status shows at /api/health
@@ -212,6 +218,13 @@ def create_app(
     return app
 
 
+async def _invalid_request(_request: Request, err: Exception) -> JSONResponse:
+    """422 naming each problem's place and reason, never echoing what was sent (it may be huge)."""
+    errors = err.errors() if isinstance(err, RequestValidationError) else []
+    detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")} for e in errors]
+    return JSONResponse({"detail": detail[:20]}, status_code=422)
+
+
 def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
     @app.get("/api/health", tags=["status"])
     def health() -> dict[str, Any]:
@@ -220,16 +233,20 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
             latest = console.monitor.latest()
         times = [t for t, _v, _l in latest.values()]
         store = console.store
+        feeders = [f.status() for f in app.state.feeders]
+        # A listener that could not accept (out of file descriptors) may have lost clients: say so.
+        deaf = any((f.get("source") or {}).get("accept_errors") for f in feeders)
         return jsonable(
             {
-                "status": "ok",
+                "status": "degraded" if deaf else "ok",
                 "version": __version__,
                 "channels": len(console.channel_names()),
                 "data_time": max(times) if times else None,
                 "store": getattr(store, "path", None) if store is not None else None,
                 "live_clients": hub.n_clients,
                 "live_dropped": hub.dropped_total,
-                "feeders": [f.status() for f in app.state.feeders],
+                "live_dropped_by_client": hub.client_drops()[:20],
+                "feeders": feeders,
             }
         )
 
@@ -407,15 +424,16 @@ def _add_live_feed(app: FastAPI, hub: Hub) -> None:
         try:
             await ws.send_json({"type": "hello", "version": __version__})
             while not receiver.done():
-                getter = asyncio.ensure_future(client.queue.get())
+                getter = asyncio.ensure_future(client.next())
                 done, _pending = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
                     break
-                await ws.send_json(client.resolve(getter.result()))
+                await ws.send_text(getter.result())  # serialised once by the hub, for every client
+                client.sent += 1
                 note = client.take_resync()
                 if note:
-                    await ws.send_json(note)
+                    await ws.send_text(note)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
