@@ -60,7 +60,9 @@ def duckdb_write(root: Path, data) -> None:
     import duckdb
 
     con = duckdb.connect(str(root / "a.duckdb"))
-    con.execute("create table s (channel integer, time double, value double, expected float, low float, high float, level tinyint)")
+    con.execute(
+        "create table s (channel integer, time double, value double, expected float, low float, high float, level tinyint)"
+    )
     for cols in data:
         tbl = pa.table(cols)  # noqa: F841 - read by duckdb's replacement scan
         con.execute("insert into s select * from tbl")
@@ -71,7 +73,11 @@ def duckdb_read(root: Path, channel: int) -> int:
     import duckdb
 
     con = duckdb.connect(str(root / "a.duckdb"), read_only=True)
-    n = len(con.execute("select time, value, expected, low, high, level from s where channel = ? order by time", [channel]).fetchnumpy()["time"])
+    n = len(
+        con.execute(
+            "select time, value, expected, low, high, level from s where channel = ? order by time", [channel]
+        ).fetchnumpy()["time"]
+    )
     con.close()
     return n
 
@@ -79,17 +85,23 @@ def duckdb_read(root: Path, channel: int) -> int:
 def sqlite_write(root: Path, data) -> None:
     con = sqlite3.connect(root / "a.sqlite")
     con.execute("pragma journal_mode=wal")
-    con.execute("create table s (channel integer, time real, value real, expected real, low real, high real, level integer,"
-                " primary key (channel, time)) without rowid")
+    con.execute(
+        "create table s (channel integer, time real, value real, expected real, low real, high real, level integer,"
+        " primary key (channel, time)) without rowid"
+    )
     for cols in data:
         with con:
-            con.executemany("insert into s values (?,?,?,?,?,?,?)", zip(*(cols[k].tolist() for k in ("channel", *COLS))))
+            con.executemany(
+                "insert into s values (?,?,?,?,?,?,?)", zip(*(cols[k].tolist() for k in ("channel", *COLS)))
+            )
     con.close()
 
 
 def sqlite_read(root: Path, channel: int) -> int:
     con = sqlite3.connect(root / "a.sqlite")
-    rows = con.execute("select time, value, expected, low, high, level from s where channel = ? order by time", (channel,)).fetchall()
+    rows = con.execute(
+        "select time, value, expected, low, high, level from s where channel = ? order by time", (channel,)
+    ).fetchall()
     arr = np.asarray(rows)
     con.close()
     return len(arr)

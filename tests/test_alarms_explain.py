@@ -77,7 +77,9 @@ def test_a_forecast_error_inside_the_band_is_not_called_outside_it():
     m.update(block, s)
     text = m.get(1).explanation
     assert "outside" not in text and "above" not in text and "below" not in text
-    assert "value 1303, expected 1303: smoothed prediction error 4.2 is 1.05x its threshold 4" in text
+    assert (
+        "value 1303, expected 1303 (band [1299, 1307]): smoothed prediction error 4.2 is 1.05x its threshold 4" in text
+    )
 
 
 def test_a_value_above_the_range_is_called_above_it():
@@ -227,3 +229,73 @@ def test_the_demosat_fault_state_is_named_from_the_xtce_enumeration():
     assert mode, [a.explanation for a in m.alarms("all")]
     assert mode[0].value_label == "FAULT"
     assert "state FAULT (raw value 3) is a critical state" in mode[0].explanation
+
+
+def test_an_xtce_context_range_is_not_mistaken_for_the_default_limits():
+    # The configuration holds the default ranges; under a context alarm the band in force differs.
+    block, cfg = one("BUS_T", [35.0, 12.0], {"limits": {"warning": [0, 10]}})
+    s = scores([2, 0], [2.0, 0.0], [NAN, NAN], [20.0, 0.0], [30.0, 10.0], [0, 0], ("xtce",))
+    m = AlarmManager(cfg)
+    m.update(
+        block.slice(0, 1),
+        Scores(
+            *(getattr(s, f)[:1] for f in ("level", "score", "expected", "low", "high")),
+            detector=s.detector,
+            by=s.by[:1],
+        ),
+    )
+    assert "value 35 above the band in force [20, 30]" in m.get(1).explanation
+    block, cfg = one("BUS_T", [12.0], {"limits": {"warning": [0, 10]}})
+    m = AlarmManager(cfg)
+    m.update(block, scores([2], [1.4], [NAN], [0.0], [10.0], [0], ("xtce",)))
+    assert "value 12 above the warning limit 10" in m.get(1).explanation
+
+
+def test_a_real_stuck_alarm_says_when_the_value_froze():
+    rng = np.random.default_rng(0)
+    t = np.arange(3000.0)
+    hist = TelemetryBlock.from_arrays(T0 + t, np.round(np.sin(t / 20) + 0.01 * rng.normal(size=t.size), 3), ["V"])
+    det = ForecastDetector().fit(hist)
+    live = np.round(np.sin((t[:600] + 3000) / 20) + 0.01 * rng.normal(size=600), 3)
+    live[100:] = live[100]  # frozen from row 100 on
+    block = TelemetryBlock.from_arrays(T0 + 3000 + t[:600], live, ["V"])
+    m = AlarmManager(MonitorConfig.from_dict({"channels": {"V": {"subsystem": "s"}}}))
+    for i in range(0, 600, 7):  # blocks of 7 rows: the freeze began many blocks before the alarm
+        part = block.slice(i, min(i + 7, 600))
+        m.update(part, det.score(part))
+    stuck = [a for a in m.alarms("all") if a.detector == "forecast.stuck"]
+    assert stuck, [a.explanation for a in m.alarms("all")]
+    assert stuck[0].since == T0 + 3100
+    assert f"value {live[100]:.4g} repeated exactly since 2003-02-01T14:45:00Z" in stuck[0].explanation
+
+
+def test_state_names_survive_the_generated_toml(tmp_path):
+    from vigil.config import load_config
+    from vigil.ingest.ccsds import load_xtce
+    from vigil.ingest.ccsds.demo.generator import xtce_path
+    from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
+
+    path = tmp_path / "demosat.toml"
+    path.write_text(read_xtce_alarms(load_xtce(xtce_path())).to_toml())
+    assert load_config(path).channels["PWR_MODE"].states[3] == "FAULT"
+
+
+def test_the_api_gives_clock_times_beside_the_numbers():
+    from fastapi.testclient import TestClient
+
+    from vigil.detect.limits import LimitCheck
+    from vigil.monitor import Monitor
+    from vigil.serve.app import create_app
+
+    block, cfg = one("P", [5.0, 120.0], {"limits": {"warning": [0, 100]}})
+    manager = AlarmManager(cfg)
+    monitor = Monitor(cfg, LimitCheck(cfg.limits()).fit(block), manager)
+    monitor.feed_block(block)
+    with TestClient(create_app(monitor, manager, None, "token-0123456789abcdef")) as client:
+        alarm = client.get("/api/alarms").json()[0]
+        assert (alarm["first_time"], alarm["first_time_utc"]) == (T0 + 1, "2003-02-01T13:53:21Z")
+        assert alarm["rtn_time_utc"] is None
+        audit = client.get("/api/audit").json()[0]
+        assert audit["time_utc"] == "2003-02-01T13:53:21Z" and audit["wall_time_utc"].endswith("Z")
+        incident = client.get("/api/incidents").json()[0]
+        assert incident["first_time_utc"] == "2003-02-01T13:53:21Z"

@@ -167,10 +167,18 @@ def test_a_non_finite_number_is_a_422_not_a_500(server, number):
     assert status == 422
 
 
-def test_many_slow_clients_do_not_delay_a_reading_client_or_health(server):
+SLOW, TICKS = 200, 100  # the review's case: 200 clients that do not read
+
+
+def test_many_slow_clients_do_not_delay_a_reading_client_or_health(server, monkeypatch):
+    import vigil.serve.hub
+
+    serialised = []
+    real = vigil.serve.hub.jsonable
+    monkeypatch.setattr(vigil.serve.hub, "jsonable", lambda m: serialised.append(1) or real(m))
     app, port = server
     slow = []
-    for _ in range(60):  # connected, never read
+    for _ in range(SLOW):  # connected, never read
         s = socket.create_connection(("127.0.0.1", port))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.sendall(
@@ -180,6 +188,7 @@ def test_many_slow_clients_do_not_delay_a_reading_client_or_health(server):
         slow.append(s)
     with connect(f"ws://127.0.0.1:{port}/api/live", open_timeout=30, max_size=None) as good:
         _publish_past_slow_clients(app, port, good)
+    assert len(serialised) == TICKS  # once per tick for all clients, not once per client
     for s in slow:
         s.close()
 
@@ -187,10 +196,10 @@ def test_many_slow_clients_do_not_delay_a_reading_client_or_health(server):
 def _publish_past_slow_clients(app, port: int, good) -> None:
     hub = app.state.hub
     assert json.loads(good.recv(timeout=30))["type"] == "hello"
-    wait_for(lambda: hub.n_clients >= 61, what="all clients to connect")
+    wait_for(lambda: hub.n_clients >= SLOW + 1, what="all clients to connect")
     published = hub.published
     payload = "v" * 100_000  # large ticks fill the slow clients' socket buffers quickly
-    n = 60
+    n = TICKS
     received: list[float] = []
 
     def read():
@@ -210,11 +219,11 @@ def _publish_past_slow_clients(app, port: int, good) -> None:
     reader.join(timeout=60)
     assert received and received[-1] == n, received[-5:]
     assert received == sorted(received)
-    assert hub.published - published == n  # serialised once per tick, not once per client
+    assert hub.published - published == n
     # Every slow client missed ticks, counted for it; none of that was charged to the reader.
-    wait_for(lambda: len([d for d in hub.client_drops() if d > 0]) >= 60, what="drops counted per slow client")
+    wait_for(lambda: len([d for d in hub.client_drops() if d > 0]) >= SLOW, what="drops counted per slow client")
     health = json.loads(_request("GET", port, "/api/health")[1])
-    assert health["live_dropped"] >= 60 and health["live_dropped_by_client"][0] > 0
+    assert health["live_dropped"] >= SLOW and health["live_dropped_by_client"][0] > 0
 
 
 def test_a_busy_port_is_an_error_at_once_without_a_traceback():
@@ -222,14 +231,19 @@ def test_a_busy_port_is_an_error_at_once_without_a_traceback():
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        for args in (["demo"], ["serve", "--config", "does-not-matter.toml"]):
+        commands = (
+            ["demo", "--port", str(port)],
+            ["serve", "--config", "does-not-matter.toml", "--port", str(port)],
+            ["monitor", "--config", "does-not-matter.toml", "--source", "stdin", "--serve", str(port)],
+        )
+        for args in commands:
             out = subprocess.run(
-                [sys.executable, "-m", "vigil.cli", *args, "--port", str(port)],
+                [sys.executable, "-m", "vigil.cli", *args],
                 capture_output=True,
                 text=True,
                 timeout=120,
             )
-            assert out.returncode == 2, out
+            assert out.returncode == 1, out  # fatal
             assert f"port {port} on 127.0.0.1 is in use" in out.stderr
             assert "Traceback" not in out.stderr + out.stdout
             assert "generating" not in out.stdout  # refused before any work
@@ -269,3 +283,20 @@ def test_health_reports_a_listener_that_could_not_accept():
         assert health["status"] == "ok" and health["feeders"][0]["source"]["refused"] == 3
         listener.errors = 2
         assert client.get("/api/health").json()["status"] == "degraded"
+
+
+def test_live_clients_over_the_cap_are_refused_and_counted():
+    from fastapi.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from vigil.serve.hub import Hub
+
+    app = create_app(*_tiny_stack(), None, TOKEN, hub=Hub(max_clients=2))
+    with TestClient(app) as client:
+        with client.websocket_connect("/api/live") as a, client.websocket_connect("/api/live") as b:
+            assert a.receive_json()["type"] == b.receive_json()["type"] == "hello"
+            with pytest.raises(WebSocketDisconnect), client.websocket_connect("/api/live") as c:
+                c.receive_json()
+            assert client.get("/api/health").json()["live_refused"] == 1
+        with client.websocket_connect("/api/live") as again:  # places free again
+            assert again.receive_json()["type"] == "hello"

@@ -38,7 +38,7 @@ def mission():
     return load_xtce(xtce_path())
 
 
-@pytest.mark.parametrize("engine", ["ccsdspy", "spp"])
+@pytest.mark.parametrize("engine", ["bulk", "ccsdspy", "spp"])
 def test_calibrations_enumerations_and_time(mission, engine):
     stream = PacketStream(mission, engine=engine)
     block = stream.feed(power(5, T0 + 0.5, mode=3) + thermal(0, T0 + 0.5, 1, -12.5), final=True)
@@ -187,7 +187,7 @@ def test_xtce_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="bad.xml"):
         load_xtce(bad)
     with pytest.raises(
-        ConfigError, match="'NOPE' is in no packet type; time-like candidates per packet type: HK_POWER"
+        ConfigError, match="'NOPE' is in no packet type; time-like candidates per packet type: ADCS: SC_TIME; HK_POWER"
     ):
         load_xtce(xtce_path(), time_parameter="NOPE")
 

@@ -100,9 +100,9 @@ def test_bench_packets_writes_json(tmp_path):
     run_benchmark(out, packets=5_000, spp_packets=500)
     result = json.loads(out.read_text())
     assert result["packets_per_s"] > 0
-    assert result["engines"]["ccsdspy"]["packets"] == 4_998  # whole seconds of 21 packets/s
-    assert set(result["engines"]) == {"ccsdspy+monitor", "ccsdspy", "spp"}
-    assert result["packets_per_s"] == result["engines"]["ccsdspy+monitor"]["packets_per_s"]
+    assert result["engines"]["bulk"]["packets"] == 4_998  # whole seconds of 21 packets/s
+    assert set(result["engines"]) == {"bulk+monitor", "bulk", "spp"}
+    assert result["packets_per_s"] == result["engines"]["bulk+monitor"]["packets_per_s"]
 
 
 def test_cli_demo_file_inspect_and_config(tmp_path):

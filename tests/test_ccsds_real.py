@@ -194,3 +194,138 @@ def test_jpss_xtce_and_ccsdspy_table_decode_the_same_values():
         np.testing.assert_array_equal(
             a.values[:, a_stream.channels.index(ch)], b.values[:, b_stream.channels.index(ch)], err_msg=ch
         )
+
+
+@pytest.mark.parametrize("pair", [PAIRS[0], PAIRS[1], PAIRS[4]], ids=lambda p: p[2])
+def test_mutated_real_packets_never_crash_the_stream(pair):
+    """The fuzz harness's mutations on real packets: byte stream and datagrams, both engines."""
+    from fuzz.packets import mutate
+    from vigil.ingest.ccsds import PacketStream
+    from vigil.ingest.ccsds.source import mission_from_options
+
+    folder, xtce, capture, times = pair
+    mission = mission_from_options({"xtce": str(DATA / folder / xtce), "time": times})
+    real = [bytes(p) for p in ccsds_generator((DATA / folder / capture).read_bytes())][:400]
+    rng = np.random.default_rng(7)
+    mutated = [mutate(real[i], real[(i + 1) % len(real)], rng)[0] for i in range(len(real))]
+    for engine in ("bulk", "spp"):
+        chunks, grams = PacketStream(mission, engine=engine), PacketStream(mission, engine=engine)
+        data = b"".join(mutated)
+        cuts = sorted(rng.integers(0, len(data), 20).tolist()) + [len(data)]
+        blocks = [chunks.feed(data[a:b], final=b == len(data)) for a, b in zip([0, *cuts[:-1]], cuts)]
+        blocks.append(grams.feed_datagrams(mutated, final=True))
+        for block in blocks:
+            if block is not None:
+                assert np.all(np.diff(block.time) > 0)
+        assert chunks.decoded_packets > 0
+
+
+@pytest.mark.parametrize("pair", [PAIRS[1], PAIRS[2]], ids=lambda p: p[0])
+def test_config_is_valid_toml_whatever_the_descriptions_hold(tmp_path, pair):
+    import tomllib
+
+    folder, xtce, _, times = pair
+    out = tmp_path / "c.toml"
+    result = runner.invoke(
+        app, ["packets", "config", "--xtce", str(DATA / folder / xtce), "--out", str(out), *_time_args(times)]
+    )
+    assert result.exit_code == 0, result.output
+    channels = tomllib.loads(out.read_text())["channels"]
+    assert any("\n" in c.get("description", "") for c in channels.values())  # the case that broke hand-written TOML
+
+
+def test_inspect_and_decode_exit_1_when_nothing_decodes(tmp_path):
+    """JPSS packets against the CoDICE database: every packet is an unknown APID, none decoded."""
+    jpss = DATA / "jpss1-atms" / "J01_G011_LZ_2021-04-09T00-00-00Z_V01.DAT1"
+    codice = DATA / "imap-codice-hk" / "P_COD_NHK.xml"
+    args = [str(jpss), "--xtce", str(codice), "--time", "SHCOARSE"]
+    inspect = runner.invoke(app, ["packets", "inspect", *args])
+    decode = runner.invoke(app, ["packets", "decode", *args, "--out", str(tmp_path / "x.parquet")])
+    for result in (inspect, decode):
+        assert result.exit_code == 1
+        assert "unknown_apid=7200" in result.output and "no packet could be decoded" in result.output
+
+
+def test_live_counters_show_decoding_loss_as_it_happens(tmp_path):
+    """A file source whose packets all fail to decode: the losses reach the monitor per batch."""
+    from vigil.ingest.ccsds.source import open_packet_source
+
+    jpss = DATA / "jpss1-atms" / "J01_G011_LZ_2021-04-09T00-00-00Z_V01.DAT1"
+    codice = DATA / "imap-codice-hk" / "P_COD_NHK.xml"
+    data = jpss.read_bytes() * 3  # more than one 1 MiB chunk
+    capture = tmp_path / "jpss3.bin"
+    capture.write_bytes(data)
+    src = open_packet_source(f"file+ccsds://{capture}?xtce={codice}&time=SHCOARSE")
+    batches = list(src.batches())
+    assert len(batches) >= 2  # reported chunk by chunk, not only at the end
+    reasons = [b.reason for batch in batches for b in batch.bad]
+    assert reasons[0].startswith("APID 11: unknown_apid +") and reasons[-1].endswith("(total 21600)")
+
+
+TRUTH = [
+    (
+        "imap-hit",
+        "hit_packet_definitions.xml",
+        "imap_hit_l0_hk_20100105_v001.pkts",
+        ["SC_TICK"],
+        "hskp_sample_raw.csv",
+        True,
+    ),
+    ("imap-ialirt-hit", "ialirt_hit.xml", "hit_ialirt_sample.ccsds", ["HIT_SC_TICK"], "hit_ialirt_sample.csv", True),
+    (
+        "imap-swe",
+        "swe_packet_definition.xml",
+        "2024051010_SWE_SCIENCE_packet.bin",
+        ["SHCOARSE"],
+        "idle_export_raw.SWE_SCIENCE_20240510_092742.csv",
+        True,
+    ),
+    (
+        "imap-swe",
+        "swe_packet_definition.xml",
+        "2024051010_SWE_SCIENCE_packet.bin",
+        ["SHCOARSE"],
+        "idle_export_eu.SWE_SCIENCE_20240510_092742.csv",
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("folder", "xtce", "capture", "times", "csv", "raw"), TRUTH, ids=[t[4] for t in TRUTH])
+def test_decoded_values_equal_the_instrument_teams_exports(folder, xtce, capture, times, csv, raw):
+    """Rows joined on the CCSDS sequence count; columns matched to parameters by name (the export may
+    drop a database prefix: ``STATUS`` is ``HIT_STATUS``). A raw export is calibrated with the
+    database's own calibrator before comparing; labels in an engineering export are skipped."""
+    from vigil.ingest.ccsds import PacketStream
+    from vigil.ingest.ccsds.source import mission_from_options
+
+    mission = mission_from_options({"xtce": str(DATA / folder / xtce), "time": times})
+    stream = PacketStream(mission)
+    pk = stream.feed_packets((DATA / folder / capture).read_bytes(), final=True)
+    truth = pacsv.read_csv(DATA / folder / csv).to_pydict()
+    seq_col = next(c for c in truth if "SEQ" in c.upper() and "CNT" in c.upper())
+    packet_of = {}
+    for i, s in enumerate(pk.seq.tolist()):
+        packet_of[s] = None if s in packet_of else i  # a repeated count cannot be joined on
+    compared, mismatches = 0, []
+    for name, col in truth.items():
+        found = [
+            c
+            for c in stream.channels
+            if (p := mission.parameters[c].parameter) == name or p.endswith(("." + name, "_" + name))
+        ]
+        if len(found) != 1:
+            continue
+        j = stream.channels.index(found[0])
+        cal = mission.definition.parameters[mission.parameters[found[0]].parameter].parameter_type.encoding
+        cal = getattr(cal, "default_calibrator", None) if raw else None
+        for r, v in enumerate(col):
+            i = packet_of.get(truth[seq_col][r]) if truth[seq_col][r] is not None else None
+            if v is None or isinstance(v, str) or i is None:
+                continue
+            want = float(cal.calibrate(float(v))) if cal is not None else float(v)
+            compared += 1
+            if not np.isclose(pk.values[i, j], want, rtol=1e-12, atol=0.0):
+                mismatches.append((name, r, pk.values[i, j], want))
+    assert mismatches == []
+    assert compared >= 30

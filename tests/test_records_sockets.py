@@ -37,21 +37,11 @@ def drain(src: TcpSource, until, timeout: float = 30.0) -> list:
 def test_the_accept_loop_survives_running_out_of_file_descriptors():
     src = TcpSource(port=0, idle_s=0.05)
     client = socket.socket()  # made before the table is full: connecting needs no new descriptor
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    fillers = []
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
-        with pytest.raises(OSError):  # fill the table: the next accept() gets EMFILE
-            while True:
-                fillers.append(os.open(os.devnull, os.O_RDONLY))
+    with FullFileTable():  # the next accept() gets EMFILE
         client.connect(src.address)  # completed by the kernel, waiting in the backlog
         client.sendall(b"0,a,1\n1,a,2\n")
         wait_for(lambda: src.accept_errors >= 2, what="accept errors to be counted")
         assert src.stats()["listening"] and "Too many open files" in src.stats()["last_accept_error"]
-    finally:
-        for fd in fillers:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     try:
         client.close()
         # Descriptors free again: the same listener accepts the waiting client and reads its records.
@@ -59,6 +49,51 @@ def test_the_accept_loop_survives_running_out_of_file_descriptors():
         assert [i for i in got if isinstance(i, Record)] == [Record(0.0, "a", 1.0), Record(1.0, "a", 2.0)]
         assert src.stats()["accepted"] == 1
     finally:
+        src.close()
+
+
+class FullFileTable:
+    """Fill this process's file table (under a lowered limit) until the context ends."""
+
+    def __enter__(self):
+        self.soft, self.hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.fillers: list[int] = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, self.hard))
+        try:
+            while True:
+                self.fillers.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            return self
+
+    def __exit__(self, *exc) -> None:
+        for fd in self.fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.soft, self.hard))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to count open files")
+def test_the_packet_listener_survives_running_out_of_file_descriptors():
+    from vigil.ingest.ccsds.demo.generator import DemoSpacecraft
+    from vigil.ingest.ccsds.source import open_packet_source
+
+    src = open_packet_source("tcp+ccsds://127.0.0.1:0?xtce=demo")
+    data = DemoSpacecraft().packets(3.0)
+    client = socket.socket()
+    try:
+        with FullFileTable():
+            client.connect(src.address)
+            client.sendall(data)
+            wait_for(lambda: src.accept_errors >= 2, what="accept errors to be counted")
+        assert "Too many open files" in src.stats()["last_accept_error"]
+        client.close()
+        rows, end = 0, time.monotonic() + 30
+        for block in src.blocks():  # served once descriptors are free
+            rows += 0 if block is None else block.n_samples
+            if rows >= 63 or time.monotonic() > end:
+                break
+        assert rows == 63
+    finally:
+        client.close()
         src.close()
 
 

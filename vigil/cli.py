@@ -6,9 +6,30 @@ from pathlib import Path
 
 import typer
 
+from vigil.cli_alarms import alarms_app
+
 app = typer.Typer(help="Vigil: early warning for spacecraft telemetry.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks on labelled or generated telemetry.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(alarms_app, name="alarms")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"vigil {version('vigil-telemetry')}")
+        except PackageNotFoundError:  # a source tree never installed
+            typer.echo("vigil 0+unknown")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """Vigil: early warning for spacecraft telemetry."""
 
 
 # --- engine (issue 2) -----------------------------------------------------------------------------
@@ -44,6 +65,9 @@ def monitor(
     serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
     host: str = typer.Option("127.0.0.1", help="API bind address"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
+    archive: Path | None = typer.Option(None, help="archive folder for every accepted sample (default: STORE.archive)"),
+    no_archive: bool = typer.Option(False, "--no-archive", help="keep no archive (plots: last 256 samples)"),
+    retention_days: float | None = typer.Option(None, min=0.01, help="archive: delete days older than this"),
 ) -> None:
     """Score telemetry as it arrives; print alarm changes and counters.
 
@@ -57,6 +81,7 @@ def monitor(
     from vigil.monitor.report import EXIT_FATAL, exit_code
     from vigil.monitor.runner import build_session, event_line, run
 
+    sock = _bind_or_exit(host, serve) if serve is not None else None  # a busy port: said before any work
     try:
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
         jump = max_jump if max_jump > 0 else None
@@ -77,16 +102,18 @@ def monitor(
         session.store.close()
         raise typer.Exit(EXIT_FATAL) from None
     session.manager.subscribe(lambda event: typer.echo(event_line(event)))
+    extras = _extras(session, None if no_archive else archive or Path(f"{store}.archive"), retention_days)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if serve is not None:
-        _serve_in_background(session, host, serve, token_file)
+        _serve_in_background(session, host, serve, token_file, sock, extras)
     typer.echo(f"monitoring {len(session.monitor.channels)} channels from {src.name}")
     try:
         run(session, src, echo=typer.echo, report_every_s=report_every, stop=stop)
     except KeyboardInterrupt:
         typer.echo("interrupted")
     finally:
+        extras.close()
         session.store.close()
     found = _report_outcome(session, src, start)
     raise typer.Exit(exit_code(found))
@@ -147,14 +174,41 @@ def bench_stream(
     typer.echo(summary(result))
 
 
-def _serve_in_background(session, host: str, port: int, token_file: Path | None) -> None:
+@bench_app.command("trend")
+def bench_trend(
+    channels: int = typer.Option(200, help="generated channels (4 in 5 drift toward the limit)"),
+    hours: float = typer.Option(10.0, help="hours of 1 Hz samples"),
+    seed: int = typer.Option(1, help="random seed (the default tau_s was chosen on seed 0)"),
+    out: Path = typer.Option(Path("results-trend.json"), help="JSON results file"),
+) -> None:
+    """Time until limit on generated drifts: how early, how accurate (vigil.detect.trend)."""
+    from vigil.bench.trend import run_trend_bench, summary, write_results
+
+    result = run_trend_bench(channels=channels, hours=hours, seed=seed)
+    write_results(result, out)
+    typer.echo(summary(result))
+
+
+def _extras(session, archive: Path | None, retention_days: float | None):
+    """The archive, notifications and time-until-limit forecast on a session (vigil.monitor.extras)."""
+    from vigil.errors import VigilError
+    from vigil.monitor.extras import attach
+
+    try:
+        return attach(session.monitor, session.manager, archive, retention_days)
+    except (VigilError, OSError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _serve_in_background(session, host: str, port: int, token_file: Path | None, sock=None, extras=None) -> None:
     from vigil.serve.app import create_app
     from vigil.serve.auth import resolve_token
     from vigil.serve.runner import serve_in_background
 
     token, where = resolve_token(token_file)
-    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock)
-    serve_in_background(api, host, port, _bind_or_exit(host, port))
+    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock, extras=extras)
+    serve_in_background(api, host, port, sock or _bind_or_exit(host, port))
     typer.echo(f"API on http://{host}:{port}/ (token from {where})")
     if where == "generated":
         typer.echo(f"API token: {token}")
@@ -207,35 +261,48 @@ def config_check(path: Path = typer.Argument(..., help="channel configuration (T
     )
 
 
-@app.command("alarms")
-def alarms_list(
-    store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
-    state: str | None = typer.Option(None, help="only this state (active, acknowledged, ...; all: also cleared)"),
-    incidents: bool = typer.Option(False, help="list incidents instead of alarms"),
-    audit: int = typer.Option(0, help="also print the last N audit entries"),
+@config_app.command("init")
+def config_init(
+    data: Path = typer.Argument(..., help="history (CSV/Parquet, long time,channel,value or wide)"),
+    out: Path = typer.Option(Path("channels.toml"), help="configuration file to write"),
+    force: bool = typer.Option(False, help="overwrite --out if it exists"),
 ) -> None:
-    """List the alarms (or incidents) and the audit trail kept in a store."""
-    from vigil.model import format_time, printable
-    from vigil.store.sqlite import SqliteStore
+    """Write a first configuration from data: channels, rates, subsystems; limits as suggestions."""
+    from vigil.config_init import write_config
+    from vigil.errors import VigilError
 
-    if not store.is_file():
-        typer.echo(f"error: {store}: no such store", err=True)
+    if out.exists() and not force:
+        typer.echo(f"error: {out} exists (--force overwrites it)", err=True)
         raise typer.Exit(2)
-    db = SqliteStore(store)
     try:
-        if incidents:
-            for inc in db.load_incidents():
-                typer.echo(printable(f"incident {inc.id} [{'active' if inc.active else 'closed'}] {inc.explanation}"))
-        else:
-            for a in db.load_alarms(open_only=state != "all" and state != "cleared"):
-                if state in (None, "all") or a.state == state:
-                    typer.echo(printable(f"#{a.id} {a.state} {a.explanation}"))
-        for e in db.audit(limit=audit) if audit > 0 else []:
-            change = f"{e.action} {e.from_state} -> {e.to_state}"
-            line = f"audit {format_time(e.time)} alarm {e.alarm_id} by {e.user}: {change} {e.comment}".rstrip()
-            typer.echo(printable(line))
-    finally:
-        db.close()
+        channels, subsystems = write_config(data, out)
+    except (VigilError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {out}: {channels} channels, {subsystems} subsystems from name prefixes; "
+               f"limits suggested in comments (review, uncomment, then `vigil config check {out}`)")  # fmt: skip
+
+
+@app.command("fit")
+def fit_model(
+    config: Path = typer.Option(..., help="channel configuration (TOML)"),
+    archive: Path = typer.Option(..., help="archive folder (vigil monitor/serve --archive)"),
+    start: str = typer.Option(..., help="span start: seconds since 1970 or ISO 8601 (UTC)"),
+    end: str = typer.Option(..., help="span end: seconds since 1970 or ISO 8601 (UTC)"),
+    out: Path = typer.Option(Path("vigil.sqlite.model"), help="model file to write"),
+) -> None:
+    """Refit the default detector on an archived span and save the model."""
+    from vigil.archive.refit import parse_time, refit
+    from vigil.errors import VigilError
+
+    try:
+        info = refit(config, archive, parse_time(start), parse_time(end), out)
+    except (VigilError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    rows = info["history"]["rows"]
+    model = info["model_id"][:12]
+    typer.echo(f"wrote {out}: {len(info['channels'])} channels fitted on {rows} archived rows (model {model})")
 
 
 # --- operator console (issue 4) -------------------------------------------------------------------
@@ -249,6 +316,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="bind address (127.0.0.1: this machine only)"),
     port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else a random one)"),
+    archive: Path | None = typer.Option(None, help="archive folder for every accepted sample (default: STORE.archive)"),
+    no_archive: bool = typer.Option(False, "--no-archive", help="keep no archive (plots: last 256 samples)"),
+    retention_days: float | None = typer.Option(None, min=0.01, help="archive: delete days older than this"),
 ) -> None:
     """Serve the operator console and API over a live monitor and its alarm store.
 
@@ -276,8 +346,11 @@ def serve(
         raise typer.Exit(EXIT_FATAL) from None
     for line in session.fit_report.lines() if session.fit_report is not None else []:
         typer.echo(f"[fit] {line}")
+    extras = _extras(session, None if no_archive else archive or Path(f"{store}.archive"), retention_days)
     hosts = loopback_hosts(host)
-    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock, allowed_hosts=hosts)
+    api = create_app(
+        session.monitor, session.manager, session.store, token, lock=session.lock, allowed_hosts=hosts, extras=extras
+    )
     if src is not None:
         pump = SessionPump(session, src)
         api.state.feeders.append(pump)
@@ -288,6 +361,7 @@ def serve(
     finally:
         for feeder in api.state.feeders:
             feeder.stop()
+        extras.close()
         session.store.close()
     if src is not None:
         raise typer.Exit(exit_code(_report_outcome(session, src, start)))
@@ -326,14 +400,14 @@ def demo(
 
 
 def _bind_or_exit(host: str, port: int):
-    """The server's socket, bound now; a busy port ends the command with a clear message (exit 2)."""
+    """The server's socket, bound now; a busy port ends the command with a clear message (exit 1: fatal)."""
     from vigil.serve.runner import PortInUse, bind
 
     try:
         return bind(host, port)
     except PortInUse as err:
         typer.echo(f"error: {err.strerror}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
 
 
 def _announce(host: str, port: int, token: str, where: str) -> None:
@@ -354,7 +428,7 @@ app.add_typer(packets_app, name="packets")
 @bench_app.command("packets")
 def bench_packets(
     out: Path = typer.Option(Path("packets.json"), help="JSON results file"),
-    packets: int = typer.Option(1_000_000, help="packets through the ccsdspy (bulk) engine"),
+    packets: int = typer.Option(1_000_000, help="packets through the bulk engine"),
     spp_packets: int = typer.Option(50_000, help="packets through the space_packet_parser engine"),
 ) -> None:
     """Decode and score a DEMOSAT packet stream end to end; report packets_per_s per engine."""

@@ -61,6 +61,19 @@ def _mission(xtce, csv, time, time_fine, time_scale, time_fine_scale, epoch, whe
     return mission_from_options({k: v for k, v in options.items() if v not in (None, [], "")}, where=where)
 
 
+def _with_time(spec: str, time, time_fine, time_scale, time_fine_scale, epoch) -> str:
+    """The source spec with the time options added to its query (``time=...&epoch=...``)."""
+    from urllib.parse import urlencode
+
+    pairs = [("time", t) for t in time or []] + [("time_fine", t) for t in time_fine or []]
+    pairs += [
+        (k, v) for k, v in (("time_scale", time_scale), ("time_fine_scale", time_fine_scale), ("epoch", epoch)) if v
+    ]
+    if not pairs:
+        return spec
+    return spec + ("&" if "?" in spec else "?") + urlencode(pairs)
+
+
 def _describe(mission, stream) -> list[str]:
     """What an operator must know about the database: untimed types, unsupported, not monitored."""
     lines = [stream.report()]
@@ -223,6 +236,11 @@ def packets_monitor(
     serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
     host: str = typer.Option("127.0.0.1", help="API bind address"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
+    time: list[str] | None = typer.Option(None, "--time", help=TIME_HELP + " (or time= in the spec)"),
+    time_fine: list[str] | None = typer.Option(None, "--time-fine", help="sub-second time parameter"),
+    time_scale: str | None = typer.Option(None, help="seconds per unit of the time parameter (default 1)"),
+    time_fine_scale: str | None = typer.Option(None, help="seconds per unit of --time-fine (default 2**-bits)"),
+    epoch: str | None = typer.Option(None, help="ISO 8601 time of time zero (e.g. 2010-01-01T00:00:00Z)"),
 ) -> None:
     """Monitor a packet stream with the mission's own XTCE alarms (ranges, contexts, states, rates)."""
     import threading
@@ -238,7 +256,7 @@ def packets_monitor(
     from vigil.store.sqlite import SqliteStore
 
     with _clean_errors():
-        src = open_packet_source(source)
+        src = open_packet_source(_with_time(source, time, time_fine, time_scale, time_fine_scale, epoch))
         mission = src.stream.mission
         alarms = read_xtce_alarms(mission)
     for line in _describe(mission, src.stream)[1:]:

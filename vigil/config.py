@@ -21,8 +21,8 @@ The configuration is a TOML file (or the same structure in YAML, for ``.yaml``/`
     forecast = { window = 64 }
 
 Every error is a :class:`vigil.errors.ConfigError` naming the file and the dotted key
-(``channels.T-1.limits.warning``). The top-level tables ``[monitor]``, ``[detector]``, ``[ingest]``
-and ``[serve]`` are free-form options read (and validated) by the layer that owns them.
+(``channels.T-1.limits.warning``). The top-level tables ``[monitor]``, ``[detector]``, ``[ingest]``,
+``[serve]`` and ``[notify]`` are free-form options read (and validated) by the layer that owns them.
 
 >>> cfg = MonitorConfig.from_dict({"channels": {"T-1": {"subsystem": "thermal", "limits": {"warning": [0, 10]}}}})
 >>> cfg.channels["T-1"].limits.warning
@@ -100,6 +100,7 @@ class MonitorConfig(BaseModel):
     detector: dict[str, Any] = Field(default_factory=dict)
     ingest: dict[str, Any] = Field(default_factory=dict)
     serve: dict[str, Any] = Field(default_factory=dict)
+    notify: dict[str, Any] = Field(default_factory=dict)  # validated by vigil.notify.load_settings
     source: str = Field(default="<memory>", exclude=True)
 
     @model_validator(mode="after")

@@ -42,6 +42,7 @@ import numpy as np
 from vigil.alarms.incidents import RecentValues, add_member, correlation, joins, member_of, rank
 from vigil.alarms.memory import AlarmStore, MemoryStore
 from vigil.alarms.model import STALE, STATES, Alarm, AlarmError, AlarmEvent, AuditEntry, Incident, UnknownAlarmError
+from vigil.alarms.repeats import Repeats
 from vigil.config import MonitorConfig
 from vigil.detect.base import SEVERITIES, Scores
 from vigil.errors import DataError
@@ -93,7 +94,7 @@ class AlarmManager:
         self._violating = np.zeros(0, dtype=bool)  # that alarm is out of nominal (not RTN)
         self._peak_level = np.zeros(0, dtype=np.int8)
         self._peak_score, self._last_t, self._last_v, self._watermark = (np.zeros(0) for _ in range(4))
-        self._rep_v, self._rep_t = np.zeros(0), np.zeros(0)  # latest value, repeated since (explanations)
+        self._repeats = Repeats()  # since when each channel's value repeats (explanations of stuck values)
         self._alarms: dict[int, Alarm] = {}  # unfinished alarms
         self._shelved: set[int] = set()  # ids of shelved ones
         self._stale: dict[str, int] = {}  # channel -> unfinished staleness alarm
@@ -330,7 +331,8 @@ class AlarmManager:
                 self._block = None
         if self._recent is not None:
             self._recent.push(np.where(valid, block.values, np.nan), idx)
-        self._track_repeats(block, idx)
+        if STUCK in scores.detector:  # only a stuck check needs to know since when values repeat
+            self._repeats.update(block, idx)
 
     def _steady(self, block: TelemetryBlock, scores: Scores, idx: np.ndarray, cols: np.ndarray, flagged) -> None:
         j = idx[cols]
@@ -387,7 +389,7 @@ class AlarmManager:
             float(scores.high[i, k]),
             detector,
             self._label(channel, value),
-            self._stuck_since(block, i, k) if detector == STUCK else math.nan,
+            self._repeats.since(block, i, k, self._index[channel]) if detector == STUCK else math.nan,
         )
 
     def _label(self, channel: str, value: float) -> str:
@@ -397,33 +399,6 @@ class AlarmManager:
         if not states or not value.is_integer():
             return ""
         return states.get(int(value), "")
-
-    def _stuck_since(self, block: TelemetryBlock, i: int, k: int) -> float:
-        """When the value at row ``i`` of column ``k`` began repeating (missing samples skipped),
-        looking back into earlier blocks through ``_rep_v``/``_rep_t``."""
-        col = block.values[: i + 1, k]
-        rows = np.flatnonzero(np.isfinite(col))
-        differ = np.flatnonzero(col[rows] != col[i])
-        if differ.size:
-            return float(block.time[rows[differ[-1] + 1]])
-        j = self._index[block.channels[k]]
-        return float(self._rep_t[j]) if self._rep_v[j] == col[i] else float(block.time[rows[0]])
-
-    def _track_repeats(self, block: TelemetryBlock, idx: np.ndarray) -> None:
-        """Per channel, the latest value and since when it has repeated exactly (for explanations
-        of a stuck value; vectorised over the block)."""
-        v = block.values
-        ok = np.isfinite(v)
-        n = v.shape[0]
-        pos = np.maximum.accumulate(np.where(ok, np.arange(n)[:, None], -1), axis=0)
-        prev_v = self._rep_v[idx]
-        filled = np.where(pos >= 0, np.take_along_axis(v, np.maximum(pos, 0), axis=0), prev_v[None, :])
-        before = np.vstack([prev_v[None, :], filled[:-1]])
-        change = ok & (filled != before)
-        has = change.any(axis=0)
-        last = n - 1 - np.argmax(change[::-1], axis=0)
-        self._rep_t[idx] = np.where(has, block.time[last], self._rep_t[idx])
-        self._rep_v[idx] = filled[-1]
 
     # --- transitions ------------------------------------------------------------------------------
     def _raise(self, channel: str, s: _Sample, stale: bool = False) -> None:
@@ -574,12 +549,18 @@ class AlarmManager:
         self._pending.events.append(AlarmEvent(action, alarm.id, t, alarm.to_dict(), notify))
 
     def _threshold(self, channel: str, s: _Sample) -> float:
-        """The bound crossed: the configured limit of that severity for the limit check, else the band edge."""
+        """The bound crossed: the configured limit of that severity for a limit check, else the band
+        edge. An XTCE check uses the configured (default) ranges only while they are the ones in
+        force: under a context alarm its band differs, and the band in force is all that is known."""
         ch = self.config.channels.get(channel)
         lo, hi = s.low, s.high
         if s.detector in ("limits", "xtce") and ch is not None and ch.limits is not None:
-            rng = getattr(ch.limits, SEVERITIES[s.level - 1]) or (None, None)
-            lo, hi = (math.nan if v is None else float(v) for v in rng)
+            low, high = ch.limits.as_arrays()
+            inner = (low[np.isfinite(low)][:1], high[np.isfinite(high)][:1])
+            default = all(np.array_equal(a, [b] if math.isfinite(b) else []) for a, b in zip(inner, (s.low, s.high)))
+            if not (s.detector == "limits" or default):
+                return math.nan  # a context's range: the explanation names the band in force
+            lo, hi = float(low[s.level - 1]), float(high[s.level - 1])
         if math.isfinite(lo) and s.value < lo:
             return lo
         if math.isfinite(hi) and s.value > hi:
@@ -865,8 +846,7 @@ class AlarmManager:
         self._last_t = np.concatenate([self._last_t, np.full(m, np.nan)])
         self._last_v = np.concatenate([self._last_v, np.full(m, np.nan)])
         self._watermark = np.concatenate([self._watermark, np.full(m, -np.inf)])
-        self._rep_v = np.concatenate([self._rep_v, np.full(m, np.nan)])
-        self._rep_t = np.concatenate([self._rep_t, np.full(m, np.nan)])
+        self._repeats.add_channels(m)
         if self._recent is not None:
             self._recent.add_channels(m)
         self._columns_cache.clear()

@@ -9,7 +9,9 @@ between the two) uses the merged file and skips the chunks it covers.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -58,7 +60,7 @@ class _Cursor:
         return pa.concat_arrays(self._slices("channel", a, b))
 
 
-def compact_hour(paths: list[Path], compression: str | None = "lz4") -> Path | None:
+def compact_hour(paths: list[Path], compression: str | None = "lz4", lock: Any = None) -> Path | None:
     """Merge chunk files (one hour, time order, same channel listing) into one; returns its path.
 
     Returns ``None`` (and leaves the chunks) when there is nothing to merge or the chunks follow
@@ -89,8 +91,8 @@ def compact_hour(paths: list[Path], compression: str | None = "lz4") -> Path | N
                 grid = np.concatenate([c.rows(name, a, b) for c in cursors], axis=1)
                 arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(grid.ravel(), typ), n))
             out.write_batch(pa.record_batch(arrays, schema=schema))
-    tmp.replace(path)
-    for p in paths:
-        p.unlink(missing_ok=True)
+    with lock if lock is not None else nullcontext():  # readers see the chunks or the merged file
+        tmp.replace(path)
+        for p in paths:
+            p.unlink(missing_ok=True)
     return path
-

@@ -6,16 +6,16 @@ written yet, so a span that ends now has no gap.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from contextlib import nullcontext
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from vigil.archive.writer import FIELDS, TIME_ROW, ArchiveWriter, day_of
+from vigil.archive.writer import FIELDS, ArchiveWriter, day_of
 from vigil.errors import DataError
 from vigil.model import TelemetryBlock
 from vigil.monitor.history import decimate
@@ -48,6 +48,12 @@ class ArchiveReader:
 
     def read(self, channel: str, start: float | None = None, end: float | None = None) -> dict[str, np.ndarray]:
         """``channel``'s samples in ``[start, end]`` (arrays time, value, expected, low, high, level)."""
+        if self.writer is not None:
+            self.writer.sync()  # blocks still queued reach the writer's buffer first
+        with self.writer._lock if self.writer is not None else nullcontext():
+            return self._read(channel, start, end)
+
+    def _read(self, channel: str, start: float | None, end: float | None) -> dict[str, np.ndarray]:
         parts = []
         for _t0, _t1, path in self.chunks(start, end):
             with pa.memory_map(str(path)) as source:

@@ -101,7 +101,8 @@ class ArchiveWriter:
         self.flush_span_s = flush_span_s
         self.compression = compression
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_blocks))
-        self._lock = threading.Lock()  # guards the buffer, which readers see too
+        # Guards the buffer and the files' names: a reader holding it sees each sample exactly once.
+        self._lock = threading.RLock()
         self._buffer: list[tuple[np.ndarray, ...]] = []
         self._cells = 0
         self.samples_written = 0
@@ -232,10 +233,10 @@ class ArchiveWriter:
         tmp = path.with_suffix(".tmp")
         with ipc.new_file(tmp, table.schema, options=ipc.IpcWriteOptions(compression=self.compression)) as out:
             out.write_table(table, max_chunksize=per)
-        tmp.replace(path)  # readers never see a half-written chunk
-        finite = int(sum(np.isfinite(b[1]).sum() for b in blocks))
-        with self._lock:
+        with self._lock:  # the chunk appears on disk as it leaves the buffer
+            tmp.replace(path)
             self._buffer, self._cells = [], 0
+        finite = int(sum(np.isfinite(b[1]).sum() for b in blocks))
         self.samples_written += finite
         self.files_written += 1
         self.bytes_written += path.stat().st_size
@@ -249,7 +250,7 @@ class ArchiveWriter:
         done = [h for h in self._hours if h < hour]
         for h in done:
             try:
-                merged = compact_hour(self._hours.pop(h), self.compression)
+                merged = compact_hour(self._hours.pop(h), self.compression, self._lock)
             except Exception as err:  # the chunks stay and are read as they are
                 self.errors += 1
                 self.last_error = f"merging hour {h}: {type(err).__name__}: {err}"

@@ -80,7 +80,7 @@ def describe(
     >>> describe("limits", 49.8, math.nan, 0, 35, 3.2, threshold=40, severity="critical", units="degC")
     'value 49.8 degC above the critical limit 40 degC'
     >>> describe("forecast.error", 1303, 1303.4, 1299.4, 1307.4, 1.05)
-    'value 1303, expected 1303: smoothed prediction error 4.2 is 1.05x its threshold 4'
+    'value 1303, expected 1303 (band [1299, 1307]): smoothed prediction error 4.2 is 1.05x its threshold 4'
     >>> describe("forecast.novelty", 8.905, 0.1, -6, 6, 1.45)
     'value 8.905 above the range seen in history [-6, 6] by 2.905 (1.45x the margin allowed)'
     >>> describe("xtce", 3, math.nan, math.nan, math.nan, 1.0, severity="critical", label="FAULT")
@@ -95,11 +95,11 @@ def describe(
             side = "above" if value > threshold else "below"
             return f"{v} {side} the {severity + ' ' if severity else ''}limit {_fmt(threshold)}{u}"
         return f"{v}{_outside(value, low, high, u, 'the band in force')}"
-    if detector == "forecast.error":
+    if detector == "forecast.error":  # the smoothed error crosses, the value may lie inside the band
         thr = (high - low) / 2
         return (
-            f"{v}, expected {_fmt(expected)}{u}: smoothed prediction error {_fmt(score * thr)}{u} "
-            f"is {_fmt(score)}x its threshold {_fmt(thr)}{u}"
+            f"{v}, expected {_fmt(expected)}{u} (band [{_fmt(low)}, {_fmt(high)}]{u}): smoothed prediction "
+            f"error {_fmt(score * thr)}{u} is {_fmt(score)}x its threshold {_fmt(thr)}{u}"
         )
     if detector == "forecast.novelty":
         side, by = _side(value, low, high)

@@ -6,7 +6,8 @@ slope's standard error from the weighted residuals. Heading for a limit, the tim
 ``(limit - level) / slope``, and the interval uses the slope plus or minus ``z`` standard errors.
 The limit is the next one the channel would cross in the slope's direction (for a channel above
 its warning range, the critical one). A forecast is given only when the slope is significant
-(``|slope| > z * se``) and the time is under ``max_s``; else ``None``.
+(``|slope| > z * se``), the weighted samples span at least a third of ``tau_s`` (their weighted
+standard deviation in time; a full window's is ``tau_s``), and the time is under ``max_s``; else ``None``.
 
 As a detector, it sets ``watch`` (level 1) on a sample whose *lower* bound is under ``horizon_s``:
 the earliest the limit may plausibly be reached is within the horizon.
@@ -16,7 +17,7 @@ the earliest the limit may plausibly be reached is within the horizon.
 >>> from vigil.detect.limits import ChannelLimits
 >>> t = np.arange(0.0, 3600.0)
 >>> x = 20 + t / 360 + np.random.default_rng(0).normal(0, 0.05, t.size)  # +10 per hour, from 20
->>> det = TrendForecast({"T": ChannelLimits(critical=(-50.0, 40.0))}, horizon_s=7200).fit(
+>>> det = TrendForecast({"T": ChannelLimits(critical=(-50.0, 40.0))}, tau_s=1800, horizon_s=7200).fit(
 ...     TelemetryBlock.from_arrays([0.0], [[20.0]], ["T"]))
 >>> s = det.score(TelemetryBlock.from_arrays(t, x[:, None], ["T"]))
 >>> ttl = det.time_to_limit("T")
@@ -63,7 +64,7 @@ class TrendForecast(Detector):
     def __init__(
         self,
         limits: dict[str, ChannelLimits],
-        tau_s: float = 1800.0,
+        tau_s: float = 600.0,
         horizon_s: float = 3600.0,
         z: float = 1.645,
         min_weight: float = 30.0,
@@ -111,7 +112,7 @@ class TrendForecast(Detector):
             return None
         seconds, low, high, limit, level = self.out_[j].tolist()
         return {"limit": limit, "severity": SEVERITIES[int(level) - 1], "seconds": seconds,
-                "seconds_low": low, "seconds_high": high}  # fmt: skip
+                "seconds_low": low, "seconds_high": high if math.isfinite(high) else None}  # fmt: skip
 
 
 def describe(channel: str, ttl: dict[str, Any] | None, units: str = "") -> str:
@@ -122,6 +123,8 @@ def describe(channel: str, ttl: dict[str, Any] | None, units: str = "") -> str:
     'BATT_T reaches critical 40 degC in about 3 h 20 min (2 h 50 – 4 h 10)'
     >>> describe("BATT_T", None)
     'BATT_T is not heading for a limit'
+    >>> _duration(3599.0), _duration(3570.0), _duration(59.0)
+    ('1 h', '1 h', '1 min')
     """
     if ttl is None:
         return f"{channel} is not heading for a limit"
@@ -132,7 +135,7 @@ def describe(channel: str, ttl: dict[str, Any] | None, units: str = "") -> str:
 
 def _duration(seconds: float, unit: bool = True) -> str:
     """``3 h 20 min``, ``45 min``, ``2 d 4 h``; rounded to 10 min above an hour (``unit=False``: ``4 h 10``)."""
-    if seconds < 3600:
+    if round(seconds / 60) < 60:
         return f"{max(1, round(seconds / 60))} min"
     if seconds < 86400:
         minutes = round(seconds / 600) * 10
@@ -177,7 +180,7 @@ def _trend_kernel(time, values, low, high, params, sums, last_t, out, level_out,
             S[3] += x
             S[5] += x * x
             S[6] += 1.0
-            _forecast(S, x, low[j], high[j], z, min_weight, max_s, out[j])
+            _forecast(S, x, low[j], high[j], z, min_weight, tau / 3.0, max_s, out[j])
             if np.isfinite(out[j, 1]):
                 score_out[i, j] = horizon / max(out[j, 1], 1e-9)
                 if out[j, 1] < horizon:
@@ -185,22 +188,22 @@ def _trend_kernel(time, values, low, high, params, sums, last_t, out, level_out,
 
 
 @numba.njit(cache=True)
-def _forecast(S, x, low, high, z, min_weight, max_s, out):  # pragma: no cover - numba
+def _forecast(S, x, low, high, z, min_weight, min_spread, max_s, out):  # pragma: no cover - numba
     out[:] = np.nan
     w, wu, wuu, wx, wux, wxx, v, vu, vuu = S[0], S[1], S[2], S[3], S[4], S[5], S[6], S[7], S[8]
     if w * w / v < min_weight:  # effective number of samples
         return
     ubar = wu / w
     suu = wuu - wu * ubar  # sum w (u - ubar)^2
-    if suu <= 0:
+    if suu <= 0 or suu / w < min_spread * min_spread:  # the samples span too short a time yet
         return
     b = (wux - ubar * wx) / suu
     a = (wx - b * wu) / w  # level now (u = 0)
     sse = max(wxx - a * wx - b * wux, 0.0)
     n_eff = w * w / v
     sigma2 = sse / w * n_eff / max(n_eff - 2.0, 1.0)
-    se = math.sqrt(sigma2 * (vuu - 2 * ubar * vu + ubar * ubar * v)) / suu
-    if not abs(b) > z * se:
+    var_b = sigma2 * (vuu - 2 * ubar * vu + ubar * ubar * v) / (suu * suu)
+    if not b * b > z * z * var_b:
         return
     # The next limit in the slope's direction that the level has not crossed yet.
     target, level = np.nan, 0
@@ -215,8 +218,26 @@ def _forecast(S, x, low, high, z, min_weight, max_s, out):  # pragma: no cover -
     seconds = d / b
     if seconds > max_s:
         return
+    # Delta method on (limit - a) / b, with the level's error and its covariance with the slope's;
+    # expressed as an error of the slope alone, so that the interval keeps the ratio's asymmetry.
+    cov_xb = sigma2 * (vu - ubar * v) / (w * suu)
+    var_a = sigma2 * v / (w * w) + ubar * ubar * var_b - 2 * ubar * cov_xb
+    cov_ab = cov_xb - ubar * var_b
+    var_s = var_a / (b * b) + d * d * var_b / b**4 + 2 * d * cov_ab / b**3
+    se = math.sqrt(max(var_s, 0.0)) * b * b / abs(d)
     out[0] = seconds
     out[1] = d / (b + math.copysign(z * se, b))
-    out[2] = d / (b - math.copysign(z * se, b))
+    out[2] = d / (b - math.copysign(z * se, b)) if abs(b) > z * se else np.inf
     out[3] = target
     out[4] = level
+
+
+def find_trend(detector: Detector) -> TrendForecast | None:
+    """The :class:`TrendForecast` inside ``detector`` (itself or an ensemble member), if any."""
+    if isinstance(detector, TrendForecast):
+        return detector
+    for member in getattr(detector, "detectors", ()):
+        found = find_trend(member)
+        if found is not None:
+            return found
+    return None

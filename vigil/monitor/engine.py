@@ -61,7 +61,8 @@ class Monitor:
         detector: any fitted :class:`~vigil.detect.base.Detector`; its channels are the monitor's.
         manager: the alarm manager (``update(block, scores)``, ``report_stale``, ``report_fresh``).
         history_s: seconds of history :meth:`history` returns (older samples are left out).
-        history_points: ring length per channel (samples kept at most).
+        history_points: ring length per channel (samples kept at most): the live plot; older spans
+            come from the archive (vigil.archive) when one is kept.
         lateness_s: how long after a later record a row still accepts records.
         max_jump_s: a record more than this far ahead of the stream clock is quarantined until the
             stream confirms the jump (see :mod:`vigil.monitor.clock`); ``None`` trusts every time.
@@ -81,7 +82,7 @@ class Monitor:
         detector: Detector,
         manager,
         history_s: float = 3600.0,
-        history_points: int = 1024,
+        history_points: int = 256,
         lateness_s: float = 0.0,
         max_jump_s: float | None = 3600.0,
         store=None,

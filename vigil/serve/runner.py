@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from vigil.model import TelemetryBlock
+from vigil.serve.guard import MAX_BODY
 
 log = logging.getLogger("vigil.serve")
 
@@ -166,5 +167,6 @@ def serve_in_background(app: Any, host: str, port: int, sock: socket.socket | No
 def _server(app: Any, host: str, port: int) -> Any:
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_ping_interval=20.0)
+    # WebSocket frames from clients are only read to notice a disconnect: keep them small.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_ping_interval=20.0, ws_max_size=MAX_BODY)
     return uvicorn.Server(config)

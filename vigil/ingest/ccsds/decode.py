@@ -41,6 +41,8 @@ class DecodedPackets:
         return int(self.apid.shape[0])
 
     def take(self, mask: np.ndarray) -> DecodedPackets:
+        if mask.all():
+            return self
         return DecodedPackets(*(getattr(self, f)[mask] for f in _FIELDS))
 
     @staticmethod
@@ -82,11 +84,16 @@ class PacketDecoder:
             ]
             for lay in self.layouts
         ]
+        #: per layout with a bulk plan: its channel columns in the plan (a slice when contiguous),
+        #: the time column and the fine time column (-1: none).
+        self._picks = {lay.name: _picks(lay) for lay in self.layouts if lay.plan is not None}
         self.decode_errors = np.zeros(N_APIDS, dtype=np.int64)
         self.bad_enum = np.zeros(N_APIDS, dtype=np.int64)
         self.non_finite = np.zeros(N_APIDS, dtype=np.int64)
         #: longer than a variable layout (space_packet_parser left bytes over); fixed ones: the framer.
         self.longer_than_layout = np.zeros(N_APIDS, dtype=np.int64)
+        #: shorter than the fixed prefix of a layout with a variable tail (fixed ones: the framer).
+        self.shorter_than_layout = np.zeros(N_APIDS, dtype=np.int64)
 
     def columns(self, kind: int) -> np.ndarray:
         """Block columns of the channels of packet type ``kind``."""
@@ -103,31 +110,42 @@ class PacketDecoder:
             rows = np.flatnonzero(frames.apid == apid)
             lay = self.mission.layout_for(apid)
             if lay is not None and lay.plan is not None and self.engine == "bulk":
-                kind[rows] = self._kind[lay.name]
-                time[rows], vals = self._bulk(buf, frames.offset[rows], lay)
+                if lay.plan.variable:  # a packet too short for the fixed prefix cannot be decoded
+                    short = frames.length[rows] < lay.plan.length
+                    self.shorter_than_layout[apid] += int(short.sum())
+                    rows = rows[~short]
+                kd = self._kind[lay.name]
+                kind[rows] = kd
                 ok[rows] = True
-                values[rows[:, None], self._columns[kind[rows[0]]][None, :]] = vals
+                time[rows], vals = self._bulk(buf, frames.offset[rows], frames.length[rows], lay)
+                self._check(kd, np.full(rows.size, apid), vals)
+                _put(values, rows, self._columns[kd], vals)
             else:
-                self._per_packet(buf, frames, rows, apid, time, values, ok, kind)
-        for kd in np.unique(kind[ok]).tolist():
-            rows = np.flatnonzero(ok & (kind == kd))
-            apid = frames.apid[rows]
-            v = values[rows[:, None], self._columns[kd][None, :]]
-            for j, allowed in self._enums[kd]:
-                bad = ~np.isin(v[:, j], allowed) & ~np.isnan(v[:, j])
-                np.add.at(self.bad_enum, apid[bad], 1)
-            # NaN or inf decoded from a float field: passed on (the monitor counts it missing) and counted.
-            np.add.at(self.non_finite, apid, (~np.isfinite(v)).sum(axis=1))
+                done = self._per_packet(buf, frames, rows, apid, time, values, ok, kind)
+                for kd in np.unique(kind[done]).tolist():
+                    sub = done[kind[done] == kd]
+                    self._check(kd, frames.apid[sub], values[sub[:, None], self._columns[kd][None, :]])
         return DecodedPackets(frames.apid, frames.seq, time, values, ok, kind)
 
-    def _bulk(self, buf: np.ndarray, offsets: np.ndarray, lay: PacketLayout) -> tuple[np.ndarray, np.ndarray]:
-        """All packets of one fixed-layout APID in one pass: their times and channel values."""
-        cols = lay.plan.decode(buf, offsets)
-        at = {name: j for j, name in enumerate(lay.plan.names)}
-        values = cols[:, [at[p] for p in lay.parameters]] if lay.parameters else np.empty((offsets.shape[0], 0))
-        coarse = cols[:, at[lay.time_field]] if lay.time_field else None
-        fine = cols[:, at[lay.fine_field]] if lay.fine_field else None
-        return self._time(lay, coarse, fine, offsets.shape[0]), values
+    def _check(self, kd: int, apid: np.ndarray, v: np.ndarray) -> None:
+        """Count enumeration values outside their list and non-finite values of packet type ``kd``."""
+        for j, allowed in self._enums[kd]:
+            bad = ~np.isin(v[:, j], allowed) & ~np.isnan(v[:, j])
+            if bad.any():
+                np.add.at(self.bad_enum, apid[bad], 1)
+        # NaN or inf decoded from a float field: passed on (the monitor counts it missing) and counted.
+        bad = ~np.isfinite(v)
+        if bad.any():
+            np.add.at(self.non_finite, apid, bad.sum(axis=1))
+
+    def _bulk(self, buf, offsets: np.ndarray, lengths: np.ndarray, lay: PacketLayout) -> tuple[np.ndarray, np.ndarray]:
+        """All packets of one APID with a bulk plan in one pass: their times and channel values."""
+        cols = lay.plan.decode(buf, offsets, lengths)
+        pick, coarse, fine = self._picks[lay.name]
+        values = cols[:, pick]
+        return self._time(
+            lay, None if coarse < 0 else cols[:, coarse], None if fine < 0 else cols[:, fine], cols.shape[0]
+        ), values
 
     def _time(self, lay: PacketLayout, coarse, fine, n: int) -> np.ndarray:
         """``epoch + scale * coarse + fine_scale * fine`` (NaN for a packet type without time)."""
@@ -137,8 +155,8 @@ class PacketDecoder:
         t = spec.epoch + spec.scale * np.asarray(coarse, dtype=np.float64)
         return t if fine is None else t + lay.fine_scale * np.asarray(fine, dtype=np.float64)
 
-    def _per_packet(self, buf, frames: Frames, rows, apid: int, time, values, ok, kind) -> None:
-        """Packets of one APID through space_packet_parser, one at a time."""
+    def _per_packet(self, buf, frames: Frames, rows, apid: int, time, values, ok, kind) -> np.ndarray:
+        """Packets of one APID through space_packet_parser, one at a time; the rows decoded."""
         one = self.mission.layout_for(apid)
         candidates = [one] if one is not None else [self.mission.layouts[n] for n in self.mission.shared_apids[apid]]
         definition = self.mission.definition
@@ -162,6 +180,27 @@ class PacketDecoder:
             ok[i] = True
             values[i, self._columns[kd]] = row
             time[i] = self._time(lay, coarse, fine, 1)[0]
+        return rows[ok[rows]]
+
+
+def _picks(lay: PacketLayout) -> tuple:
+    at = {name: j for j, name in enumerate(lay.plan.names)}
+    idx = [at[p] for p in lay.parameters]
+    # Contiguous columns: a view, not a copy.
+    pick = slice(idx[0], idx[-1] + 1) if idx and idx == list(range(idx[0], idx[-1] + 1)) else np.array(idx, np.int64)
+    return pick, at.get(lay.time_field, -1), at.get(lay.fine_field, -1)
+
+
+def _put(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, v: np.ndarray) -> None:
+    """``values[rows][:, cols] = v``, by slices where rows or columns are contiguous."""
+    if not cols.size or not rows.size:
+        return
+    c = slice(int(cols[0]), int(cols[-1]) + 1) if cols[-1] - cols[0] + 1 == cols.size else cols
+    r = slice(int(rows[0]), int(rows[-1]) + 1) if rows[-1] - rows[0] + 1 == rows.size else rows
+    if isinstance(r, slice) or isinstance(c, slice):
+        values[r, c] = v
+    else:
+        values[r[:, None], c[None, :]] = v
 
 
 def _selected(candidates: list[PacketLayout], packet) -> PacketLayout:

@@ -20,7 +20,6 @@ rest loads.
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from space_packet_parser.xtce import encodings, parameter_types
 from vigil.errors import ConfigError
 from vigil.ingest.ccsds.framing import N_APIDS, UNKNOWN, VARIABLE
 from vigil.ingest.ccsds.plan import INT, UINT, BulkPlan, plan_fields
+from vigil.ingest.ccsds.prune import read_definition
 from vigil.ingest.ccsds.timespec import TimeSpec
 
 PRIMARY_HEADER_BITS = 48
@@ -77,7 +77,7 @@ class PacketLayout:
     @property
     def length(self) -> int | None:
         """Bytes of a packet of this type when fixed, else ``None``."""
-        return None if self.plan is None else self.plan.length
+        return None if self.plan is None or self.plan.variable else self.plan.length
 
     @property
     def apid(self) -> int:
@@ -156,19 +156,14 @@ def load_xtce(
     src = str(path)
     if time is None:
         time = TimeSpec(names=(time_parameter,)) if time_parameter else TimeSpec()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            definition = spp.XtcePacketDefinition.from_xtce(path, root_container_name=root_container)
-    except (OSError, SyntaxError, ValueError, KeyError, NotImplementedError, TypeError, AttributeError) as err:
-        # lxml's XMLSyntaxError is a SyntaxError; the others come from space_packet_parser.
-        raise ConfigError(f"cannot read XTCE: {err}", source=src) from None
+    definition, left_out = read_definition(path, root_container)
     if root_container not in definition.containers:
         raise ConfigError(f"no container {root_container!r}", key="ContainerSet", source=src)
     root = definition.containers[root_container]
     header = _flatten(definition, root)
     apid_param = _apid_parameter(header, src)
     types, unsupported = _packet_types(definition, root, header, apid_param)
+    unsupported = {**left_out, **unsupported}
     if not types:
         why = "; ".join(f"{k}: {v}" for k, v in unsupported.items())
         raise ConfigError(
@@ -187,7 +182,7 @@ def load_xtce(
                 continue
             why = _not_numeric(p.parameter_type)
             if why:
-                skipped[f"{name}.{p.name}"] = why
+                skipped[p.name if p.name.startswith(name + ".") else f"{name}.{p.name}"] = why
             else:
                 data[name].append(p)
     count: dict[str, int] = {}
@@ -406,7 +401,7 @@ def _absolute_time(entries: dict[str, list]) -> tuple[str, ...]:
 
 def _no_time_message(entries: dict[str, list], short: bool = False) -> str:
     cands = []
-    for t, ents in entries.items():
+    for t, ents in sorted(entries.items()):
         names = [
             p.name
             for p in _after_primary_header(ents)
@@ -440,7 +435,7 @@ def _bits(ptype) -> int:
 def _not_numeric(ptype) -> str:
     """Why a parameter type gives no number to monitor ("" when it does)."""
     if isinstance(ptype, (parameter_types.StringParameterType, parameter_types.BinaryParameterType)):
-        return f"{type(ptype).__name__}: decoded as bytes, not monitored"
+        return f"{type(ptype).__name__}: not a number, not monitored"
     if isinstance(ptype.encoding, (encodings.StringDataEncoding, encodings.BinaryDataEncoding)):
         return f"{type(ptype.encoding).__name__}: not a number"
     return ""

@@ -2,7 +2,8 @@
 
 A layout whose fields all have a fixed size (integers of any width, IEEE floats, booleans and
 enumerations with an integer encoding, fixed-size binary and string fields, which are stepped
-over) gets a :class:`BulkPlan`: bit offset, width and kind of each field Vigil keeps. All packets
+over), or whose only variable-size fields (binary or string blocks) come after every numeric
+field, gets a :class:`BulkPlan`: bit offset, width and kind of each field Vigil keeps. All packets
 of such a layout are then decoded in one pass over the byte buffer, and polynomial calibrations
 are applied to whole columns. Anything else (variable sizes, non-polynomial or context
 calibrations, odd little-endian widths, MIL-STD-1750A floats) says why, and its packets are decoded
@@ -31,13 +32,18 @@ class BulkPlan:
     little: np.ndarray
     #: per field: ``None``, ``"bool"`` (raw != 0) or a polynomial calibrator applied to the column.
     convert: tuple
-    #: bytes a packet of the layout has (the described prefix of a longer one).
+    #: bytes a packet of the layout has (the described prefix of a longer one); with ``variable``,
+    #: the fixed prefix holding every planned field (the packet may be longer).
     length: int
+    #: the layout ends with fields of variable size (not monitored) after the planned ones.
+    variable: bool = False
 
-    def decode(self, buf: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """``[n, fields]`` calibrated values of the packets starting at ``offsets`` in ``buf``."""
+    def decode(self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """``[n, fields]`` calibrated values of the packets at ``offsets`` (``lengths`` bytes) in ``buf``."""
         raw = np.empty((offsets.shape[0], len(self.names)))
-        _extract(buf, offsets.astype(np.int64), self.offset, self.size, self.kind, self.little, raw)
+        _extract(
+            buf, offsets.astype(np.int64), lengths.astype(np.int64), self.offset, self.size, self.kind, self.little, raw
+        )
         for j, conv in enumerate(self.convert):
             if conv is None:
                 continue
@@ -52,36 +58,45 @@ class BulkPlan:
 def plan_fields(entries: list, wanted: set[str]) -> tuple[BulkPlan | None, str]:
     """A plan for the ``wanted`` parameters of a packet whose entries (header included) are ``entries``.
 
-    Returns ``(plan, "")``, or ``(None, reason)`` naming the field that keeps it off the bulk path.
+    One field of variable size (a science data block) may sit among them: the fields after it are
+    then placed from the end of the packet (a checksum trailer), and the plan says ``variable``.
+    Returns ``(plan, "")``, or ``(None, reason)`` naming the field that keeps the layout off the
+    bulk path.
     """
-    names, offs, sizes, kinds, littles, convs = [], [], [], [], [], []
+    placed: list[tuple] = []  # (name, bit offset, size, kind, little, conversion, after the variable field)
     bits = 0
+    tail = ""  # the variable-size field, once met
     for p in entries:
         size, kind, conv, why = _field(p.parameter_type, p.name in wanted)
         if why:
-            return None, f"{p.name}: {why}"
-        enc = p.parameter_type.encoding
-        little = getattr(enc, "byte_order", "") == "leastSignificantByteFirst"
-        if p.name in wanted and p.name not in names:
+            if tail or p.name in wanted or "variable size" not in why:
+                return None, f"{p.name}: {why}" + (f" (after {tail.split(':')[0]})" if tail else "")
+            tail, head_bits, bits = f"{p.name}: {why}", bits, 0
+            continue
+        little = getattr(p.parameter_type.encoding, "byte_order", "") == "leastSignificantByteFirst"
+        if p.name in wanted and p.name not in {x[0] for x in placed}:
             if little and (size % 8 or bits % 8):
                 return None, f"{p.name}: little-endian field of {size} bits at bit {bits}"
-            names.append(p.name)
-            offs.append(bits)
-            sizes.append(size)
-            kinds.append(kind)
-            littles.append(little)
-            convs.append(conv)
+            placed.append((p.name, bits, size, kind, little, conv, bool(tail)))
         bits += size
-    if bits % 8:
-        return None, f"packet is {bits} bits, not whole bytes"
+    if tail:
+        if bits % 8:
+            return None, f"fields after {tail.split(':')[0]} are {bits} bits, not whole bytes"
+        trailer, prefix = bits, head_bits
+    else:
+        if bits % 8:
+            return None, f"packet is {bits} bits, not whole bytes"
+        trailer, prefix = 0, bits
     plan = BulkPlan(
-        tuple(names),
-        np.array(offs, np.int64),
-        np.array(sizes, np.int64),
-        np.array(kinds, np.int64),
-        np.array(littles, np.bool_),
-        tuple(convs),
-        bits // 8,
+        tuple(x[0] for x in placed),
+        # A field after the variable one: its offset counted back from the packet's end, negative.
+        np.array([x[1] - trailer if x[6] else x[1] for x in placed], np.int64),
+        np.array([x[2] for x in placed], np.int64),
+        np.array([x[3] for x in placed], np.int64),
+        np.array([x[4] for x in placed], np.bool_),
+        tuple(x[5] for x in placed),
+        (prefix + 7) // 8 + trailer // 8,
+        variable=bool(tail),
     )
     return plan, ""
 
@@ -126,15 +141,19 @@ def _field(ptype, wanted: bool) -> tuple[int, int, object, str]:
 
 
 @numba.njit(cache=True)
-def _extract(buf, starts, offset, size, kind, little, out):  # pragma: no cover - numba
-    """Big-endian bit fields (or byte-aligned little-endian ones) of every packet into ``out``."""
+def _extract(buf, starts, lengths, offset, size, kind, little, out):  # pragma: no cover - numba
+    """Big-endian bit fields (or byte-aligned little-endian ones) of every packet into ``out``.
+
+    A negative offset counts back from the end of the packet (fields after a variable-size one).
+    """
     n = starts.shape[0]
     for f in range(offset.shape[0]):
         nbits = size[f]
-        first = offset[f] >> 3
-        shift0 = offset[f] & 7
-        nbytes = (shift0 + nbits + 7) >> 3
         for i in range(n):
+            bit = offset[f] if offset[f] >= 0 else lengths[i] * 8 + offset[f]
+            first = bit >> 3
+            shift0 = bit & 7
+            nbytes = (shift0 + nbits + 7) >> 3
             base = starts[i] + first
             acc = np.uint64(0)
             if little[f]:

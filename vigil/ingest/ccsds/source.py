@@ -34,11 +34,12 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from vigil.errors import ConfigError
+from vigil.ingest.bulk import RecordBatch
 from vigil.ingest.ccsds.decode import ENGINES
 from vigil.ingest.ccsds.mdb import Mission, load_csv_definitions, load_xtce
-from vigil.ingest.ccsds.stream import PacketStream, block_records
+from vigil.ingest.ccsds.stream import PacketStream
 from vigil.ingest.ccsds.timespec import TimeSpec
-from vigil.ingest.records import BadRecord, Record, register_source
+from vigil.ingest.records import BadRecord, register_source
 from vigil.model import TelemetryBlock
 
 SCHEMES = ("udp+ccsds", "tcp+ccsds", "file+ccsds")
@@ -78,6 +79,7 @@ class PacketSource:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=100_000)
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
+        self.accept_errors, self.last_accept_error = 0, None  # a TCP listener's (EMFILE...), shown in health
         if transport == "file":
             self.path = Path(address)
             if not self.path.is_file():
@@ -101,6 +103,10 @@ class PacketSource:
             reader = self._receive_udp if transport == "udp" else self._accept_tcp
             threading.Thread(target=reader, name=f"vigil-{transport}-ccsds", daemon=True).start()
         stream.source = self.name
+
+    def stats(self) -> dict[str, object]:
+        """Accept errors of a TCP listener (EMFILE...), for ``/api/health``."""
+        return {"accept_errors": self.accept_errors, "last_accept_error": self.last_accept_error}
 
     # -- consuming ----------------------------------------------------------------------------
     def blocks(self) -> Iterator[TelemetryBlock | None]:
@@ -132,17 +138,30 @@ class PacketSource:
             if segment:
                 yield self._decode(segment)
 
-    def batches(self) -> Iterator[list[Record | BadRecord]]:
-        """The records protocol of :mod:`vigil.ingest.records`: present samples as records.
+    def batches(self) -> Iterator[RecordBatch]:
+        """The records protocol of :mod:`vigil.ingest.records`, as columns (a
+        :class:`~vigil.ingest.bulk.RecordBatch`: no object per sample): present samples of each block.
 
         Packet problems counted since the previous batch come as :class:`BadRecord` items (one
-        per APID and counter, the count in the reason), so the monitor counts and shows them.
+        per APID and counter, the count in the reason), so the monitor counts and shows them as
+        they happen.
         """
         seen: dict[tuple[int | str, str], int] = {}
+        names = list(self.stream.channels)
         for block in self.blocks():
-            batch: list[Record | BadRecord] = [] if block is None else [Record(*r) for r in block_records(block)]
-            batch += self._new_problems(seen)
-            if batch or self.transport != "file":  # an empty batch means "the source is quiet"
+            if block is None:
+                batch = RecordBatch.empty()
+            else:
+                rows, cols = np.nonzero(~np.isnan(block.values))
+                batch = RecordBatch(
+                    block.time[rows],
+                    cols.astype(np.int64),
+                    names,
+                    block.values[rows, cols],
+                    np.zeros(rows.size, np.int64),
+                )
+            batch.bad = self._new_problems(seen)
+            if len(batch) or self.transport != "file":  # an empty batch means "the source is quiet"
                 yield batch
 
     def _new_problems(self, seen: dict[tuple[int | str, str], int]) -> list[BadRecord]:
@@ -208,13 +227,22 @@ class PacketSource:
                 self.stream.count_stream("queue_full")
 
     def _accept_tcp(self) -> None:
+        backoff = 0.0
         while not self._stop.is_set():
             try:
                 conn, _peer = self._sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                break
+            except OSError as err:
+                if self._stop.is_set() or self._sock.fileno() < 0:
+                    break  # closed
+                # Out of file descriptors (EMFILE) or another transient failure: back off, count, go on.
+                self.accept_errors += 1
+                self.last_accept_error = f"{type(err).__name__}: {err.strerror or err}"
+                backoff = min(1.0, max(0.01, backoff * 2))
+                self._stop.wait(backoff)
+                continue
+            backoff = 0.0
             with conn:
                 conn.settimeout(0.2)
                 while not self._stop.is_set():

@@ -187,7 +187,7 @@ class PacketStream:
             "bad_length": fc.bad_length,
             "truncated": fc.truncated,
             "longer_than_layout": fc.longer_than_layout + self.decoder.longer_than_layout,
-            "shorter_than_layout": fc.shorter_than_layout,
+            "shorter_than_layout": fc.shorter_than_layout + self.decoder.shorter_than_layout,
             "unknown_apid": fc.unknown_apid,
             "decode_errors": self.decoder.decode_errors,
             "bad_enum": self.decoder.bad_enum,
@@ -256,6 +256,10 @@ class PacketStream:
             pk = pk.take(pk.time < cut)
         if not len(pk):
             return None
+        if pk.time.shape[0] < 2 or bool(np.all(pk.time[1:] > pk.time[:-1])):
+            # Strictly increasing times (one packet per time): the packets are the rows.
+            self.last_time_ = float(pk.time[-1])
+            return TelemetryBlock(pk.time, pk.values, self.channels, None, self.source)
         rank = _rank_within(pk.time, pk.kind)
         np.add.at(self._counts["same_time"], pk.apid[rank > 0], 1)
         # The k-th packet of one type at one time gets its own row, k float steps later: kept, not overwritten.

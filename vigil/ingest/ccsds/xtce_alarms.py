@@ -140,6 +140,8 @@ class XtceAlarms:
             for key, table in (("units", self.units), ("description", self.descriptions)):
                 if table.get(name):
                     ch[key] = table[name]
+            if self.states.get(name):  # state names, so explanations read FAULT rather than 3
+                ch["states"] = {str(raw): label for raw, label in sorted(self.states[name].items())}
             if name in self.rate_hz:
                 ch["rate_hz"] = self.rate_hz[name]
                 ch["stale_after_s"] = self.stale_after_s(name)
@@ -232,7 +234,7 @@ def read_xtce_alarms(mission: Mission | None, path: str | Path | None = None) ->
             out.alarms[name] = alarm
     for name, why in view.skipped.items():
         owner = next((c for c in view.by_container if name.startswith(c + ".")), "")
-        el = params.get(name[len(owner) + 1 :] if owner else name)
+        el = params.get(name) if name in params else params.get(name[len(owner) + 1 :])
         ptype = types.get(_last(el.get("parameterTypeRef", ""))) if el is not None else None
         if ptype is not None and (
             ptype.find("{*}DefaultAlarm") is not None or ptype.find("{*}ContextAlarmList") is not None
