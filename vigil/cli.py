@@ -57,7 +57,7 @@ def monitor(
     speed: str = typer.Option("1", help="file replay speed: 1, 10, ... or max (as fast as possible)"),
     store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
     lateness: float = typer.Option(0.0, help="seconds a time step still accepts records after a later one"),
-    max_jump: float = typer.Option(3600.0, help="a record this far ahead is quarantined until the stream follows (0: off)"),
+    max_jump: float = typer.Option(3600.0, help="a record this far ahead is quarantined until the stream follows it"),
     report_every: float = typer.Option(10.0, help="seconds between counter lines"),
     resume: bool = typer.Option(True, help="continue from the store's checkpoint, exactly as if never stopped"),
     refit: bool = typer.Option(False, help="fit the model on --fit again (else the saved <store>.model is loaded)"),
