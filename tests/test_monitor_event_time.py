@@ -128,3 +128,19 @@ def test_a_corrupt_packet_time_through_the_engine_is_quarantined():
     assert summary["totals"]["quarantined"] == 2 and summary["totals"]["out_of_order"] == 0
     assert limit_alarms(m) == [15.0]
     assert m.clock_.time == 24.0
+
+
+def test_unknown_malformed_and_quarantined_records_never_move_the_stream_clock():
+    from vigil.ingest.records import BadRecord
+
+    m = monitor()
+    feed(m, rows(range(5), received=WALL), end=False)
+    far = 253_402_300_799.0  # 9999-12-31
+    m.feed_records([Record(far, "X", 1.0), BadRecord("tcp", 7, "bad value", channel="T")], received=WALL + 5)
+    m.feed_records([Record(far, "T", 20.0)], received=WALL + 5)  # known channel: quarantined, held
+    assert m.clock_.time == 4.0
+    assert m.check_staleness(m.clock_.time + 1.0) == []  # nothing is stale "since 9999-12-31"
+    m.feed_records(rows([5])[0][0], received=WALL + 5)  # the stream goes on: the far record is refuted
+    c = m.counters()
+    assert m.clock_.time == 5.0 and c["unknown"] == {"X": 1}
+    assert c["channels"]["T"]["malformed"] == 1 and c["channels"]["T"]["quarantined"] == 1
