@@ -144,3 +144,21 @@ def test_unknown_malformed_and_quarantined_records_never_move_the_stream_clock()
     c = m.counters()
     assert m.clock_.time == 5.0 and c["unknown"] == {"X": 1}
     assert c["channels"]["T"]["malformed"] == 1 and c["channels"]["T"]["quarantined"] == 1
+
+
+def test_a_slow_stream_is_not_mistaken_for_jumps_and_the_rate_rule_ignores_chunking():
+    # One record pair every 2 hours (more than max_jump_s apart): once the stream's own step is
+    # learned (its first 16 increments), such steps are normal; a corrupt time 10,000 steps ahead is not.
+    times = [7200.0 * k for k in range(40)]
+    batches = rows(times, hot=(7200.0 * 30,))
+    batches.insert(25, ([Record(7200.0 * 10_025, "T", 20.0)], None))
+    whole, by_record = monitor(), monitor()
+    feed(whole, [([r for rec, _ in batches for r in rec], None)])
+    feed(by_record, [([r], None) for rec, _ in batches for r in rec])
+    for m in (whole, by_record):
+        c = m.counters()
+        assert m.rows == 40 and c["totals"]["out_of_order"] == 0
+        assert c["channels"]["T"]["quarantined"] == 1  # the corrupt one only
+        assert limit_alarms(m) == [7200.0 * 30]
+    assert whole.counters() == by_record.counters()
+    assert whole.clock_.step == by_record.clock_.step == 7200.0
