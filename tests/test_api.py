@@ -32,6 +32,7 @@ CONFIG = MonitorConfig.from_dict(
                 "units": "degC",
                 "rate_hz": 1.0,
                 "limits": {"warning": [0, 10], "critical": [-5, 15]},
+                "min_conformance": 1,  # return to normal at the first nominal sample (default with limits: 10)
             },
             "P-2": {"subsystem": "power", "stale_after_s": 30.0},
             "Q-3": {"subsystem": "power"},

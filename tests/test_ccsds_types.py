@@ -158,7 +158,7 @@ def test_longer_and_shorter_than_layout_keep_sync(path):
     m = load_xtce(path, time=TimeSpec(names=("MET",)))
     m.shared_apids.clear()  # make APID 20 a fixed layout (A_ONE only) to test the framer's length rules
     m.layouts.pop("A_TWO")
-    m.__dict__.pop("_apid_cache", None)
+    m.__dict__.pop("_by_apid", None)  # forget the cached APID table
     stream = PacketStream(m)
     short = one(1, 101, 8, 1)[:-1]
     short = short[:4] + struct.pack(">H", len(short) - 7) + short[6:]
@@ -232,3 +232,75 @@ def test_time_options_in_a_source_spec(path, tmp_path):
     assert pk.time.tolist() == [86400 + 200.0, 86400 + 200.0 + 1.6384]
     with pytest.raises(ConfigError, match="epoch"):
         open_packet_source(spec.replace("1970-01-02T00:00:00Z", "yesterday"))
+
+
+def test_decode_long_by_default_wide_on_request(path, tmp_path):
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from vigil.cli import app
+
+    capture = tmp_path / "c.bin"
+    capture.write_bytes(one(0, 100, 1, 1) + one(1, 100, 2, 1) + both(30, 2, 7, 3))
+    base = ["packets", "decode", str(capture), "--xtce", str(path), "--time", "MET"]
+    long = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "l.parquet")])
+    wide = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "w.parquet"), "--wide"])
+    assert long.exit_code == wide.exit_code == 0, long.output + wide.output
+    t = pq.read_table(tmp_path / "l.parquet").to_pydict()
+    assert t["packet"] == [0, 0, 0, 1, 1, 1, 2, 2] and t["value"][1::3][:2] == [1.0, 2.0]  # both X at t=100 kept
+    assert t["channel"][-2:] == ["Z", "BOTH.MODE"] and t["time"][-1] == 100.0  # BOTH: reception order
+    w = pq.read_table(tmp_path / "w.parquet").to_pydict()
+    assert list(w)[0] == "time" and w["X"][:2] == [1.0, 2.0] and len(w["time"]) == 2
+
+
+def test_one_sub_type_is_still_checked_packet_by_packet(tmp_path):
+    """APID 20 with only the SUBTYPE == 1 type described: a SUBTYPE 2 packet is rejected, not decoded as it."""
+    text = xtce()
+    start = text.index('<xtce:SequenceContainer name="A_TWO">')
+    text = text[:start] + text[text.index("</xtce:SequenceContainer>", start) + len("</xtce:SequenceContainer>") :]
+    p = tmp_path / "one.xml"
+    p.write_text(text)
+    m = load_xtce(p, time=TimeSpec(names=("MET",)))
+    assert m.shared_apids == {20: ("A_ONE",)} and m.layout_for(20) is None
+    stream = PacketStream(m)
+    pk = stream.feed_packets(one(0, 100, 7, 1) + two(1, 101, 9, 3, 0), final=True)
+    assert pk.values[:, stream.channels.index("X")].tolist() == [7.0]
+    assert stream.counters()["apid"][20]["decode_errors"] == 1
+
+
+def test_sub_types_are_told_apart_in_bulk(path):
+    m = load_xtce(path, time=TimeSpec(names=("MET",)))
+    assert m.layouts["A_ONE"].selector is not None and m.layouts["A_TWO"].selector is not None
+
+    def refuse(raw):
+        raise AssertionError("went to space_packet_parser")
+
+    m.definition.parse_bytes = refuse  # every packet here must be decoded in bulk
+    stream = PacketStream(m)
+    bad_subtype = pkt(20, 9, struct.pack(">IBHB", 102, 7, 1, 1))
+    pk = stream.feed_packets(one(0, 100, 7, 1) + two(1, 101, 9, 3, 5) + bad_subtype, final=True)
+    assert pk.values[:, stream.channels.index("X")].tolist()[0] == 7.0
+    assert pk.values[:, stream.channels.index("FINE")].tolist()[1] == 5.0
+    assert len(pk) == 2 and stream.counters()["apid"][20]["decode_errors"] == 1  # subtype 7: no type
+
+
+def test_variable_block_sizes_that_disagree_with_the_packet(tmp_path):
+    """A size field saying less than the packet holds: the described part decoded (longer than
+    layout), trailer where the size puts it; saying more: too short. Both engines agree."""
+    params = (
+        '<xtce:Parameter name="NBITS" parameterTypeRef="U16"/><xtce:Parameter name="BLOB" parameterTypeRef="BLOB_T"/>'
+        '<xtce:Parameter name="CRC" parameterTypeRef="U16"/>'
+    )
+    p = tmp_path / "var.xml"
+    p.write_text(xtce(BLOB, params, VAR))
+    m = load_xtce(p, time=TimeSpec(names=("MET",)))
+    says_less = pkt(50, 0, struct.pack(">IH", 10, 8) + b"\x01\x02\x03" + struct.pack(">H", 1000))
+    says_more = pkt(50, 1, struct.pack(">IH", 11, 800) + b"\x01\x02\x03" + struct.pack(">H", 1001))
+    out = {}
+    for engine in ("bulk", "spp"):
+        stream = PacketStream(m, engine=engine)
+        pk = stream.feed_packets(says_less + says_more, final=True)
+        c = stream.counters()["apid"][50]
+        out[engine] = (pk.values[:, stream.channels.index("CRC")].tolist(), c.get("longer_than_layout", 0))
+        assert c.get("shorter_than_layout", 0) + c.get("decode_errors", 0) == 1
+    assert out["bulk"] == out["spp"] == ([float(0x0203)], 1)

@@ -73,7 +73,8 @@ class XtceAlarmCheck(Detector):
                 self._rule(j, r, ctx.ranges, ctx)
                 conds += [(j, r, index[cd.parameter], OPERATORS.index(cd.operator), cd.value) for cd in ctx.conditions]
         table = np.array(conds, dtype=np.float64).reshape(-1, 5)
-        self.cond_channel_ = table[:, 0].astype(np.int64)
+        # Conditions come grouped by channel: channel j's are cond_ptr_[j]:cond_ptr_[j + 1].
+        self.cond_ptr_ = np.searchsorted(table[:, 0], np.arange(c + 1), side="left").astype(np.int64)
         self.cond_rule_ = table[:, 1].astype(np.int64)
         self.cond_column_ = table[:, 2].astype(np.int64)
         self.cond_op_ = table[:, 3].astype(np.int64)
@@ -107,7 +108,7 @@ class XtceAlarmCheck(Detector):
             self.low_,
             self.high_,
             self.has_rule_,
-            self.cond_channel_,
+            self.cond_ptr_,
             self.cond_rule_,
             self.cond_column_,
             self.cond_op_,
@@ -177,7 +178,7 @@ def _alarm_kernel(
     low,
     high,
     has_rule,
-    cond_channel,
+    cond_ptr,
     cond_rule,
     cond_column,
     cond_op,
@@ -199,7 +200,6 @@ def _alarm_kernel(
     n, c = values.shape
     n_rules = low.shape[1]
     n_sev = low.shape[2]
-    n_cond = cond_channel.shape[0]
     ok = np.ones(n_rules, dtype=np.bool_)
     for i in range(n):
         for j in range(c):
@@ -212,8 +212,8 @@ def _alarm_kernel(
             # The rule in force: the first context whose conditions all hold, else the default.
             for r in range(n_rules):
                 ok[r] = has_rule[j, r]
-            for k in range(n_cond):
-                if cond_channel[k] == j and not _holds(last[cond_column[k]], cond_op[k], cond_value[k]):
+            for k in range(cond_ptr[j], cond_ptr[j + 1]):
+                if not _holds(last[cond_column[k]], cond_op[k], cond_value[k]):
                     ok[cond_rule[k]] = False
             rule = -1
             for r in range(1, n_rules):

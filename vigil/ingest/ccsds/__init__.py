@@ -5,7 +5,7 @@ counts every stream problem per APID, ``read_xtce_alarms`` imports the mission's
 """
 
 from vigil.ingest.ccsds.mdb import Mission, load_csv_definitions, load_xtce
-from vigil.ingest.ccsds.stream import PacketStream, block_records
+from vigil.ingest.ccsds.stream import PacketStream
 from vigil.ingest.ccsds.timespec import TimeSpec
 
-__all__ = ["Mission", "PacketStream", "TimeSpec", "block_records", "load_csv_definitions", "load_xtce"]
+__all__ = ["Mission", "PacketStream", "TimeSpec", "load_csv_definitions", "load_xtce"]

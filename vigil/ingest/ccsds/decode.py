@@ -110,22 +110,46 @@ class PacketDecoder:
             rows = np.flatnonzero(frames.apid == apid)
             lay = self.mission.layout_for(apid)
             if lay is not None and lay.plan is not None and self.engine == "bulk":
-                if lay.plan.variable:  # a packet too short for the fixed prefix cannot be decoded
-                    short = frames.length[rows] < lay.plan.length
-                    self.shorter_than_layout[apid] += int(short.sum())
-                    rows = rows[~short]
-                kd = self._kind[lay.name]
-                kind[rows] = kd
-                ok[rows] = True
-                time[rows], vals = self._bulk(buf, frames.offset[rows], frames.length[rows], lay)
-                self._check(kd, np.full(rows.size, apid), vals)
-                _put(values, rows, self._columns[kd], vals)
-            else:
-                done = self._per_packet(buf, frames, rows, apid, time, values, ok, kind)
-                for kd in np.unique(kind[done]).tolist():
-                    sub = done[kind[done] == kd]
-                    self._check(kd, frames.apid[sub], values[sub[:, None], self._columns[kd][None, :]])
+                self._bulk_rows(buf, frames, rows, apid, lay, time, values, ok, kind)
+                continue
+            if lay is None and self.engine == "bulk":
+                rows = self._by_selectors(buf, frames, rows, apid, time, values, ok, kind)
+            done = self._per_packet(buf, frames, rows, apid, time, values, ok, kind)
+            for kd in np.unique(kind[done]).tolist():
+                sub = done[kind[done] == kd]
+                self._check(kd, frames.apid[sub], values[sub[:, None], self._columns[kd][None, :]])
         return DecodedPackets(frames.apid, frames.seq, time, values, ok, kind)
+
+    def _bulk_rows(self, buf, frames: Frames, rows, apid: int, lay: PacketLayout, time, values, ok, kind) -> None:
+        """Packets ``rows`` of packet type ``lay`` in one pass; too short ones counted and left out."""
+        kd = self._kind[lay.name]
+        t, vals, status = self._bulk(buf, frames.offset[rows], frames.length[rows], lay)
+        self.shorter_than_layout[apid] += int(np.count_nonzero(status == 1))
+        if self.mission.layout_for(apid) is not lay or lay.plan.variable:  # else the framer counted them
+            self.longer_than_layout[apid] += int(np.count_nonzero(status == 2))
+        good = status != 1
+        rows, t, vals = rows[good], t[good], vals[good]
+        kind[rows] = kd
+        ok[rows] = True
+        time[rows] = t
+        self._check(kd, np.full(rows.size, apid), vals)
+        _put(values, rows, self._columns[kd], vals)
+
+    def _by_selectors(self, buf, frames: Frames, rows, apid: int, time, values, ok, kind) -> np.ndarray:
+        """Packets of a shared APID that exactly one type's criteria select, decoded in bulk by it;
+        returns the rows left for space_packet_parser."""
+        types = [self.mission.layouts[n] for n in self.mission.shared_apids.get(apid, ())]
+        if not types or any(t.plan is None or t.selector is None for t in types):
+            return rows
+        off, length = frames.offset[rows], frames.length[rows]
+        hits = np.array([t.selector.match(buf, off, length) for t in types])
+        single = hits.sum(axis=0) == 1
+        which = hits.argmax(axis=0)
+        for i, lay in enumerate(types):
+            mine = rows[single & (which == i)]
+            if mine.size:
+                self._bulk_rows(buf, frames, mine, apid, lay, time, values, ok, kind)
+        return rows[~single]
 
     def _check(self, kd: int, apid: np.ndarray, v: np.ndarray) -> None:
         """Count enumeration values outside their list and non-finite values of packet type ``kd``."""
@@ -138,14 +162,13 @@ class PacketDecoder:
         if bad.any():
             np.add.at(self.non_finite, apid, bad.sum(axis=1))
 
-    def _bulk(self, buf, offsets: np.ndarray, lengths: np.ndarray, lay: PacketLayout) -> tuple[np.ndarray, np.ndarray]:
-        """All packets of one APID with a bulk plan in one pass: their times and channel values."""
-        cols = lay.plan.decode(buf, offsets, lengths)
+    def _bulk(self, buf, offsets: np.ndarray, lengths: np.ndarray, lay: PacketLayout) -> tuple:
+        """Packets of one type in one pass: their times, channel values and decode status."""
+        cols, status = lay.plan.decode(buf, offsets, lengths)
         pick, coarse, fine = self._picks[lay.name]
-        values = cols[:, pick]
-        return self._time(
-            lay, None if coarse < 0 else cols[:, coarse], None if fine < 0 else cols[:, fine], cols.shape[0]
-        ), values
+        c = None if coarse < 0 else cols[:, coarse]
+        f = None if fine < 0 else cols[:, fine]
+        return self._time(lay, c, f, cols.shape[0]), cols[:, pick], status
 
     def _time(self, lay: PacketLayout, coarse, fine, n: int) -> np.ndarray:
         """``epoch + scale * coarse + fine_scale * fine`` (NaN for a packet type without time)."""
@@ -174,7 +197,7 @@ class PacketDecoder:
             except Exception:  # noqa: BLE001 - untrusted bytes: any decoder failure is a counted reject
                 self.decode_errors[apid] += 1
                 continue
-            if caught and lay.plan is None:
+            if caught and not (one is lay and lay.length is not None):  # else the framer counted it
                 self.longer_than_layout[apid] += 1
             kind[i] = kd
             ok[i] = True

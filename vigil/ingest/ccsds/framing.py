@@ -64,7 +64,7 @@ class Frames:
 
 
 class Framer:
-    """Stateful packet framer for files, TCP streams (``feed``) and UDP datagrams (``frame_datagram``).
+    """Stateful packet framer for files, TCP streams (``feed``) and UDP datagrams (``frame_datagrams``).
 
     Args:
         expected_length: int array ``[2048]``: total packet length in bytes per APID,
@@ -91,14 +91,6 @@ class Framer:
         buf = np.frombuffer(self._pending + bytes(data), dtype=np.uint8)
         frames, consumed = self._run(buf, final)
         self._pending = bytes(buf[consumed:])
-        return buf, frames
-
-    def frame_datagram(self, datagram: bytes) -> tuple[np.ndarray, Frames]:
-        """Frame one UDP datagram on its own: packets never span datagrams."""
-        buf = np.frombuffer(bytes(datagram), dtype=np.uint8)
-        self._in_sync = True
-        frames, _ = self._run(buf, True)
-        self._in_sync = True
         return buf, frames
 
     def frame_datagrams(self, datagrams: list[bytes]) -> tuple[np.ndarray, Frames]:

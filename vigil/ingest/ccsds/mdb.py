@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import ccsdspy
@@ -33,6 +34,7 @@ from vigil.errors import ConfigError
 from vigil.ingest.ccsds.framing import N_APIDS, UNKNOWN, VARIABLE
 from vigil.ingest.ccsds.plan import INT, UINT, BulkPlan, plan_fields
 from vigil.ingest.ccsds.prune import read_definition
+from vigil.ingest.ccsds.select import Selector, apid_equality, selector
 from vigil.ingest.ccsds.timespec import TimeSpec
 
 PRIMARY_HEADER_BITS = 48
@@ -73,6 +75,8 @@ class PacketLayout:
     slow_reason: str = ""
     #: restriction criteria of the whole inheritance chain (to tell sub-types apart).
     criteria: tuple = ()
+    #: the criteria beyond the APID evaluated on columns (``None``: not plain, or not needed).
+    selector: Selector | None = None
 
     @property
     def length(self) -> int | None:
@@ -114,23 +118,21 @@ class Mission:
 
     def layout_for(self, apid: int) -> PacketLayout | None:
         """The one packet type an APID selects by its header alone (``None``: unknown or shared)."""
-        return self._by_apid().get(int(apid))
+        return self._by_apid.get(int(apid))
 
     def expected_lengths(self) -> np.ndarray:
         """The framer's table: total length per APID, VARIABLE or UNKNOWN."""
         table = np.full(N_APIDS, UNKNOWN, dtype=np.int64)
         for apid in self.shared_apids:
             table[apid] = VARIABLE
-        for apid, lay in self._by_apid().items():
+        for apid, lay in self._by_apid.items():
             table[apid] = lay.length or VARIABLE
         return table
 
+    @cached_property
     def _by_apid(self) -> dict[int, PacketLayout]:
-        if not hasattr(self, "_apid_cache"):
-            self._apid_cache = {
-                a: lay for lay in self.layouts.values() for a in lay.apids if a not in self.shared_apids
-            }
-        return self._apid_cache
+        """APID -> the one packet type its header selects (shared APIDs left out)."""
+        return {a: lay for lay in self.layouts.values() for a in lay.apids if a not in self.shared_apids}
 
 
 def load_xtce(
@@ -191,7 +193,7 @@ def load_xtce(
             count[p.name] = count.get(p.name, 0) + 1
     layouts: dict[str, PacketLayout] = {}
     infos: dict[str, ParameterInfo] = {}
-    for name, (apids, criteria) in types.items():
+    for name, (apids, criteria, _) in types.items():
         chans = tuple(p.name if count[p.name] == 1 else f"{name}.{p.name}" for p in data[name])
         coarse, fine = times[name]
         lay = PacketLayout(name, apids, tuple(p.name for p in data[name]), chans, coarse, fine, criteria=criteria)
@@ -199,6 +201,7 @@ def load_xtce(
             lay.fine_scale = time.fine_scale or 2.0 ** -_bits(definition.parameters[fine].parameter_type)
         wanted = {x for x in (coarse, fine) if x} | set(lay.parameters)
         lay.plan, lay.slow_reason = plan_fields(entries[name], wanted)
+        lay.selector = selector(entries[name], criteria, apid_param, definition)
         layouts[name] = lay
         for p, ch in zip(data[name], chans):
             infos[ch] = _info(p, ch, name)
@@ -315,13 +318,20 @@ def _packet_types(definition, root, header: list, apid_param: str) -> tuple[dict
         while c is not root:
             chain += c.restriction_criteria
             c = definition.containers[c.base_container_name]
-        apids = tuple(a for a, probe in enumerate(probes) if all(_maybe(rc, probe) for rc in chain))
+        # Probing 2048 APIDs only for criteria beyond "APID == n" (the common case, decided at once).
+        eq = [rc for rc in chain if apid_equality(rc, apid_param) is not None]
+        first = {apid_equality(rc, apid_param) for rc in eq}
+        candidates = first if len(first) == 1 else range(N_APIDS)
+        rest = [rc for rc in chain if not any(rc is e for e in eq)] if len(first) == 1 else chain
+        apids = tuple(a for a in candidates if 0 <= a < N_APIDS and all(_maybe(rc, probes[a]) for rc in rest))
         if not apids:
             unsupported[name] = "no APID satisfies its restriction criteria"
         elif len(apids) == N_APIDS:
             unsupported[name] = "its restriction criteria do not select an APID"
         else:
-            types[name] = (apids, tuple(chain))
+            # Decided by the header alone when no criterion needs a field beyond it.
+            exact = all(_decided(rc, probes[apids[0]]) for rc in rest)
+            types[name] = (apids, tuple(chain), exact)
     return types, unsupported
 
 
@@ -345,13 +355,26 @@ def _maybe(criterion, probe: dict) -> bool:
         return True
 
 
+def _decided(criterion, probe: dict) -> bool:
+    """Whether the criterion can be evaluated on the header alone."""
+    try:
+        criterion.evaluate(probe)
+    except Exception:  # noqa: BLE001 - it needs a field beyond the header
+        return False
+    return True
+
+
 def _shared_apids(types: dict) -> dict[int, tuple[str, ...]]:
-    """APIDs that several types can take, or whose one type needs more than the header to select."""
+    """APIDs that several types can take, or whose one type needs more than the header to select:
+    their packets go through space_packet_parser, which checks every criterion packet by packet."""
     by_apid: dict[int, list[str]] = {}
-    for name, (apids, _) in types.items():
+    loose: set[int] = set()
+    for name, (apids, _, exact) in types.items():
         for a in apids:
             by_apid.setdefault(a, []).append(name)
-    return {a: tuple(names) for a, names in by_apid.items() if len(names) > 1}
+            if not exact:
+                loose.add(a)
+    return {a: tuple(names) for a, names in by_apid.items() if len(names) > 1 or a in loose}
 
 
 def _resolve_time(time: TimeSpec, entries: dict[str, list], header: set[str], src: str) -> dict:

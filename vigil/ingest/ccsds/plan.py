@@ -21,9 +21,26 @@ from space_packet_parser.xtce import calibrators, encodings, parameter_types
 UINT, INT, FLOAT = 0, 1, 2
 
 
+@dataclass(frozen=True)
+class Tail:
+    """A variable-size field among the planned ones (a science data block).
+
+    Its size in bits is ``slope * column[ref] + intercept`` (the XTCE ``DynamicValue`` with its
+    ``LinearAdjustment``), so fields after it are found packet by packet; ``ref = -1``: size
+    unknown, and then nothing after it is planned.
+    """
+
+    prefix_bits: int
+    ref: int
+    slope: float
+    intercept: float
+    trailer_bits: int
+
+
 @dataclass
 class BulkPlan:
-    """Fields to pull out of every packet of a fixed layout (offsets in bits from the packet start)."""
+    """Fields to pull out of every packet of a layout (offsets in bits from the packet start, or,
+    for fields after a variable-size one, from its end)."""
 
     names: tuple[str, ...]
     offset: np.ndarray
@@ -32,73 +49,153 @@ class BulkPlan:
     little: np.ndarray
     #: per field: ``None``, ``"bool"`` (raw != 0) or a polynomial calibrator applied to the column.
     convert: tuple
-    #: bytes a packet of the layout has (the described prefix of a longer one); with ``variable``,
-    #: the fixed prefix holding every planned field (the packet may be longer).
+    #: bytes a packet of the layout has (the described prefix of a longer one); with a tail, the
+    #: fewest bytes that hold the planned fields.
     length: int
-    #: the layout ends with fields of variable size (not monitored) after the planned ones.
-    variable: bool = False
+    tail: Tail | None = None
+    #: per field: after the variable-size one.
+    after: np.ndarray | None = None
 
-    def decode(self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """``[n, fields]`` calibrated values of the packets at ``offsets`` (``lengths`` bytes) in ``buf``."""
-        raw = np.empty((offsets.shape[0], len(self.names)))
+    @property
+    def variable(self) -> bool:
+        return self.tail is not None
+
+    def decode(self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated values ``[n, fields]`` of the packets at ``offsets`` (``lengths`` bytes) in
+        ``buf``, and a status per packet: 0 decoded, 1 too short for what it describes (its row is
+        NaN), 2 longer than what it describes (the described part decoded)."""
+        n = offsets.shape[0]
+        offsets, lengths = offsets.astype(np.int64), lengths.astype(np.int64)
+        status = np.where(lengths < self.length, 1, 0).astype(np.int8)
+        shift = np.zeros(n, dtype=np.int64)
+        if self.tail is not None and self.tail.ref >= 0:
+            t = self.tail
+            ref = self._columns(buf, offsets, lengths, shift, status, only=t.ref)
+            with np.errstate(invalid="ignore"):
+                var_bits = np.where(np.isfinite(ref), t.slope * ref + t.intercept, -1.0).astype(np.int64)
+            shift = t.prefix_bits + var_bits
+            total = shift + t.trailer_bits
+            status[(var_bits < 0) | (total > lengths * 8)] = 1
+            status[(status == 0) & (total < lengths * 8)] = 2
+        elif self.tail is None:
+            status[(status == 0) & (lengths > self.length)] = 2
+        return self._columns(buf, offsets, lengths, shift, status), status
+
+    def _columns(self, buf, offsets, lengths, shift, status, only: int = -1) -> np.ndarray:
+        fields = np.arange(len(self.names)) if only < 0 else np.array([only])
+        raw = np.full((offsets.shape[0], fields.size), np.nan)
+        good = status != 1
+        after = self.after if self.after is not None else np.zeros(len(self.names), np.bool_)
+        part = np.empty((int(good.sum()), fields.size))
         _extract(
-            buf, offsets.astype(np.int64), lengths.astype(np.int64), self.offset, self.size, self.kind, self.little, raw
+            buf,
+            offsets[good],
+            shift[good],
+            self.offset[fields],
+            self.size[fields],
+            self.kind[fields],
+            self.little[fields],
+            after[fields],
+            part,
         )
-        for j, conv in enumerate(self.convert):
+        raw[good] = part
+        for k, j in enumerate(fields.tolist()):
+            conv = self.convert[j]
             if conv is None:
                 continue
             if isinstance(conv, str):  # "bool"
-                raw[:, j] = raw[:, j] != 0
+                raw[:, k] = np.where(np.isnan(raw[:, k]), np.nan, raw[:, k] != 0)
             else:
                 with np.errstate(invalid="ignore", over="ignore"):
-                    raw[:, j] = np.asarray(conv.calibrate(raw[:, j]), dtype=np.float64)
-        return raw
+                    raw[:, k] = np.asarray(conv.calibrate(raw[:, k]), dtype=np.float64)
+        return raw[:, 0] if only >= 0 else raw
 
 
 def plan_fields(entries: list, wanted: set[str]) -> tuple[BulkPlan | None, str]:
     """A plan for the ``wanted`` parameters of a packet whose entries (header included) are ``entries``.
 
-    One field of variable size (a science data block) may sit among them: the fields after it are
-    then placed from the end of the packet (a checksum trailer), and the plan says ``variable``.
-    Returns ``(plan, "")``, or ``(None, reason)`` naming the field that keeps the layout off the
-    bulk path.
+    One field of variable size (a science data block) may sit among them. Fields after it are
+    planned when its size comes from a field before it (``DynamicValue`` with a linear adjustment,
+    as IMAP's ``PKT_LEN``-based blocks). Returns ``(plan, "")``, or ``(None, reason)`` naming the
+    field that keeps the layout off the bulk path.
     """
-    placed: list[tuple] = []  # (name, bit offset, size, kind, little, conversion, after the variable field)
+    placed: dict[str, tuple] = {}  # name -> (bit offset, size, kind, little, conversion, after the variable field)
     bits = 0
-    tail = ""  # the variable-size field, once met
+    tail = None  # (the variable field, its encoding, prefix bits)
     for p in entries:
         size, kind, conv, why = _field(p.parameter_type, p.name in wanted)
         if why:
             if tail or p.name in wanted or "variable size" not in why:
-                return None, f"{p.name}: {why}" + (f" (after {tail.split(':')[0]})" if tail else "")
-            tail, head_bits, bits = f"{p.name}: {why}", bits, 0
+                return None, f"{p.name}: {why}" + (f" (after {tail[0]})" if tail else "")
+            tail, bits = (p.name, p.parameter_type.encoding, bits), 0
             continue
         little = getattr(p.parameter_type.encoding, "byte_order", "") == "leastSignificantByteFirst"
-        if p.name in wanted and p.name not in {x[0] for x in placed}:
+        if p.name in wanted and p.name not in placed:
             if little and (size % 8 or bits % 8):
                 return None, f"{p.name}: little-endian field of {size} bits at bit {bits}"
-            placed.append((p.name, bits, size, kind, little, conv, bool(tail)))
+            placed[p.name] = (bits, size, kind, little, conv, tail is not None)
         bits += size
-    if tail:
-        if bits % 8:
-            return None, f"fields after {tail.split(':')[0]} are {bits} bits, not whole bytes"
-        trailer, prefix = bits, head_bits
-    else:
+    if tail is None:
         if bits % 8:
             return None, f"packet is {bits} bits, not whole bytes"
-        trailer, prefix = 0, bits
-    plan = BulkPlan(
-        tuple(x[0] for x in placed),
-        # A field after the variable one: its offset counted back from the packet's end, negative.
-        np.array([x[1] - trailer if x[6] else x[1] for x in placed], np.int64),
-        np.array([x[2] for x in placed], np.int64),
-        np.array([x[3] for x in placed], np.int64),
-        np.array([x[4] for x in placed], np.bool_),
-        tuple(x[5] for x in placed),
-        (prefix + 7) // 8 + trailer // 8,
-        variable=bool(tail),
+        return _plan(placed, bits // 8, None), ""
+    name, enc, prefix = tail
+    ref, slope, intercept = _size_of(enc)
+    if any(x[5] for x in placed.values()) and (ref is None or ref not in {p.name for p in entries}):
+        return None, f"{name}: variable size not given by a field before it, fields follow it"
+    if ref is not None:
+        ref_param = next((p for p in entries if p.name == ref), None)
+        offset = _offset_of(entries, ref)
+        if ref_param is None or offset is None or offset >= prefix:
+            return None, f"{name}: its size field {ref} is not before it"
+        size, kind, conv, why = _field(ref_param.parameter_type, True)
+        if why or conv is not None:
+            return None, f"{name}: size field {ref}: {why or 'calibrated'}"
+        placed.setdefault(ref, (offset, size, kind, False, None, False))
+    ref_col = list(placed).index(ref) if ref is not None else -1
+    return _plan(placed, (prefix + bits + 7) // 8, Tail(prefix, ref_col, slope, intercept, bits)), ""
+
+
+def _plan(placed: dict, length: int, tail: Tail | None) -> BulkPlan:
+    rows = list(placed.values())
+    return BulkPlan(
+        tuple(placed),
+        np.array([r[0] for r in rows], np.int64),
+        np.array([r[1] for r in rows], np.int64),
+        np.array([r[2] for r in rows], np.int64),
+        np.array([r[3] for r in rows], np.bool_),
+        tuple(r[4] for r in rows),
+        length,
+        tail,
+        np.array([r[5] for r in rows], np.bool_),
     )
-    return plan, ""
+
+
+def _size_of(enc) -> tuple[str | None, float, float]:
+    """(size field, slope, intercept) of a variable-size binary or string encoding; (None, ...) if
+    its size is not a linear function of one field (which must have no calibrator: see plan_fields)."""
+    ref = getattr(enc, "size_reference_parameter", None) or getattr(enc, "dynamic_length_reference", None)
+    adjust = getattr(enc, "linear_adjuster", None) or getattr(enc, "length_linear_adjuster", None)
+    if ref is None or getattr(enc, "termination_character", None):
+        return None, 0.0, 0.0
+    if isinstance(enc, encodings.StringDataEncoding) and getattr(enc, "leading_length_size", None):
+        return None, 0.0, 0.0
+    if adjust is None:
+        return ref, 1.0, 0.0
+    intercept = float(adjust(0))
+    return ref, float(adjust(1)) - intercept, intercept
+
+
+def _offset_of(entries: list, name: str) -> int | None:
+    bits = 0
+    for p in entries:
+        if p.name == name:
+            return bits
+        size, _kind, _conv, why = _field(p.parameter_type, False)
+        if why:
+            return None
+        bits += size
+    return None
 
 
 def _field(ptype, wanted: bool) -> tuple[int, int, object, str]:
@@ -141,16 +238,16 @@ def _field(ptype, wanted: bool) -> tuple[int, int, object, str]:
 
 
 @numba.njit(cache=True)
-def _extract(buf, starts, lengths, offset, size, kind, little, out):  # pragma: no cover - numba
+def _extract(buf, starts, shift, offset, size, kind, little, after, out):  # pragma: no cover - numba
     """Big-endian bit fields (or byte-aligned little-endian ones) of every packet into ``out``.
 
-    A negative offset counts back from the end of the packet (fields after a variable-size one).
+    A field after a variable-size one starts ``shift[i]`` bits further in packet ``i``.
     """
     n = starts.shape[0]
     for f in range(offset.shape[0]):
         nbits = size[f]
         for i in range(n):
-            bit = offset[f] if offset[f] >= 0 else lengths[i] * 8 + offset[f]
+            bit = offset[f] + shift[i] if after[f] else offset[f]
             first = bit >> 3
             shift0 = bit & 7
             nbytes = (shift0 + nbits + 7) >> 3

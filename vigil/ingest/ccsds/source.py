@@ -46,6 +46,8 @@ SCHEMES = ("udp+ccsds", "tcp+ccsds", "file+ccsds")
 #: source-spec (and ``vigil packets`` option) names of the packet time settings.
 TIME_OPTIONS = ("time", "time_fine", "time_scale", "time_fine_scale", "epoch")
 _CHUNK = 1 << 20
+#: counters of packets decoded and kept in full: not reported to the monitor as bad input.
+_KEPT = ("packets", "longer_than_layout", "same_time")
 _UDP_RCVBUF = 16 << 20
 
 
@@ -144,7 +146,8 @@ class PacketSource:
 
         Packet problems counted since the previous batch come as :class:`BadRecord` items (one
         per APID and counter, the count in the reason), so the monitor counts and shows them as
-        they happen.
+        they happen. Packets decoded in full (``longer_than_layout``: the described prefix;
+        ``same_time``) are not problems of the input the monitor gets: they stay in the report.
         """
         seen: dict[tuple[int | str, str], int] = {}
         names = list(self.stream.channels)
@@ -166,7 +169,7 @@ class PacketSource:
 
     def _new_problems(self, seen: dict[tuple[int | str, str], int]) -> list[BadRecord]:
         c = self.stream.counters()
-        now = {(apid, k): v for apid, counts in c["apid"].items() for k, v in counts.items() if k != "packets"}
+        now = {(apid, k): v for apid, counts in c["apid"].items() for k, v in counts.items() if k not in _KEPT}
         now.update({("stream", k): v for k, v in c["stream"].items() if v})
         out = []
         for (apid, key), value in now.items():

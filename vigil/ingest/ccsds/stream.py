@@ -35,7 +35,6 @@ packet's position in the stream is its time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numba
@@ -280,13 +279,6 @@ class PacketStream:
             good = pk.ok & np.isfinite(pk.time)
             self._latest[0] = float(np.median(pk.time[good])) if good.any() else np.nan
         return float(self._latest[0])
-
-
-def block_records(block: TelemetryBlock) -> Iterator[tuple[float, str, float]]:
-    """``(time, channel, value)`` records of a block's present (non-NaN) samples, in time order."""
-    rows, cols = np.nonzero(~np.isnan(block.values))
-    for i, j in zip(rows.tolist(), cols.tolist()):
-        yield float(block.time[i]), block.channels[j], float(block.values[i, j])
 
 
 def write_long(packets: DecodedPackets, decoder: PacketDecoder, path: str | Path, first_index: int = 0) -> int:
