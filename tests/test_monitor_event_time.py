@@ -10,7 +10,7 @@ import numpy as np
 from vigil.alarms import AlarmManager
 from vigil.config import MonitorConfig
 from vigil.detect.limits import LimitCheck
-from vigil.ingest.ccsds.stream import block_records
+from vigil.ingest.ccsds.source import PacketSource
 from vigil.ingest.records import Record
 from vigil.model import TelemetryBlock
 from vigil.monitor import Monitor
@@ -97,21 +97,23 @@ def test_playback_is_scored_and_its_alarms_are_marked():
     assert m.counters()["totals"]["scored"] == 2 * (21 + 20 + 10)  # playback scored like the rest
 
 
-class _PacketSource:
-    """A live packet source as :class:`vigil.ingest.ccsds.source.PacketSource` presents itself to
-    the runner (transport, batches of records decoded from blocks), from fabricated blocks."""
+class _Stream:
+    """What a packet source asks of its decoding stream here: channel names and problem counters."""
 
-    transport, name, speed = "udp", "udp+ccsds://fabricated", None
+    channels = ("T", "V")
 
-    def __init__(self, blocks: list[TelemetryBlock]) -> None:
-        self.blocks = blocks
+    def counters(self) -> dict:
+        return {"apid": {}, "stream": {}}
 
-    def batches(self):
-        for block in self.blocks:
-            yield [Record(*r) for r in block_records(block)]
 
-    def close(self) -> None:
-        pass
+def _packet_source(blocks: list[TelemetryBlock]) -> PacketSource:
+    """A live UDP packet source whose decoder yields these (fabricated) blocks: the real
+    :meth:`PacketSource.batches` turns them into the records the monitor gets."""
+    src = PacketSource.__new__(PacketSource)
+    src.stream, src.transport, src.name, src.speed = _Stream(), "udp", "udp+ccsds://fabricated", None
+    src.blocks = lambda: iter(blocks)
+    src.close = lambda: None
+    return src
 
 
 def test_a_corrupt_packet_time_through_the_engine_is_quarantined():
@@ -124,7 +126,7 @@ def test_a_corrupt_packet_time_through_the_engine_is_quarantined():
     blocks = [packet_block([k]) for k in range(10)] + [packet_block([5010.0])]
     blocks += [packet_block([k], hot=(15, 16)) for k in range(10, 25)]
     m = monitor()
-    summary = run(Session(m, m.manager, None, threading.RLock()), _PacketSource(blocks), echo=lambda line: None)
+    summary = run(Session(m, m.manager, None, threading.RLock()), _packet_source(blocks), echo=lambda line: None)
     assert summary["totals"]["quarantined"] == 2 and summary["totals"]["out_of_order"] == 0
     assert limit_alarms(m) == [15.0]
     assert m.clock_.time == 24.0

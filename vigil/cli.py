@@ -390,6 +390,9 @@ def serve(
     finally:
         for feeder in api.state.feeders:
             feeder.stop()
+        for feeder in api.state.feeders:  # let it checkpoint what it holds before the store closes
+            if feeder.is_alive():
+                feeder.join(timeout=30)
         extras.close()
         session.store.close()
     if src is not None:
