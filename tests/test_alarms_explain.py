@@ -267,3 +267,35 @@ def test_a_real_stuck_alarm_says_when_the_value_froze():
     assert stuck, [a.explanation for a in m.alarms("all")]
     assert stuck[0].since == T0 + 3100
     assert f"value {live[100]:.4g} repeated exactly since 2003-02-01T14:45:00Z" in stuck[0].explanation
+
+
+def test_state_names_survive_the_generated_toml(tmp_path):
+    from vigil.config import load_config
+    from vigil.ingest.ccsds import load_xtce
+    from vigil.ingest.ccsds.demo.generator import xtce_path
+    from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
+
+    path = tmp_path / "demosat.toml"
+    path.write_text(read_xtce_alarms(load_xtce(xtce_path())).to_toml())
+    assert load_config(path).channels["PWR_MODE"].states[3] == "FAULT"
+
+
+def test_the_api_gives_clock_times_beside_the_numbers():
+    from fastapi.testclient import TestClient
+
+    from vigil.detect.limits import LimitCheck
+    from vigil.monitor import Monitor
+    from vigil.serve.app import create_app
+
+    block, cfg = one("P", [5.0, 120.0], {"limits": {"warning": [0, 100]}})
+    manager = AlarmManager(cfg)
+    monitor = Monitor(cfg, LimitCheck(cfg.limits()).fit(block), manager)
+    monitor.feed_block(block)
+    with TestClient(create_app(monitor, manager, None, "token-0123456789abcdef")) as client:
+        alarm = client.get("/api/alarms").json()[0]
+        assert (alarm["first_time"], alarm["first_time_utc"]) == (T0 + 1, "2003-02-01T13:53:21Z")
+        assert alarm["rtn_time_utc"] is None
+        audit = client.get("/api/audit").json()[0]
+        assert audit["time_utc"] == "2003-02-01T13:53:21Z" and audit["wall_time_utc"].endswith("Z")
+        incident = client.get("/api/incidents").json()[0]
+        assert incident["first_time_utc"] == "2003-02-01T13:53:21Z"

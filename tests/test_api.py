@@ -32,6 +32,7 @@ CONFIG = MonitorConfig.from_dict(
                 "units": "degC",
                 "rate_hz": 1.0,
                 "limits": {"warning": [0, 10], "critical": [-5, 15]},
+                "min_conformance": 1,  # return to normal at the first nominal sample (default with limits: 10)
             },
             "P-2": {"subsystem": "power", "stale_after_s": 30.0},
             "Q-3": {"subsystem": "power"},
@@ -275,7 +276,7 @@ def test_hub_counts_overflow_and_asks_for_resync():
     assert dropped == by_client == 3
 
 
-def test_a_slow_client_holds_the_newest_tick_and_every_alarm_event():
+def test_a_slow_client_holds_the_newest_ticks_and_every_alarm_event():
     import asyncio
 
     def tick(t):
@@ -284,16 +285,17 @@ def test_a_slow_client_holds_the_newest_tick_and_every_alarm_event():
     async def scenario():
         hub = Hub(maxsize=8)
         client = hub.connect()
+        client.tick_backlog = 2
         hub._fanout("values", tick(1.0))
         hub._fanout("alarm", json.dumps({"type": "alarm", "alarm_id": 1}))
         hub._fanout("values", tick(2.0))
         hub._fanout("values", tick(3.0))
-        got = [json.loads(await client.next()) for _ in range(2)]
-        return got, client.dropped, client.tick, list(client.events)
+        got = [json.loads(await client.next()) for _ in range(3)]
+        return got, client.dropped, list(client.ticks), list(client.events)
 
-    got, dropped, tick_left, events_left = asyncio.run(scenario())
-    assert got == [{"type": "alarm", "alarm_id": 1}, {"type": "values", "time": 3.0}]
-    assert (dropped, tick_left, events_left) == (2, None, [])  # two ticks replaced unsent: counted
+    got, dropped, ticks_left, events_left = asyncio.run(scenario())
+    assert got == [{"type": "alarm", "alarm_id": 1}, {"type": "values", "time": 2.0}, {"type": "values", "time": 3.0}]
+    assert (dropped, ticks_left, events_left) == (1, [], [])  # the oldest tick gave way: counted
 
 
 def test_page_and_vendored_chart_library_are_served(setup):

@@ -20,6 +20,7 @@ CONFIG = """
 [channels.T1]
 subsystem = "thermal"
 rate_hz = 1.0
+min_conformance = 1
 [channels.T1.limits]
 warning = [-10.0, 30.0]
 [channels.V1]

@@ -48,6 +48,18 @@ def bench_smap_msl(
     typer.echo(result.summary())
 
 
+@bench_app.command("ucr")
+def bench_ucr(
+    data: Path = typer.Option(..., help="folder holding the archive's NNN_UCR_Anomaly_*.txt files"),
+    out: Path = typer.Option(Path("results.json"), help="JSON results file"),
+    per_series: Path | None = typer.Option(None, help="CSV file with one row per series"),
+) -> None:
+    """UCR anomaly archive: fit on each training prefix, is the highest test score on the anomaly?"""
+    from vigil.bench.ucr import run_benchmark, summary
+
+    typer.echo(summary(run_benchmark(data, out=out, per_series=per_series)))
+
+
 # --- live monitoring (issue 3) --------------------------------------------------------------------
 @app.command("monitor")
 def monitor(
@@ -159,6 +171,23 @@ def bench_stream(
     typer.echo(summary(result))
 
 
+@bench_app.command("records")
+def bench_records(
+    out: Path = typer.Option(Path("results-records.json"), help="JSON results file"),
+    channels: int = typer.Option(100, help="channels of the --speed max file"),
+    seconds: int = typer.Option(50_000, help="seconds (1 Hz rows) of the --speed max file"),
+    paced_channels: int = typer.Option(1_000, help="channels of the paced replay"),
+    paced_seconds: int = typer.Option(10_000, help="seconds of the paced replay"),
+    speed: list[float] = typer.Option([1000.0], help="paced replay speeds (repeat the option for several)"),
+    code: str | None = typer.Option(None, help="run the monitor from this checkout (PYTHONPATH): before/after"),
+) -> None:
+    """The record path end to end: vigil monitor on a generated CSV of records, --speed max and paced."""
+    from vigil.bench.records import run_benchmark, summary
+
+    result = run_benchmark(out, channels, seconds, paced_channels, paced_seconds, tuple(speed), code)
+    typer.echo(summary(result))
+
+
 @bench_app.command("trend")
 def bench_trend(
     channels: int = typer.Option(200, help="generated channels (4 in 5 drift toward the limit)"),
@@ -183,7 +212,7 @@ def _extras(session, archive: Path | None, retention_days: float | None):
         return attach(session.monitor, session.manager, archive, retention_days)
     except (VigilError, OSError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None  # fatal (vigil.monitor.report.EXIT_FATAL)
 
 
 def _serve_in_background(session, host: str, port: int, token_file: Path | None, sock=None, extras=None) -> None:

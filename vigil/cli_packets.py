@@ -35,15 +35,15 @@ ENGINE_HELP = "bulk (fixed layouts in one pass, space_packet_parser for the rest
 
 
 @contextmanager
-def _clean_errors():
-    """A refusal (bad database, bad option, bad file) is one line on stderr and exit status 2."""
+def _clean_errors(status: int = 2):
+    """A refusal (bad database, bad option, bad file) is one line on stderr and exit ``status``."""
     from vigil.errors import VigilError
 
     try:
         yield
     except (VigilError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(status) from None
 
 
 def _mission(xtce, csv, time, time_fine, time_scale, time_fine_scale, epoch, where: str):
@@ -242,7 +242,10 @@ def packets_monitor(
     time_fine_scale: str | None = typer.Option(None, help="seconds per unit of --time-fine (default 2**-bits)"),
     epoch: str | None = typer.Option(None, help="ISO 8601 time of time zero (e.g. 2010-01-01T00:00:00Z)"),
 ) -> None:
-    """Monitor a packet stream with the mission's own XTCE alarms (ranges, contexts, states, rates)."""
+    """Monitor a packet stream with the mission's own XTCE alarms (ranges, contexts, states, rates).
+
+    Exit status: 0 clean, 1 fatal error, 3 finished with reported data problems.
+    """
     import threading
 
     from vigil.alarms import AlarmManager
@@ -255,7 +258,7 @@ def packets_monitor(
     from vigil.monitor.runner import Session, event_line
     from vigil.store.sqlite import SqliteStore
 
-    with _clean_errors():
+    with _clean_errors(status=1):
         src = open_packet_source(_with_time(source, time, time_fine, time_scale, time_fine_scale, epoch))
         mission = src.stream.mission
         alarms = read_xtce_alarms(mission)
@@ -282,3 +285,7 @@ def packets_monitor(
     finally:
         typer.echo(src.report())
         db.close()
+    from vigil.cli import _report_outcome
+    from vigil.monitor.report import exit_code
+
+    raise typer.Exit(exit_code(_report_outcome(session, src)))

@@ -151,6 +151,17 @@ def format_time(t: float | None) -> str:
     return f"t={t:.6g}"
 
 
+def iso_time(t: float | None) -> str | None:
+    """A Unix time as a UTC clock time for JSON (beside the number); ``None`` for anything else.
+
+    >>> iso_time(1044107612.0), iso_time(563.0), iso_time(None)
+    ('2003-02-01T13:53:32Z', None, None)
+    """
+    if t is None or not math.isfinite(t) or t <= 1e8:
+        return None
+    return format_time(t)
+
+
 def format_span(seconds: float | None) -> str:
     """A duration for people: seconds, minutes or hours.
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from vigil.detect.events import describe
 from vigil.errors import VigilError
-from vigil.model import format_time, printable
+from vigil.model import format_time, iso_time, printable
 
 STATES: tuple[str, ...] = ("active", "acknowledged", "rtn_unacknowledged", "latched", "shelved", "cleared")
 
@@ -161,7 +161,7 @@ class Alarm:
         out["state"] = self.state
         out["acknowledged"] = self.acknowledged
         out["explanation"] = self.explanation
-        return out
+        return _with_utc(out, _ALARM_TIMES)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Alarm:
@@ -233,7 +233,7 @@ class AuditEntry:
     id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _json(v) for k, v in asdict(self).items()}
+        return _with_utc({k: _json(v) for k, v in asdict(self).items()}, ("time", "wall_time"))
 
 
 @dataclass(frozen=True)
@@ -274,16 +274,28 @@ class Incident:
         out = {k: _json(getattr(self, k)) for k in self.__dataclass_fields__}  # flat: no deep copy
         out["alarm_ids"] = list(self.alarm_ids)
         out["channels"] = [{k: _json(v) for k, v in vars(c).items()} for c in self.channels]
-        return out
+        return _with_utc(out, ("first_time", "last_time"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Incident:
-        data = dict(data)
+        """Inverse of :meth:`to_dict` (derived keys such as ``first_time_utc`` are ignored)."""
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         data["channels"] = [
             RankedChannel(**{k: (math.nan if v is None and k == "peak_score" else v) for k, v in c.items()})
             for c in data.get("channels", [])
         ]
         return cls(**data)
+
+
+#: Alarm times also given as UTC clock times in :meth:`Alarm.to_dict` (``first_time_utc``...).
+_ALARM_TIMES = ("first_time", "trigger_time", "peak_time", "last_time", "rtn_time", "acknowledged_at", "shelved_until")
+
+
+def _with_utc(out: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """``out`` with ``<name>_utc`` beside each Unix time: the API's clock times (numbers stay numbers)."""
+    for name in names:
+        out[f"{name}_utc"] = iso_time(out.get(name))
+    return out
 
 
 def _json(v: Any) -> Any:

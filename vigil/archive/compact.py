@@ -17,9 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from vigil.archive.writer import FIELDS
-
-BYTES_PER_SAMPLE = 29  # value 8 + expected/low/high 4 each + level 1, before compression
+from vigil.archive.writer import BATCH_BYTES, BYTES_PER_SAMPLE, FIELDS
 
 
 def span_of(path: Path) -> tuple[float, float]:
@@ -36,7 +34,8 @@ class _Cursor:
     """Reads one chunk file's rows in order, decompressing each record batch once."""
 
     def __init__(self, path: Path) -> None:
-        self.file = ipc.open_file(pa.memory_map(str(path)))
+        self.source = pa.memory_map(str(path))  # zero-copy batches (uncompressed files)
+        self.file = ipc.open_file(self.source)
         self.per = int(self.file.schema.metadata[b"rows_per_batch"])
         self._at, self._batch = -1, None
         self.times = self.file.get_batch(0).column("value")[0].values.to_numpy()
@@ -60,7 +59,7 @@ class _Cursor:
         return pa.concat_arrays(self._slices("channel", a, b))
 
 
-def compact_hour(paths: list[Path], compression: str | None = "lz4", lock: Any = None) -> Path | None:
+def compact_hour(paths: list[Path], compression: str | None = None, lock: Any = None) -> Path | None:
     """Merge chunk files (one hour, time order, same channel listing) into one; returns its path.
 
     Returns ``None`` (and leaves the chunks) when there is nothing to merge or the chunks follow
@@ -69,6 +68,14 @@ def compact_hour(paths: list[Path], compression: str | None = "lz4", lock: Any =
     if len(paths) < 2:
         return None
     cursors = [_Cursor(p) for p in paths]
+    try:
+        return _merge(paths, cursors, compression, lock)
+    finally:
+        for cursor in cursors:
+            cursor.source.close()
+
+
+def _merge(paths: list[Path], cursors: list[_Cursor], compression: str | None, lock: Any) -> Path | None:
     metas = {c.file.schema.metadata[b"channels"] for c in cursors}
     if len(metas) != 1:
         return None
@@ -77,7 +84,7 @@ def compact_hour(paths: list[Path], compression: str | None = "lz4", lock: Any =
     rows_total = 1 + len(json.loads(listing.read_text(encoding="utf-8")))  # the time row, the channels
     times = np.concatenate([c.times for c in cursors])
     n = times.size
-    per = max(1, 1_000_000 // (n * BYTES_PER_SAMPLE))
+    per = max(1, BATCH_BYTES // (n * BYTES_PER_SAMPLE))
     meta = {b"channels": metas.pop(), b"rows_per_batch": str(per).encode()}
     fields = [("channel", pa.string()), *((name, pa.list_(typ, n)) for name, typ in FIELDS)]
     schema = pa.schema(fields, metadata=meta)

@@ -22,7 +22,10 @@ and a few injected excursions so the alarm manager has work; made block by block
   which is reported separately as ``history_bytes_per_channel``);
 * with ``archive``, the archive writer (:mod:`vigil.archive`) keeps every scored sample in a
   temporary folder while the passes run: ``archive.samples_per_s_incl_backlog`` adds the time
-  the writer still needed after the last pass, ``archive.bytes_per_sample`` is on disk.
+  the writer still needed after the last pass, ``archive.bytes_per_sample`` is on disk, and
+  ``archive.cpu_share_of_monitor`` is the CPU time of archiving (the writer thread, and the monitor
+  thread handing blocks over) over the monitor's own CPU time in ``feed_block``: on one core,
+  throughput would fall by ``share / (1 + share)``.
 """
 
 from __future__ import annotations
@@ -166,7 +169,7 @@ def _archive_writer(monitor):
     return writer
 
 
-def _archive_figures(writer, monitor, rates: list[float], per_pass: int) -> dict:
+def _archive_figures(writer, monitor, rates: list[float], per_pass: int, feed_cpu_s: float) -> dict:
     """What archiving cost: the backlog left after the passes, bytes per sample, a channel read back."""
     import shutil
 
@@ -182,6 +185,9 @@ def _archive_figures(writer, monitor, rates: list[float], per_pass: int) -> dict
     read_ms = (time.perf_counter() - t0) * 1e3
     status = writer.status()
     writer.close()
+    # CPU, not wall time: on a shared machine the wall-clock passes vary by more than the archive costs.
+    monitor_cpu = feed_cpu_s - writer.append_cpu_s
+    share = (writer.cpu_s + writer.append_cpu_s) / monitor_cpu
     shutil.rmtree(writer.root, ignore_errors=True)
     return {
         "archive": {
@@ -193,6 +199,10 @@ def _archive_figures(writer, monitor, rates: list[float], per_pass: int) -> dict
             "backlog_flush_s": round(backlog_s, 3),
             "samples_per_s_incl_backlog": round(len(rates) * per_pass / (passes_s.sum() + backlog_s)),
             "read_one_channel_ms": round(read_ms, 1),
+            "cpu_share_of_monitor": round(share, 3),
+            "writer_cpu_s": round(writer.cpu_s, 3),
+            "hand_over_cpu_s": round(writer.append_cpu_s, 3),
+            "monitor_cpu_s": round(monitor_cpu, 3),
             "read_points": len(got["time"]),
         }
     }
@@ -257,8 +267,15 @@ def run_stream_bench(
 
     # Warm-up, not timed: numba compiles each kernel for 1-row and many-row blocks, and the
     # manager's raise path runs for the first time.
-    monitor.feed_block(series.block(first, first + 1))
-    monitor.feed_block(series.block(first + 1, first + warm))
+    feed_cpu = [0.0]  # the monitor thread's CPU time in feed_block (for the archive's share)
+
+    def feed(block: TelemetryBlock) -> None:
+        c0 = time.thread_time()
+        monitor.feed_block(block)
+        feed_cpu[0] += time.thread_time() - c0
+
+    feed(series.block(first, first + 1))
+    feed(series.block(first + 1, first + warm))
     rates, lat, split = [], [], np.zeros(3)
     for r in range(repeats):  # the stream goes on: pass r scores rows the previous passes did not
         start = first + warm + r * per_pass
@@ -267,7 +284,7 @@ def run_stream_bench(
         for a in range(start, start + rows, block_rows):
             block = series.block(a, min(a + block_rows, start + rows))
             t0 = time.perf_counter()
-            monitor.feed_block(block)
+            feed(block)
             took += time.perf_counter() - t0
         rates.append(rows * channels / took)
         det_s, man_s = timed_det.seconds - before[0], timed_man.seconds - before[1]
@@ -275,10 +292,10 @@ def run_stream_bench(
         for k in range(start + rows, start + per_pass):
             tick = series.block(k, k + 1)
             t0 = time.perf_counter()
-            monitor.feed_block(tick)
+            feed(tick)
             lat.append(time.perf_counter() - t0)
     lat = np.asarray(lat)
-    archived = _archive_figures(writer, monitor, rates, rows * channels) if writer is not None else {}
+    archived = _archive_figures(writer, monitor, rates, rows * channels, feed_cpu[0]) if writer is not None else {}
     stored = _ticks_with_sqlite(config, detector, [series.block(k, k + 1) for k in range(first + 1, first + 1 + ticks)])
     detector.reset()
     record_rows = max(1, min(record_rows, 1_000_000 // channels))  # at most a million records

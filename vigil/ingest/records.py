@@ -181,22 +181,22 @@ def _numeric(text: str) -> bool:
 
 
 def _is_long_header(parts: list[str]) -> bool:
-    """``time,channel,value`` (or ``timestamp,parameter,value``, ...)."""
-    low = [p.lower() for p in parts]
+    """``time,channel,value`` (or ``timestamp,parameter,value``, ``"time","channel","value"``, ...)."""
+    low = [p.strip('"').lower() for p in parts]
     return len(low) == 3 and low[0] in TIME_NAMES and low[1] in CHANNEL_NAMES and low[2] in VALUE_NAMES
 
 
 def _is_wide_header(text: str) -> bool:
     """A wide CSV header: a time column name (``time``, ``timestamp``, ...) then one column per channel."""
     parts = [p.strip() for p in text.strip().split(",")]
-    return len(parts) >= 2 and parts[0].lower() in TIME_NAMES and not _is_long_header(parts)
+    return len(parts) >= 2 and parts[0].strip('"').lower() in TIME_NAMES and not _is_long_header(parts)
 
 
 class _WideParser:
     """Lines of a wide CSV (``time,ch1,ch2,...``) as one record per non-empty cell."""
 
     def __init__(self, header: str) -> None:
-        self.channels = [p.strip() for p in header.strip().split(",")[1:]]
+        self.channels = [p.strip().strip('"') for p in header.strip().split(",")[1:]]
 
     def __call__(self, text: str, source: str, line: int) -> list[Item]:
         s = text.strip()
@@ -250,7 +250,9 @@ class FileSource:
     columns (at most ``batch_size`` records each); wide files go line by line. Pacing follows the
     record times: a record is released ``(time - first_time) / speed`` seconds after the replay
     started (a record earlier than one already released goes out at once), whole time steps at a
-    time; while waiting longer than ``idle_s``, empty batches are yielded. Records whose time is at
+    time and at most one batch per ``tick_s`` of wall time (steps due meanwhile go out together, at
+    most ``tick_s`` late: a fast replay is not one store transaction per step); while waiting
+    longer than ``idle_s``, empty batches are yielded. Records whose time is at
     or before ``skip_until`` are passed over (used to resume after a restart) and counted in
     :attr:`skipped`.
     """
@@ -263,6 +265,7 @@ class FileSource:
         skip_until: float | None = None,
         idle_s: float = 0.2,
         block_bytes: int = 4 << 20,
+        tick_s: float = 0.02,
     ) -> None:
         if speed is not None and not speed > 0:
             raise ConfigError(f"speed must be > 0 or None (as fast as possible), got {speed}", key="speed")
@@ -275,30 +278,38 @@ class FileSource:
         self.block_bytes = block_bytes
         self.skip_until = skip_until
         self.idle_s = idle_s
+        self.tick_s = tick_s
+        self._next_release = -math.inf
         self.skipped = 0
         #: What the reader assumed about the file (printed by ``vigil monitor``).
         self.notes: list[str] = []
 
     def _parsed(self) -> Iterator:
         """The file as :class:`RecordBatch` blocks, ``skip_until`` applied."""
-        from vigil.ingest.bulk import from_items, parse_block
+        from vigil.ingest.bulk import parse_block, parse_wide_block
 
         with open(self.path, "rb") as fh:
             head, second = fh.readline(), fh.readline()
             text = head.decode("utf-8", errors="replace")
             if _is_wide_header(text) or self._unnamed_wide(text, second.decode("utf-8", errors="replace")):
-                fh.seek(len(head))
-                for items in self._wide(fh, _WideParser(text)):
-                    yield self._skip(from_items(items[0], items[1]))
-                return
-            line, rest = 1, head + second
+                channels = _WideParser(text).channels
+                line, rest = 2, second
+
+                def parse(block: bytes, line: int):
+                    return parse_wide_block(block, channels, self.name, line)
+            else:
+                line, rest = 1, head + second
+
+                def parse(block: bytes, line: int):
+                    return parse_block(block, self.name, line)
+
             while True:
                 data = fh.read(self.block_bytes)
                 buf = rest + data
                 cut = buf.rfind(b"\n") + 1 if data else len(buf)  # whole lines (all at the end)
                 block, rest = buf[:cut], buf[cut:]
                 if block:
-                    yield self._skip(parse_block(block, self.name, line))
+                    yield self._skip(parse(block, line))
                     line += block.count(b"\n")
                 if not data:
                     return
@@ -322,21 +333,6 @@ class FileSource:
             f"the first column, {parts[0]!r}, was taken as time"
         )
         return True
-
-    def _wide(self, fh, parse: _WideParser) -> Iterator[tuple[list[Item], list[int]]]:
-        """Wide lines, ``batch_size`` records at a time, with each record's line number."""
-        items: list[Item] = []
-        lines: list[int] = []
-        for i, raw in enumerate(fh, start=2):
-            for item in parse(raw.decode("utf-8", errors="replace"), self.name, i):
-                items.append(item)
-                if isinstance(item, Record):
-                    lines.append(i)
-            if len(items) >= self.batch_size:
-                yield items, lines
-                items, lines = [], []
-        if items:
-            yield items, lines
 
     def _skip(self, batch):
         if self.skip_until is None or not batch.size:
@@ -388,17 +384,20 @@ class FileSource:
             yield from self._release(now, start_wall + (step[:n] - first) / speed)
 
     def _release(self, batch, due: np.ndarray) -> Iterator:
-        """Yield ``batch`` in slices as their due (monotonic) times pass; idle ticks while waiting."""
+        """Yield ``batch`` in slices as their due (monotonic) times pass, at most one slice per
+        ``tick_s`` (records due meanwhile go together: late by at most ``tick_s``, never early);
+        idle ticks while waiting."""
         pos, bad = 0, batch.bad
         while pos < batch.size:
-            end = int(np.searchsorted(due, _time.monotonic(), side="right"))
-            if end > pos:
+            now = _time.monotonic()
+            end = int(np.searchsorted(due, now, side="right"))
+            if end > pos and now >= self._next_release:
                 part = batch.take(pos, end)
                 part.bad, bad = bad, []
                 yield part
-                pos = end
+                pos, self._next_release = end, now + self.tick_s
                 continue
-            wait = due[pos] - _time.monotonic()
+            wait = max(due[pos], self._next_release) - _time.monotonic()
             if wait > self.idle_s:
                 # Empty batches while waiting: the consumer checks staleness during gaps in the
                 # data, as it would live.

@@ -112,7 +112,9 @@ def read_table(path: str | Path, layout: str = "auto", strict: bool = False) -> 
 def _long_roles(names: list[str]) -> tuple[int, int, int] | None:
     """Indices of the time, channel and value columns of a long table, or ``None``."""
     low = [n.strip().lower() for n in names]
-    find = [next((i for i, n in enumerate(low) if n in group), None) for group in (TIME_NAMES, CHANNEL_NAMES, VALUE_NAMES)]
+    find = [
+        next((i for i, n in enumerate(low) if n in group), None) for group in (TIME_NAMES, CHANNEL_NAMES, VALUE_NAMES)
+    ]
     if None in find or len(set(find)) < 3:
         return None
     # Decoded packets carry where each value came from (``vigil packets decode``): allowed beside.

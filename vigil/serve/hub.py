@@ -6,10 +6,12 @@ only appends that text to each client's queue, so many clients (reading or not) 
 few list operations per tick and never delay the others or ``/api/health``.
 
 At most ``max_clients`` clients are connected at once; further upgrades are refused and counted.
-A client that does not keep up holds at most one value tick (a newer tick replaces the unsent
-one) and at most ``maxsize`` other messages (alarm events); what it misses is counted, per
-client and in total, never silently lost: the client is then sent
-``{"type": "resync", "dropped": n}`` so it re-reads the state over HTTP.
+A client that does not keep up holds at most ``tick_backlog`` value ticks (the oldest unsent one
+gives way to a new one) and at most ``maxsize`` other messages (alarm events); the texts are
+shared, so a waiting client costs references, not copies. What it misses is counted, per client
+and in total, never silently lost: the client is then sent ``{"type": "resync", "dropped": n}``
+so it re-reads the state over HTTP. A burst of ticks faster than one loop iteration costs a
+reading client nothing.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from vigil.serve.jsonable import jsonable
 class Client:
     """One WebSocket subscriber: its pending messages (JSON text) and what it missed."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, tick_backlog: int = 16) -> None:
         self.maxsize = maxsize
+        self.tick_backlog = tick_backlog
         self.events: deque[str] = deque()
-        self.tick: str | None = None  # the newest value tick not yet sent
+        self.ticks: deque[str] = deque()  # value ticks not yet sent, oldest first
         self.dropped = 0  # missed since the last resync notice
         self.dropped_total = 0
         self.sent = 0
@@ -38,9 +41,10 @@ class Client:
     def offer(self, kind: str, text: str) -> None:
         """Queue one serialised message (on the event loop; never blocks)."""
         if kind == "values":
-            if self.tick is not None:
+            if len(self.ticks) >= self.tick_backlog:
+                self.ticks.popleft()
                 self._drop()
-            self.tick = text
+            self.ticks.append(text)
         elif len(self.events) >= self.maxsize:
             self._drop()
         else:
@@ -52,13 +56,12 @@ class Client:
         self.dropped_total += 1
 
     async def next(self) -> str:
-        """The next message to send: alarm events first, then the newest value tick."""
+        """The next message to send: alarm events first, then value ticks in order."""
         while True:
             if self.events:
                 return self.events.popleft()
-            if self.tick is not None:
-                text, self.tick = self.tick, None
-                return text
+            if self.ticks:
+                return self.ticks.popleft()
             self._ready.clear()
             await self._ready.wait()
 

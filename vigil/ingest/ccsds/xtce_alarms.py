@@ -140,6 +140,8 @@ class XtceAlarms:
             for key, table in (("units", self.units), ("description", self.descriptions)):
                 if table.get(name):
                     ch[key] = table[name]
+            if self.states.get(name):  # state names, so explanations read FAULT rather than 3
+                ch["states"] = {str(raw): label for raw, label in sorted(self.states[name].items())}
             if name in self.rate_hz:
                 ch["rate_hz"] = self.rate_hz[name]
                 ch["stale_after_s"] = self.stale_after_s(name)
