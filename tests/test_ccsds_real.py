@@ -353,3 +353,17 @@ def test_engines_agree_on_mutated_real_packets(pair):
         np.testing.assert_array_equal(a.ok, b.ok)
         np.testing.assert_array_equal(a.time[a.ok], b.time[b.ok])
         np.testing.assert_array_equal(a.values[a.ok], b.values[b.ok])
+
+
+def test_config_of_a_database_without_a_packet_layout(tmp_path):
+    """BogusSAT: space_packet_parser cannot read its types; config still writes its alarms."""
+    import tomllib
+
+    out = tmp_path / "b.toml"
+    result = runner.invoke(
+        app, ["packets", "config", "--xtce", str(DATA / "xtce-alarms" / "BogusSAT-1.xml"), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "no packet layout" in result.output and "parameter type TM_CHECKSUMType" in result.output
+    volts = tomllib.loads(out.read_text())["channels"]["Battery_Voltage"]
+    assert volts["units"] == "Volts" and volts["limits"]["critical"][0] == pytest.approx(12.1)
