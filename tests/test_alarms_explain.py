@@ -254,10 +254,11 @@ def test_an_xtce_context_range_is_not_mistaken_for_the_default_limits():
 def test_a_real_stuck_alarm_says_when_the_value_froze():
     rng = np.random.default_rng(0)
     t = np.arange(3000.0)
-    hist = TelemetryBlock.from_arrays(T0 + t, np.round(np.sin(t / 20) + 0.01 * rng.normal(size=t.size), 3), ["V"])
+    # A noisy level with no recurring shape: a freeze can only be told by its repeats.
+    hist = TelemetryBlock.from_arrays(T0 + t, np.round(5 + 0.1 * rng.normal(size=t.size), 3), ["V"])
     det = ForecastDetector().fit(hist)
-    live = np.round(np.sin((t[:600] + 3000) / 20) + 0.01 * rng.normal(size=600), 3)
-    live[100:] = live[100]  # frozen from row 100 on
+    live = np.round(5 + 0.1 * rng.normal(size=600), 3)
+    live[100:] = 5.0  # frozen from row 100 on, at the middle of the nominal level
     block = TelemetryBlock.from_arrays(T0 + 3000 + t[:600], live, ["V"])
     m = AlarmManager(MonitorConfig.from_dict({"channels": {"V": {"subsystem": "s"}}}))
     for i in range(0, 600, 7):  # blocks of 7 rows: the freeze began many blocks before the alarm
