@@ -40,8 +40,9 @@ class DecodedPackets:
     def __len__(self) -> int:
         return int(self.apid.shape[0])
 
-    def take(self, mask: np.ndarray) -> DecodedPackets:
-        if mask.all():
+    def take(self, mask: np.ndarray | slice) -> DecodedPackets:
+        """The packets a boolean mask (or a slice: views) selects."""
+        if isinstance(mask, np.ndarray) and mask.all():
             return self
         return DecodedPackets(*(getattr(self, f)[mask] for f in _FIELDS))
 
