@@ -88,6 +88,22 @@ def test_any_chunking_and_a_restored_stream_state_give_the_same_forecasts(cuts):
     np.testing.assert_array_equal(det.out_, whole.out_)
 
 
+@pytest.mark.parametrize("cuts", [[1], [17, 18, 999], [2500, 2501]])
+def test_advance_keeps_exactly_the_sums_and_forecasts_that_scoring_keeps(cuts):
+    block = _drift()
+    values = block.values.copy()
+    values[2400:, 0] = np.nan  # T falls silent: its forecast is the one after its last sample
+    values[::7, 1] = np.nan
+    scored, advanced = _fitted(), _fitted()
+    edges = [0, *cuts, block.n_samples]
+    for a, b in zip(edges[:-1], edges[1:]):
+        scored.score(TelemetryBlock.from_arrays(block.time[a:b], values[a:b], block.channels))
+        advanced.advance(block.time[a:b], values[a:b])
+        for name in TrendForecast.stream_attrs:
+            np.testing.assert_array_equal(getattr(advanced, name), getattr(scored, name))
+    assert advanced.time_to_limit("T") is not None and advanced.time_to_limit("U") is not None
+
+
 def test_the_trend_raises_a_watch_alarm_that_names_it_and_is_configured_from_detector_trend():
     from vigil.alarms import AlarmManager
 

@@ -99,10 +99,20 @@ class TrendForecast(Detector):
     def score(self, block: TelemetryBlock) -> Scores:
         self._check_channels(block)
         out = Scores.empty(block.n_samples, block.n_channels, self.name)
-        params = np.array([self.tau_s, self.horizon_s, self.z, self.min_weight, self.max_s])
-        _trend_kernel(block.time, block.values, self.low_, self.high_, params, self.sums_, self.last_t_,
-                      self.out_, out.level, out.score)  # fmt: skip
+        _trend_kernel(block.time, block.values, self.low_, self.high_, self._params(), self.sums_, self.last_t_,
+                      self.out_, out.level, out.score, True)  # fmt: skip
         return out
+
+    def advance(self, time: np.ndarray, values: np.ndarray) -> None:
+        """Take in rows ``[n, c]`` of the fitted channels without scoring them: the same sums and the
+        same latest forecasts as :meth:`score`, the forecast made once per channel per call (at its
+        last sample) instead of at every sample. For a forecast that only answers :meth:`time_to_limit`."""
+        none = np.zeros((0, 0))
+        _trend_kernel(time, values, self.low_, self.high_, self._params(), self.sums_, self.last_t_, self.out_,
+                      none.astype(np.int8), none, False)  # fmt: skip
+
+    def _params(self) -> np.ndarray:
+        return np.array([self.tau_s, self.horizon_s, self.z, self.min_weight, self.max_s])
 
     def time_to_limit(self, channel: str) -> dict[str, Any] | None:
         """The latest forecast for ``channel``: ``limit``, ``severity``, ``seconds``, ``seconds_low``,
@@ -146,7 +156,9 @@ def _duration(seconds: float, unit: bool = True) -> str:
 
 
 @numba.njit(cache=True)
-def _trend_kernel(time, values, low, high, params, sums, last_t, out, level_out, score_out):  # pragma: no cover
+def _trend_kernel(
+    time, values, low, high, params, sums, last_t, out, level_out, score_out, scoring
+):  # pragma: no cover
     tau, horizon, z, min_weight, max_s = params[0], params[1], params[2], params[3], params[4]
     n, c = values.shape
     n_sev = low.shape[1]
@@ -157,6 +169,9 @@ def _trend_kernel(time, values, low, high, params, sums, last_t, out, level_out,
         if not has_limit:
             continue
         S = sums[j]
+        last = n - 1  # not scoring: only the forecast after the last sample is kept, so only it is made
+        while not scoring and last >= 0 and not np.isfinite(values[last, j]):
+            last -= 1
         for i in range(n):
             x = values[i, j]
             if not np.isfinite(x):
@@ -180,8 +195,10 @@ def _trend_kernel(time, values, low, high, params, sums, last_t, out, level_out,
             S[3] += x
             S[5] += x * x
             S[6] += 1.0
+            if not scoring and i < last:
+                continue
             _forecast(S, x, low[j], high[j], z, min_weight, tau / 3.0, max_s, out[j])
-            if np.isfinite(out[j, 1]):
+            if scoring and np.isfinite(out[j, 1]):
                 score_out[i, j] = horizon / max(out[j, 1], 1e-9)
                 if out[j, 1] < horizon:
                     level_out[i, j] = 1

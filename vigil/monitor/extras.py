@@ -68,6 +68,6 @@ def attach(
         channels = list(monitor.channels)
         empty = TelemetryBlock.from_arrays([0.0], np.full((1, len(channels)), np.nan), channels)
         trend = TrendForecast(limits, **dict(config.detector.get("trend", {}))).fit(empty)
-        monitor.add_block_sink(lambda time, values, _scores: trend.score(monitor._block(time, values)))
+        monitor.add_block_sink(lambda time, values, _scores: trend.advance(time, values))
         extras.trend = trend
     return extras
