@@ -131,3 +131,22 @@ def test_units_do_not_change_what_is_flagged(kind, seed, scale, offset):
     for step in (1.0, 2.0, 4.0):
         near |= np.abs(ref.score - step) < 1e-4
     assert (got.level == ref.level)[~near].all()
+
+
+@pytest.mark.parametrize("centres", [1, 5, 32])
+def test_the_pruned_nearest_search_is_exactly_the_plain_least_distance(centres):
+    from vigil.detect.shape import _nearest_sq
+
+    rng = np.random.default_rng(centres)
+    for _ in range(200):
+        dictionary = rng.normal(size=(centres, 32)).astype(np.float32)
+        window = (dictionary[rng.integers(centres)] + rng.normal(0, rng.choice([1e-3, 0.3, 3.0]), 32)).astype(
+            np.float32
+        )
+        plain = np.inf
+        for row in dictionary:  # every row summed in order, float32 differences, float64 sum
+            d = 0.0
+            for r in window - row:
+                d += float(r * r)
+            plain = min(plain, d)
+        assert _nearest_sq(window, dictionary) == plain

@@ -252,7 +252,7 @@ def _shape_kernel(
     values, block, center, scale, dictionary, threshold, acc, count, ring, blocks, last, score, by, code
 ):  # pragma: no cover - numba
     n, c = values.shape
-    k, p = dictionary.shape[1], dictionary.shape[2]
+    p = dictionary.shape[2]
     window = np.empty(p, dtype=np.float32)
     for start in range(0, n, 64):  # rows in tiles: each channel's column stays in cache
         stop = min(start + 64, n)
@@ -276,22 +276,51 @@ def _shape_kernel(
                         for q in range(p):
                             mean += ring[j, q]
                         mean /= p
-                        for q in range(p):  # oldest block first, mean removed
-                            window[q] = ring[j, (blocks[j] + q) % p] - mean
-                        best = np.inf
-                        for m in range(k):
-                            d = 0.0
-                            for lo in range(0, p, 8):  # 8 points at a time (vectorised), then abandon if no nearer
-                                for q in range(lo, min(lo + 8, p)):
-                                    r = window[q] - dictionary[j, m, q]
-                                    d += r * r
-                                if d >= best:
-                                    break
-                            if d < best:
-                                best = d
+                        oldest = blocks[j] % p
+                        for q in range(p):  # oldest block first, mean removed (no division per point)
+                            pos = oldest + q
+                            window[q] = ring[j, pos - p if pos >= p else pos] - mean
+                        best = _nearest_sq(window, dictionary[j])
                         last[j] = np.sqrt(best) / threshold[j]
                 if code < 0:
                     score[i, j] = last[j]
                 elif last[j] > score[i, j]:  # NaN on either side: no change
                     score[i, j] = last[j]
                     by[i, j] = code
+
+
+@numba.njit(cache=True, inline="always")
+def _nearest_sq(window, dictionary):  # pragma: no cover - numba
+    """The least squared distance from ``window`` to a row of ``dictionary``: four rows at a time
+    (independent sums, in flight together), each summed point by point in order (so exact); a group
+    is abandoned once all four are no nearer than the best, checked every 8 points."""
+    k, p = dictionary.shape
+    best = np.inf
+    m = 0
+    while m + 4 <= k:
+        d0 = d1 = d2 = d3 = 0.0
+        for lo in range(0, p, 8):
+            for q in range(lo, min(lo + 8, p)):
+                w = window[q]
+                r0 = w - dictionary[m, q]
+                r1 = w - dictionary[m + 1, q]
+                r2 = w - dictionary[m + 2, q]
+                r3 = w - dictionary[m + 3, q]
+                d0 += r0 * r0
+                d1 += r1 * r1
+                d2 += r2 * r2
+                d3 += r3 * r3
+            if d0 >= best and d1 >= best and d2 >= best and d3 >= best:
+                break
+        best = min(best, d0, d1, d2, d3)
+        m += 4
+    for rest in range(m, k):  # the rest, one at a time
+        d = 0.0
+        for lo in range(0, p, 8):
+            for q in range(lo, min(lo + 8, p)):
+                r = window[q] - dictionary[rest, q]
+                d += r * r
+            if d >= best:
+                break
+        best = min(best, d)
+    return best
