@@ -18,7 +18,7 @@ import pytest
 from restart_scenario import outcome
 from test_kill_restart import checkpoint_items
 
-from vigil.ingest.ccsds.demo.generator import DemoSpacecraft
+from vigil.ingest.ccsds.demo.generator import DemoSpacecraft, split
 
 DURATION_S = 1300.0  # the bus overheat (600..900 s) and the power FAULT (1200..1220 s)
 ROWS_PER_S = 21  # DEMOSAT: 10 + 1 + 10 packets/s, each its own time
@@ -77,3 +77,72 @@ def test_packets_monitor_stopped_and_killed_gives_the_uninterrupted_run(tmp_path
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"passed over {progress[-1]} input items" in out.stdout
     assert outcome(store) == reference
+
+
+def _run_live(session, src, send: bytes, rows: int) -> None:
+    """Pump ``src`` in a thread, send ``send`` over TCP (then hang up: the stream releases its
+    held rows), wait until the monitor has scored ``rows`` rows, stop it (it saves)."""
+    import socket
+    import threading
+
+    from vigil.ingest.ccsds.pump import run_blocks
+
+    stop = threading.Event()
+    pump = threading.Thread(target=run_blocks, args=(session, src), kwargs={"echo": lambda line: None, "stop": stop})
+    pump.start()
+    try:
+        with socket.create_connection(src.address) as tx:
+            tx.sendall(send)
+        deadline = time.monotonic() + 120  # a hang guard only
+        while session.monitor.rows < rows:
+            assert time.monotonic() < deadline and pump.is_alive(), f"{session.monitor.rows} of {rows} rows"
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        pump.join(timeout=60)
+    session.store.close()
+
+
+@pytest.mark.timeout(180)
+def test_live_packet_source_restart_counts_what_the_checkpoint_covers_as_replayed(tmp_path):
+    """A TCP packet monitor stopped inside the bus overheat, restarted, and sent the whole pass
+    again from its start: the rows the checkpoint covers are counted as replayed, and the alarms
+    and audit trail are those of one uninterrupted run."""
+    import numpy as np
+
+    from vigil.ingest.ccsds import PacketStream
+    from vigil.ingest.ccsds.pump import packet_session, resume, run_blocks
+    from vigil.ingest.ccsds.source import open_packet_source
+    from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
+
+    duration = 1000.0  # the bus overheat: 600..900 s
+    data = DemoSpacecraft(seed=0).packets(duration)
+    packets = tmp_path / "pass.bin"
+    packets.write_bytes(data)
+    src = open_packet_source(f"file+ccsds://{packets}?xtce=demo")
+    alarms = read_xtce_alarms(src.stream.mission)
+    ref = packet_session(src, alarms, tmp_path / "ref.sqlite")
+    run_blocks(ref, src, echo=lambda line: None)
+    ref.store.close()
+    reference = outcome(tmp_path / "ref.sqlite")
+    assert [a["channel"] for a in reference["alarms"]] == ["BUS_T"]
+
+    full = PacketStream(src.stream.mission).feed(data, final=True)
+    cut = int(np.searchsorted(full.time, full.time[0] + 700.0))  # inside the overheat, alarm raised
+    first_part = b"".join(raw for raw, _ in split(data)[:cut])
+
+    store = tmp_path / "live.sqlite"
+    live = open_packet_source("tcp+ccsds://127.0.0.1:0?xtce=demo")
+    _run_live(packet_session(live, alarms, store), live, first_part, cut)
+
+    again = open_packet_source("tcp+ccsds://127.0.0.1:0?xtce=demo")
+    session = packet_session(again, alarms, store)
+    start = resume(session, again)
+    assert start is not None and start["time"] == full.time[cut - 1] and again.skip_rows == 0
+    _run_live(session, again, data, full.n_samples)
+
+    covered = full.time <= start["time"]
+    assert session.monitor.replayed == int(np.isfinite(full.values[covered]).sum())
+    assert session.monitor.counts_["out_of_order"].sum() == 0  # replays, not late data
+    assert outcome(store)["alarms"] == reference["alarms"]
+    assert outcome(store)["audit"] == reference["audit"]

@@ -269,16 +269,11 @@ def packets_monitor(
     import signal
     import threading
 
-    from vigil.alarms import AlarmManager
-    from vigil.detect.xtce_alarm import XtceAlarmCheck, xtce_monitor_config
+    from vigil.ingest.ccsds.pump import packet_session, run_blocks
     from vigil.ingest.ccsds.pump import resume as resume_blocks
-    from vigil.ingest.ccsds.pump import run_blocks
     from vigil.ingest.ccsds.source import open_packet_source
     from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
-    from vigil.model import TelemetryBlock
-    from vigil.monitor.engine import Monitor
-    from vigil.monitor.runner import Session, event_line
-    from vigil.store.sqlite import SqliteStore
+    from vigil.monitor.runner import event_line
 
     with _clean_errors(status=1):
         src = open_packet_source(_with_time(source, time, time_fine, time_scale, time_fine_scale, epoch))
@@ -287,14 +282,8 @@ def packets_monitor(
     for line in _describe(mission, src.stream)[1:]:
         typer.echo(line)
     typer.echo(alarms.report())
-    config = xtce_monitor_config(alarms)
-    channels = src.stream.channels
-    empty = TelemetryBlock.from_arrays([0.0], [[float("nan")] * len(channels)], channels)
-    detector = XtceAlarmCheck(alarms).fit(empty)
-    db = SqliteStore(store)
-    manager = AlarmManager(config, store=db)
-    monitor = Monitor(config, detector, manager, store=db, identity=_identity(config, mission))
-    session = Session(monitor, manager, db, threading.RLock())
+    session = packet_session(src, alarms, store)
+    db, manager = session.store, session.manager
     start = None
     if resume:
         try:
@@ -313,7 +302,7 @@ def packets_monitor(
         from vigil.cli import _serve_in_background
 
         _serve_in_background(session, host, serve, token_file)
-    typer.echo(f"monitoring {len(channels)} channels from {src.name}")
+    typer.echo(f"monitoring {len(src.stream.channels)} channels from {src.name}")
     try:
         run_blocks(session, src, echo=typer.echo, report_every_s=report_every, stop=stop)
     except KeyboardInterrupt:
@@ -325,15 +314,3 @@ def packets_monitor(
     from vigil.monitor.report import exit_code
 
     raise typer.Exit(exit_code(_report_outcome(session, src, None if start is None else start["time"])))
-
-
-def _identity(config, mission) -> dict[str, str]:
-    """What a checkpoint must have been written under to be resumed: the alarm configuration read
-    from the database and the database file itself."""
-    from vigil.store.model_file import config_sha256, file_sha256
-
-    xtce = getattr(mission, "xtce_path", None)
-    return {
-        "configuration": config_sha256(config),
-        "model": f"xtce {file_sha256(xtce)}" if xtce is not None else "packet definitions",
-    }

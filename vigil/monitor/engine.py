@@ -228,14 +228,14 @@ class Monitor:
             np.add.at(self.counts_["out_of_order"], self._pend_j, 1)
             self._pend_t, self._pend_j, self._pend_v = self._pend_t[:0], self._pend_j[:0], self._pend_v[:0]
         time = block.time
+        if self._resume_t is not None:  # before the lateness check: the checkpoint's rows are replays
+            done = time <= self._resume_t
+            self.replayed += int(np.isfinite(values[done]).sum())
+            time, values = time[~done], values[~done]
         late = time <= self._emitted
         if late.any():
             self.counts_["out_of_order"] += np.isfinite(values[late]).sum(axis=0)
             time, values = time[~late], values[~late]
-        if self._resume_t is not None:
-            done = time <= self._resume_t
-            self.replayed += int(np.isfinite(values[done]).sum())
-            time, values = time[~done], values[~done]
         if time.size == 0:
             return events
         finite = np.isfinite(values)

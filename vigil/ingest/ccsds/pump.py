@@ -11,6 +11,7 @@ import math
 import threading
 import time as _time
 from collections.abc import Callable
+from pathlib import Path
 
 from vigil.ingest.ccsds.source import PacketSource
 from vigil.monitor.runner import Session, counter_line, problem_lines
@@ -23,6 +24,33 @@ def packet_line(src: PacketSource) -> str:
     decoded = int(stream.decoded_packets)
     text = " ".join(f"{k}={v}" for k, v in problems.items()) or "no problems"
     return f"[packets] decoded={decoded} {text}"
+
+
+def packet_session(src: PacketSource, alarms, store_path: str | Path) -> Session:
+    """The session ``vigil packets monitor`` runs: the mission's own alarms (``alarms``, read from
+    its XTCE by :func:`~vigil.ingest.ccsds.xtce_alarms.read_xtce_alarms`) on ``src``'s channels,
+    with the alarm manager and the store at ``store_path``. Its checkpoints carry the alarm
+    configuration's and the database file's SHA-256: resuming under others is refused."""
+    from vigil.alarms import AlarmManager
+    from vigil.detect.xtce_alarm import XtceAlarmCheck, xtce_monitor_config
+    from vigil.model import TelemetryBlock
+    from vigil.monitor.engine import Monitor
+    from vigil.store.model_file import config_sha256, file_sha256
+    from vigil.store.sqlite import SqliteStore
+
+    config = xtce_monitor_config(alarms)
+    channels = src.stream.channels
+    empty = TelemetryBlock.from_arrays([0.0], [[float("nan")] * len(channels)], channels)
+    detector = XtceAlarmCheck(alarms).fit(empty)
+    xtce = src.stream.mission.xtce_path
+    identity = {
+        "configuration": config_sha256(config),
+        "model": f"xtce {file_sha256(xtce)}" if xtce is not None else "packet definitions",
+    }
+    store = SqliteStore(store_path)
+    manager = AlarmManager(config, store=store)
+    monitor = Monitor(config, detector, manager, store=store, identity=identity)
+    return Session(monitor, manager, store, threading.RLock())
 
 
 def resume(session: Session, src: PacketSource) -> dict | None:
