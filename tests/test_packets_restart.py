@@ -22,10 +22,11 @@ from vigil.ingest.ccsds.demo.generator import DemoSpacecraft, split
 
 DURATION_S = 1300.0  # the bus overheat (600..900 s) and the power FAULT (1200..1220 s)
 ROWS_PER_S = 21  # DEMOSAT: 10 + 1 + 10 packets/s, each its own time
-# Checkpoint rows after which each victim is stopped: before, twice inside the overheat, after
-# it, inside the FAULT.
-STOPS = [(300, signal.SIGTERM), (650, signal.SIGTERM), (820, signal.SIGTERM), (1100, signal.SIGTERM)]
-STOPS += [(1210, signal.SIGKILL)]
+# Each victim is stopped once its checkpoint has passed a chosen second of the capture: before,
+# twice inside the overheat, after it, inside the FAULT. Paced (times real time) so that the stop
+# lands mid-stream; slower near the end, where less stream is left to outrun the poller.
+STOPS = [(300, signal.SIGTERM, 200), (650, signal.SIGTERM, 200), (820, signal.SIGTERM, 200)]
+STOPS += [(1100, signal.SIGTERM, 100), (1210, signal.SIGKILL, 40)]
 
 
 def monitor_cmd(packets: Path, store: Path, speed: str | None) -> list[str]:
@@ -51,10 +52,9 @@ def test_packets_monitor_stopped_and_killed_gives_the_uninterrupted_run(tmp_path
 
     store = tmp_path / "victim.sqlite"
     progress = []
-    for k, (stop_s, sig) in enumerate(STOPS):
+    for k, (stop_s, sig, speed) in enumerate(STOPS):
         log = tmp_path / f"victim-{k}.log"
-        # Paced at 200x (1300 s of packets in 6.5 s) so each stop lands mid-stream.
-        proc = subprocess.Popen(monitor_cmd(packets, store, "200"), stdout=log.open("w"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(monitor_cmd(packets, store, str(speed)), stdout=log.open("w"), stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 60
             while checkpoint_items(store) < stop_s * ROWS_PER_S and proc.poll() is None:
