@@ -220,6 +220,7 @@ class NominalFilter(Detector):
     def fit(self, history: TelemetryBlock) -> NominalFilter:
         self.inner.fit(history)
         self.channels_ = self.inner.channels_
+        self._columns: dict[str, int | None] = {}
         self.reset()
         return self
 
@@ -233,6 +234,9 @@ class NominalFilter(Detector):
         return {"inner": self.inner.stream_state(), **super().stream_state()}
 
     def set_stream_state(self, state: dict[str, Any]) -> None:
+        if "inner" not in state:  # a checkpoint written before the detector was wrapped: the inner's alone
+            self.inner.set_stream_state(state)
+            return
         self.inner.set_stream_state(state["inner"])
         # Patterns added after the checkpoint start with an empty window; withdrawn ones are dropped.
         tails, matched = state.get("tails_", {}), state.get("matched_", {})
@@ -253,15 +257,22 @@ class NominalFilter(Detector):
         scores = self.inner.score(block)
         if not self.tails_:
             return scores
-        index = {c: k for k, c in enumerate(block.channels)}
-        hard = np.array([d in HARD for d in scores.detector], dtype=bool)
+        hard = np.array([d.split(".")[0] in HARD for d in scores.detector], dtype=bool)
         for channel in list(self.tails_):
-            k = index.get(channel)
+            k = self._column(channel)
             if k is not None:
                 self._judge(channel, block.time, block.values[:, k], scores, k, hard)
         return scores
 
     # -- internals -----------------------------------------------------------------------------------
+    def _column(self, channel: str) -> int | None:
+        """The channel's column (blocks carry the fitted channels, checked by the inner detector),
+        looked up once per channel rather than once per block."""
+        columns = self.__dict__.setdefault("_columns", {})
+        if channel not in columns:
+            columns[channel] = self.channels_.index(channel) if channel in self.channels_ else None
+        return columns[channel]
+
     def _width(self, channel: str) -> int:
         return max((int(p["window"]) for p in self.patterns.values() if p["channel"] == channel), default=0)
 
