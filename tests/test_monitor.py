@@ -94,8 +94,8 @@ def test_batch_detects_the_injected_problems(scenario):
     assert np.array_equal(t, test.time)
     assert (level[100:104, 0] == 4).all()  # critical = level 4
     assert level[200:215, 1].max() > 0
-    # c's last sample is at row 149 (t=5149); the first later row more than 5 s on is t=5155.
-    assert m.manager.staleness == [("stale", "c", 5155.0, 5149.0), ("fresh", "c", 5160.0)]
+    # c's last sample is at row 149 (t=5149): stale at event time 5149 + 5 s (found at row t=5155).
+    assert m.manager.staleness == [("stale", "c", 5154.0, 5149.0), ("fresh", "c", 5160.0)]
     counts = m.counters()["channels"]
     assert counts["d"]["missing"] == 1 and counts["c"]["missing"] == 10
     assert counts["a"]["scored"] == 300 and counts["c"]["stale"] == 1
@@ -193,13 +193,14 @@ def test_staleness_on_quiet_stream_and_recovery():
     m.feed_records([Record(10.0, ch, 0.0) for ch in CHANNELS])
     m.flush()
     assert m.check_staleness(12.0) == []  # a, b: 3 s limit; c: 5 s; d: none
-    assert m.check_staleness(13.5) == [("stale", "a", 13.5), ("stale", "b", 13.5)]
+    # Stale at event time (last sample + limit), whenever the quiet-time check finds it.
+    assert m.check_staleness(13.5) == [("stale", "a", 13.0), ("stale", "b", 13.0)]
     assert m.check_staleness(14.0) == []  # reported once
-    assert m.check_staleness(16.0) == [("stale", "c", 16.0)]
+    assert m.check_staleness(16.0) == [("stale", "c", 15.0)]
     events = m.feed_records([Record(17.0, "a", 0.0)])
     events += m.flush()
     assert events == [("fresh", "a", 17.0)]
-    assert m.manager.staleness[0] == ("stale", "a", 13.5, 10.0)
+    assert m.manager.staleness[0] == ("stale", "a", 13.0, 10.0)
     assert m.counters()["channels"]["a"]["is_stale"] is False
     assert m.counters()["channels"]["b"]["is_stale"] is True
 
@@ -251,15 +252,18 @@ def test_resume_from_store_checkpoint_skips_processed_records(tmp_path):
     store = SqliteStore(tmp_path / "s.sqlite")
     first = limit_monitor(store=store)
     first.feed_records([Record(float(t), "a", 0.0) for t in range(5)])
-    assert store.load_checkpoint("monitor") == {"time": 3.0, "rows": 4}  # t=4 still pending
+    position = store.load_checkpoint("monitor")
+    assert (position["time"], position["rows"], position["items"]) == (3.0, 4, 5)  # t=4 still pending
     second = limit_monitor(store=store)
-    assert second.resume() == 3.0
+    assert second.resume()["time"] == 3.0  # a live source: records up to t=3 are replays
+    assert second.counters()["pending"] == 1  # t=4, restored with the stream state
     second.feed_records([Record(float(t), "a", 0.0) for t in range(8)])
     second.flush()
     t, _, _ = second.manager.joined()
     assert t.tolist() == [4.0, 5.0, 6.0, 7.0]
-    assert second.counters()["replayed"] == 4
-    assert second.counters()["channels"]["a"]["out_of_order"] == 0
+    c = second.counters()
+    assert c["replayed"] == 4 and c["channels"]["a"]["duplicate"] == 1  # t=4 came again
+    assert c["channels"]["a"]["out_of_order"] == 0
 
 
 @pytest.mark.parametrize("mode", ["record_by_record", "random_blocks"])
@@ -325,11 +329,11 @@ def test_a_corrupt_future_time_is_refuted_a_real_jump_confirmed():
     t, _, _ = m.manager.joined()
     assert t.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 90_000.0, 90_001.0, 90_002.0]
     c = m.counters()
-    assert c["channels"]["b"]["malformed"] == 1 and c["channels"]["a"]["out_of_order"] == 0
-    assert "channel b: time 1000000000.0 jumps" in c["recent_errors"][-1]
-    m.feed_records([Record(5e9, "c", 0.0)])  # nothing follows it yet: held, and shown as pending
+    assert c["channels"]["b"]["quarantined"] == 1 and c["channels"]["a"]["out_of_order"] == 0
+    assert "channel b: time 1000000000.0 is 1e+09 s ahead of the stream clock" in c["recent_errors"][-1]
+    m.feed_records([Record(5e9, "c", 0.0)])  # nothing follows it yet: held in quarantine
     m.flush()
-    assert m.counters()["pending"] == 1 and m.rows == 8
+    assert m.counters()["quarantine_held"] == 1 and m.rows == 8
     batch = limit_monitor()
     batch.feed_records(recs)
     batch.flush()

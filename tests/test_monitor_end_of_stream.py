@@ -1,4 +1,4 @@
-"""A record held for jumping ahead, when the stream ends before anything confirms it."""
+"""A record quarantined for jumping ahead, when the stream ends before anything confirms it."""
 
 import subprocess
 import sys
@@ -21,18 +21,18 @@ class _Quiet:
         return None
 
 
-def test_end_of_stream_counts_the_held_record_as_malformed():
+def test_end_of_stream_counts_the_held_record_as_quarantined():
     cfg = MonitorConfig.from_dict({"channels": {"a": {"subsystem": "s", "limits": {"warning": [0, 10]}}}})
     det = LimitCheck(cfg.limits()).fit(TelemetryBlock.from_arrays([0.0], [[0.0]], ("a",)))
     m = Monitor(cfg, det, _Quiet())
     m.feed_records([Record(0.0, "a", 1.0), Record(1.0, "a", 2.0), Record(99_999.0, "a", 3.0)])
     m.flush()
-    assert m.counters()["pending"] == 1  # flush() alone keeps holding it
+    assert m.counters()["quarantine_held"] == 1  # flush() alone keeps holding it
     m.end_of_stream()
     c = m.counters()
-    assert c["pending"] == 0 and m.rows == 2
-    assert c["channels"]["a"]["malformed"] == 1
-    assert "stream ended" in c["recent_errors"][-1]
+    assert c["quarantine_held"] == 0 and c["pending"] == 0 and m.rows == 2
+    assert c["channels"]["a"]["quarantined"] == 1 and c["channels"]["a"]["malformed"] == 0
+    assert "did not follow it; quarantined" in c["recent_errors"][-1]
 
 
 def test_vigil_monitor_reports_it(tmp_path):
@@ -44,4 +44,4 @@ def test_vigil_monitor_reports_it(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 3, out.stderr  # a reported data problem
-    assert "malformed=1" in out.stdout and "[problem] 1 malformed records" in out.stdout
+    assert "quarantined=1" in out.stdout and "[problem] 1 quarantined records" in out.stdout

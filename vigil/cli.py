@@ -69,9 +69,10 @@ def monitor(
     speed: str = typer.Option("1", help="file replay speed: 1, 10, ... or max (as fast as possible)"),
     store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
     lateness: float = typer.Option(0.0, help="seconds a time step still accepts records after a later one"),
-    max_jump: float = typer.Option(3600.0, help="a record this far ahead waits for the next to confirm it (0: off)"),
+    max_jump: float = typer.Option(3600.0, help="a record this far ahead is quarantined until the stream follows it"),
     report_every: float = typer.Option(10.0, help="seconds between counter lines"),
-    resume: bool = typer.Option(True, help="continue after the store's checkpoint (no duplicate alarms)"),
+    resume: bool = typer.Option(True, help="continue from the store's checkpoint, exactly as if never stopped"),
+    refit: bool = typer.Option(False, help="fit the model on --fit again (else the saved <store>.model is loaded)"),
     strict: bool = typer.Option(False, help="refuse a --fit history with bad rows instead of counting them"),
     serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
     host: str = typer.Option("127.0.0.1", help="API bind address"),
@@ -97,28 +98,27 @@ def monitor(
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
         jump = max_jump if max_jump > 0 else None
         session = build_session(
-            config, fit_path=fit, store_path=store, lateness_s=lateness, max_jump_s=jump, strict=strict
-        )
+            config, fit_path=fit, store_path=store, lateness_s=lateness, max_jump_s=jump, strict=strict,
+            refit=refit, echo=typer.echo,
+        )  # fmt: skip
     except (VigilError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_FATAL) from None
     for line in session.fit_report.lines() if session.fit_report is not None else []:
         typer.echo(f"[fit] {line}")
+    try:
+        src = open_source(source, speed=rate)
+        start = _resume(session, src) if resume else None
+    except (VigilError, ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        session.store.close()
+        raise typer.Exit(EXIT_FATAL) from None
     session.manager.subscribe(lambda event: typer.echo(event_line(event)))
     extras = _extras(session, None if no_archive else archive or Path(f"{store}.archive"), retention_days)
-    start = session.monitor.resume() if resume else None
-    if start is not None:
-        typer.echo(f"resuming after t={start} (checkpoint in {store})")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if serve is not None:
         _serve_in_background(session, host, serve, token_file, sock, extras)
-    try:
-        src = open_source(source, speed=rate, skip_until=start)
-    except (VigilError, OSError) as err:
-        typer.echo(f"error: {err}", err=True)
-        session.store.close()
-        raise typer.Exit(EXIT_FATAL) from None
     typer.echo(f"monitoring {len(session.monitor.channels)} channels from {src.name}")
     try:
         run(session, src, echo=typer.echo, report_every_s=report_every, stop=stop)
@@ -131,6 +131,19 @@ def monitor(
     raise typer.Exit(exit_code(found))
 
 
+def _resume(session, src) -> float | None:
+    """Restore the store's checkpoint (raises ``CheckpointMismatch`` if it no longer fits); a file
+    replay passes over the input it covers. Returns the checkpoint time."""
+    from vigil.monitor.runner import resume
+
+    start = resume(session, src)
+    if start is None:
+        return None
+    where = getattr(session.store, "path", "the store")
+    typer.echo(f"resuming after t={start['time']} ({start['items']} input items; checkpoint in {where})")
+    return start["time"]
+
+
 def _report_outcome(session, src, resumed_at: float | None = None) -> list[str]:
     """Print what the reader assumed and the data problems of the run; return the problems."""
     from vigil.monitor.report import problems
@@ -139,9 +152,11 @@ def _report_outcome(session, src, resumed_at: float | None = None) -> list[str]:
         typer.echo(f"[note] {note}")
     skipped = getattr(src, "skipped", 0)
     if skipped:
-        typer.echo(f"[note] passed over {skipped} records at or before the checkpoint t={resumed_at}")
+        typer.echo(f"[note] passed over {skipped} input items the checkpoint (t={resumed_at}) already covers")
     with session.lock:
         summary = session.monitor.counters(nonzero=True)
+    # Counters continue the stream's (restored with the checkpoint); "nothing scored" is about this run.
+    summary["rows"] -= session.monitor.rows_at_resume
     found = problems(summary, session.fit_report, skipped=skipped, resumed_at=resumed_at)
     for line in found:
         typer.echo(f"[problem] {line}")
@@ -353,8 +368,8 @@ def serve(
         session = build_session(config, fit_path=fit, store_path=store)
         if source is not None:
             rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
-            start = session.monitor.resume()
-            src = open_source(source, speed=rate, skip_until=start)
+            src = open_source(source, speed=rate)
+            start = _resume(session, src)
     except (VigilError, ValueError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(EXIT_FATAL) from None
@@ -375,6 +390,9 @@ def serve(
     finally:
         for feeder in api.state.feeders:
             feeder.stop()
+        for feeder in api.state.feeders:  # let it checkpoint what it holds before the store closes
+            if feeder.is_alive():
+                feeder.join(timeout=30)
         extras.close()
         session.store.close()
     if src is not None:

@@ -107,13 +107,19 @@ class AlarmManager:
         self._hooked = False
         self._recent = RecentValues(correlation_samples) if config.incident_correlation else None
         self._block: tuple[TelemetryBlock, np.ndarray] | None = None  # the block being applied
+        self._playback: set[float] = set()  # times of the playback rows of the block being applied
         self._reset_pending()
         self._add_channels(list(config.channels))
         self._restore()
 
     # --- feeding ------------------------------------------------------------------------------
-    def update(self, block: TelemetryBlock, scores: Scores) -> list[AlarmEvent]:
-        """Apply one scored block; returns the events it caused (also sent to subscribers)."""
+    def update(self, block: TelemetryBlock, scores: Scores, playback: np.ndarray | None = None) -> list[AlarmEvent]:
+        """Apply one scored block; returns the events it caused (also sent to subscribers).
+
+        ``playback`` marks the rows generated long before they arrived (stored telemetry dumped
+        during a pass): they are scored like any other, but an alarm they raise or reactivate is
+        marked ``playback`` (not live).
+        """
         if scores.level.shape != block.values.shape:
             raise DataError(
                 f"scores of shape {scores.level.shape} for a block of shape {block.values.shape}", source=block.source
@@ -130,7 +136,11 @@ class AlarmManager:
         with self._step():
             self._expire_shelves()
             if block.n_samples:
-                self._apply(block, scores)
+                self._playback = set() if playback is None else set(block.time[np.asarray(playback)].tolist())
+                try:
+                    self._apply(block, scores)
+                finally:
+                    self._playback = set()
             events, publish = self._commit()
         self._publish(publish)
         return events
@@ -582,6 +592,8 @@ class AlarmManager:
         self._record(alarm, action, t, user, before, comment, notify=not shelved or action == "unshelved")
 
     def _record(self, alarm: Alarm, action: str, t: float, user: str, before: str | None, comment: str, notify: bool):
+        if action in ("raised", "reactivated"):
+            alarm.playback = t in self._playback
         self._synced(alarm)
         self._note_shelf(alarm)
         self._pending.audit.append(AuditEntry(alarm.id, t, user, action, before, alarm.state, comment, self.clock()))
@@ -825,6 +837,45 @@ class AlarmManager:
                 except Exception:  # a broken console must not stop the monitor
                     self.callback_errors += 1
                     log.exception("alarm subscriber %r failed", callback)
+
+    # --- stream state (checkpointed by the monitor with the alarms) --------------------------------
+    def stream_state(self) -> dict[str, Any]:
+        """What decides future alarms beyond the stored alarms: per channel, the running violation
+        and conformance counts and the latest flagged sample (and the recent values that group
+        co-varying channels). Restored with :meth:`set_stream_state` after a restart."""
+        with self._lock:
+            return {
+                "channels": list(self._names),
+                "viol_run": self._viol_run.copy(),
+                "conf_run": self._conf_run.copy(),
+                "last_t": self._last_t.copy(),
+                "last_v": self._last_v.copy(),
+                "recent": None if self._recent is None else (self._recent.values_.copy(), self._recent.head_),
+            }
+
+    def store_latest(self) -> None:
+        """Write every unfinished alarm with its channel's latest sample. A stored row otherwise
+        keeps the sample of its last change (the per-sample ones live in arrays, checkpointed with
+        :meth:`stream_state`); the monitor calls this when a stream ends or stops, so the stored
+        rows do not depend on where the stream was cut."""
+        with self._lock:
+            alarms = [self._synced(a) for a in self._alarms.values()]
+            if alarms:
+                with self.store.transaction():
+                    self.store.save_alarms(alarms)
+
+    def set_stream_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`stream_state` (channels matched by name; new ones start afresh)."""
+        with self._lock:
+            self._add_channels(list(state["channels"]))
+            idx = np.array([self._index[c] for c in state["channels"]], dtype=np.int64)
+            for name in ("viol_run", "conf_run", "last_t", "last_v"):
+                getattr(self, f"_{name}")[idx] = state[name]
+            if self._recent is not None and state["recent"] is not None:
+                values, head = state["recent"]
+                if values.shape[0] == self._recent.size:
+                    self._recent.values_[:, idx] = values
+                    self._recent.head_ = int(head)
 
     # --- channels and restart -------------------------------------------------------------------
     def _add_channels(self, names: list[str]) -> None:

@@ -64,6 +64,7 @@ class MemoryStore:
         self._acks: list[dict[str, Any]] = []
         self._audit: list[AuditEntry] = []
         self._checkpoints: dict[str, Any] = {}
+        self._states: dict[str, bytes] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -169,10 +170,16 @@ class MemoryStore:
             found = [e for e in self._audit if alarm_id is None or e.alarm_id == alarm_id]
         return found[-limit:] if limit else found
 
-    def save_checkpoint(self, key: str, position: Any) -> None:
+    def save_checkpoint(self, key: str, position: Any, state: bytes | None = None) -> None:
         with self.lock:
             self._checkpoints[key] = copy.deepcopy(position)
+            if state is not None:
+                self._states[key] = bytes(state)
 
     def load_checkpoint(self, key: str) -> Any | None:
         with self.lock:
             return copy.deepcopy(self._checkpoints.get(key))
+
+    def load_stream_state(self, key: str) -> bytes | None:
+        with self.lock:
+            return self._states.get(key)

@@ -90,6 +90,9 @@ class Alarm:
     value_label: str = ""
     #: For a stuck value: when it began repeating.
     since: float = math.nan
+    #: Raised (or last reactivated) by a sample generated long before it arrived (stored telemetry
+    #: dumped during a pass), not by live data.
+    playback: bool = False
 
     @property
     def acknowledged(self) -> bool:

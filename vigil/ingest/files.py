@@ -69,6 +69,11 @@ class FileSource:
         self.skipped = 0
         #: What the reader assumed about the file (printed by ``vigil monitor``).
         self.notes: list[str] = []
+        #: Records and unreadable lines to pass over first (each in file order): where a restarted
+        #: monitor resumes (its checkpoint's ``input`` position).
+        self.skip_records = self.skip_bad = 0
+        #: Paced replay: the time of the record being waited for (every earlier one was released).
+        self.horizon = math.inf
 
     def _parsed(self) -> Iterator:
         """The file as :class:`RecordBatch` blocks, ``skip_until`` applied."""
@@ -121,6 +126,12 @@ class FileSource:
         return True
 
     def _skip(self, batch):
+        if self.skip_records or self.skip_bad:
+            n, b = min(self.skip_records, batch.size), min(self.skip_bad, len(batch.bad))
+            self.skip_records, self.skip_bad, self.skipped = self.skip_records - n, self.skip_bad - b, self.skipped + n + b
+            rest = batch.take(n, batch.size)
+            rest.bad = batch.bad[b:]
+            batch = rest
         if self.skip_until is None or not batch.size:
             return batch
         keep = batch.time > self.skip_until
@@ -184,6 +195,7 @@ class FileSource:
                 pos, self._next_release = end, now + self.tick_s
                 continue
             wait = max(due[pos], self._next_release) - _time.monotonic()
+            self.horizon = float(batch.time[pos])
             if wait > self.idle_s:
                 # Empty batches while waiting: the consumer checks staleness during gaps in the
                 # data, as it would live.

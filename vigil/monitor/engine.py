@@ -27,6 +27,8 @@ import numpy as np
 from vigil.detect.base import Detector, Scores
 from vigil.ingest.records import BadRecord, Record
 from vigil.model import TelemetryBlock
+from vigil.monitor import checkpoint
+from vigil.monitor.clock import StreamClock
 from vigil.monitor.history import Rings, absorb, decimate
 
 #: Most cells (rows x channels) scored in one detector call when records are gridded.
@@ -37,7 +39,16 @@ MAX_UNKNOWN = 1_000
 #: already taken (a duplicate) rather than counted as out-of-order without looking.
 DUPLICATE_WINDOW_S = 60.0
 
-COUNTERS = ("received", "scored", "missing", "out_of_order", "duplicate", "malformed", "stale", "unscored")
+COUNTERS = (
+    "received", "scored", "missing", "out_of_order", "duplicate", "malformed", "quarantined", "stale", "unscored",
+)  # fmt: skip
+#: Version of the checkpoint the monitor writes; an older or newer one is refused with a clear error.
+CHECKPOINT_VERSION = 2
+
+
+class CheckpointMismatch(ValueError):
+    """The store's checkpoint was written under another configuration, model or checkpoint version."""
+
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +64,16 @@ class Monitor:
         history_points: ring length per channel (samples kept at most): the live plot; older spans
             come from the archive (vigil.archive) when one is kept.
         lateness_s: how long after a later record a row still accepts records.
-        max_jump_s: a record more than this far ahead of the stream is held until the next record
-            confirms the jump (it is also that far ahead) or not (the held record is counted as
-            malformed): one corrupt timestamp must not make all later data look out of order.
-            ``None`` trusts every time.
+        max_jump_s: a record more than this far ahead of the stream clock is quarantined until the
+            stream confirms the jump (see :mod:`vigil.monitor.clock`); ``None`` trusts every time.
         store: where the stream checkpoint is saved (``save_checkpoint``/``load_checkpoint``).
         checkpoint_key: the checkpoint's name in the store.
+        identity: what the checkpoint must have been written under to be resumed (configuration
+            and model hashes); a mismatch is refused by :meth:`resume` with a clear error.
+        live_slack_s: live, a record may be at most this far ahead of the stream clock plus the wall
+            time elapsed since the clock last advanced (``received`` given to :meth:`feed_records`).
+        playback_after_s: live, a record received more than this long after its generation time
+            (beyond the stream's usual delay) is *playback*: scored, but alarms it raises are marked.
     """
 
     def __init__(
@@ -72,6 +87,9 @@ class Monitor:
         max_jump_s: float | None = 3600.0,
         store=None,
         checkpoint_key: str = "monitor",
+        identity: dict | None = None,
+        live_slack_s: float = 60.0,
+        playback_after_s: float = 300.0,
     ) -> None:
         channels = getattr(detector, "channels_", None)
         if channels is None:
@@ -84,9 +102,15 @@ class Monitor:
         self.history_s = history_s
         self.lateness_s = lateness_s
         self.max_jump_s = max_jump_s
-        self._suspect: tuple[float, int, float] | None = None
+        self.clock_ = StreamClock(max_jump_s, slack_s=live_slack_s)
+        self.playback_after_s = playback_after_s
+        self._delay = math.inf  # the live stream's usual delay, reception - generation (its minimum)
         self.store = store
         self.checkpoint_key = checkpoint_key
+        self.identity = dict(identity or {})
+        # Input consumed, for resuming a replay: records and unreadable lines (BadRecord), each in
+        # the order the source gave them.
+        self.position_ = {"records": 0, "bad": 0}
         self.channels: tuple[str, ...] = tuple(channels)
         self._index = {name: j for j, name in enumerate(self.channels)}
         c = len(self.channels)
@@ -98,6 +122,7 @@ class Monitor:
         self.stale_ = np.zeros(c, dtype=np.bool_)
         self.rings_ = Rings(c, history_points)
         self._recent: dict[float, np.ndarray] = {}  # scored row time -> which channels had a sample
+        self._playback_t: set[float] = set()  # pending row times that hold a playback record
         self._pend_t = np.empty(0)
         self._pend_j = np.empty(0, dtype=np.int64)
         self._pend_v = np.empty(0)
@@ -109,16 +134,25 @@ class Monitor:
         self.replayed = 0
         self.errors = 0
         self.rows = 0
+        self.rows_at_resume = 0  # rows scored before the checkpoint this monitor resumed from
         self.recent_errors: deque[str] = deque(maxlen=20)
         self._subscribers: list[Callable[[dict], None]] = []
         self._block_sinks: list[Callable] = []
 
     # -- input -------------------------------------------------------------------------------------
-    def feed_records(self, items: Iterable) -> list:
+    def feed_records(self, items: Iterable, received: float | None = None) -> list:
         """Take records ``(time, channel, value)`` (or :class:`BadRecord`); score the rows they finalise.
 
+        ``received``: the wall time the batch arrived (live sources); it bounds how far ahead of the
+        stream clock a record may be, and marks records received long after generation as playback.
         Returns the alarm events raised while scoring (manager events and staleness reports).
         """
+        items = items if isinstance(items, list | tuple) else list(items)
+        n_bad = sum(1 for item in items if isinstance(item, BadRecord))
+        self.position_ = {
+            "records": self.position_["records"] + len(items) - n_bad,
+            "bad": self.position_["bad"] + n_bad,
+        }
         ts: list[float] = []
         js: list[int] = []
         vs: list[float] = []
@@ -139,16 +173,20 @@ class Monitor:
             ts.append(t)
             js.append(j)
             vs.append(v)
-        return self._ingest(np.asarray(ts, dtype=np.float64), np.asarray(js, dtype=np.int64), np.asarray(vs))
+        return self._ingest(
+            np.asarray(ts, dtype=np.float64), np.asarray(js, dtype=np.int64), np.asarray(vs, dtype=np.float64), received
+        )
 
-    def feed_columns(self, time, channel, value, names=None) -> list:
+    def feed_columns(self, time, channel, value, names=None, received: float | None = None) -> list:
         """Take records as columns (the bulk form of :meth:`feed_records`); returns alarm events.
 
         ``channel`` holds names, or, with ``names``, codes indexing ``names`` (as
         :class:`~vigil.ingest.bulk.RecordBatch` carries them). Names are mapped to channels once
         per distinct name; unknown ones are counted by name, a non-finite time as malformed.
+        ``received`` as in :meth:`feed_records`.
         """
         t = np.asarray(time, dtype=np.float64)
+        self.position_ = {**self.position_, "records": self.position_["records"] + int(t.size)}
         v = np.asarray(value, dtype=np.float64)
         if names is None:
             names, codes = np.unique(np.asarray(channel, dtype=object).astype(str), return_inverse=True)
@@ -171,7 +209,7 @@ class Monitor:
                 self.recent_errors.append(f"channel {self.channels[j[k]]}: time {t[k]!r} is not finite")
             np.add.at(self.counts_["malformed"], j[bad_t], 1)
             t, j, v = t[~bad_t], j[~bad_t], v[~bad_t]
-        return self._ingest(t, j, v)
+        return self._ingest(t, j, v, received)
 
     def feed_block(self, block: TelemetryBlock) -> list:
         """Score a block of rows (after flushing pending records before it). Returns alarm events.
@@ -203,6 +241,7 @@ class Monitor:
         if not finite.all():
             values = np.where(finite, values, np.nan)
         self._max_seen = max(self._max_seen, float(time[-1]))
+        self.clock_.advance(self._max_seen, None)
         events += self._score(time, values)
         return events
 
@@ -214,20 +253,22 @@ class Monitor:
         return self._emit(done)
 
     def end_of_stream(self) -> list:
-        """The source has ended: score every pending row. A record still held for jumping ahead
-        (``max_jump_s``) has nothing left to confirm it and is counted as malformed, not dropped."""
-        if self._suspect is not None:
-            t, j, _v = self._suspect
-            self._suspect = None
-            self.counts_["malformed"][j] += 1
-            self.recent_errors.append(
-                f"channel {self.channels[j]}: time {t!r} jumps ahead of the stream and the stream ended "
-                f"before a record followed it; counted as malformed"
-            )
-        return self.flush()
+        """The source has ended: score every pending row. Records still quarantined (a jump ahead
+        that nothing confirmed) are counted as ``quarantined``, not dropped."""
+        self.clock_.end()
+        self._count_quarantined()
+        events = self.flush()
+        self._store_latest()
+        return events
+
+    def _store_latest(self) -> None:
+        store_latest = getattr(self.manager, "store_latest", None)
+        if store_latest is not None:
+            store_latest()
 
     # -- the record path ---------------------------------------------------------------------------
-    def _ingest(self, t: np.ndarray, j: np.ndarray, v: np.ndarray) -> list:
+    def _ingest(self, t: np.ndarray, j: np.ndarray, v: np.ndarray, received: float | None = None) -> list:
+        """The one place records enter: ``time[n]``, channel index ``[n]``, value ``[n]`` in arrival order."""
         if t.size == 0:
             return []
         np.add.at(self.counts_["received"], j, 1)
@@ -235,10 +276,12 @@ class Monitor:
             replay = t <= self._resume_t
             self.replayed += int(replay.sum())
             t, j, v = t[~replay], j[~replay], v[~replay]
-        if self.max_jump_s is not None:
-            t, j, v = self._screen_jumps(t, j, v)
-            if t.size == 0:
-                return []
+        t, j, v = self.clock_.screen(t, j, v, received)
+        self._count_quarantined()
+        if t.size == 0:
+            return []
+        if received is not None:
+            self._note_playback(t, received)
         # A record is late when its row was already final on arrival: at or before the last scored
         # row, or more than lateness_s before the latest time seen until then.
         prev_max = np.maximum.accumulate(np.concatenate(([self._max_seen], t)))[:-1]
@@ -264,33 +307,27 @@ class Monitor:
         self._pend_t, self._pend_j, self._pend_v = all_t, all_j, all_v
         return self._emit(all_t < self._max_seen - self.lateness_s)
 
-    def _screen_jumps(self, t: np.ndarray, j: np.ndarray, v: np.ndarray):
-        """Hold a record that jumps ``max_jump_s`` ahead until the next one confirms or refutes it."""
-        if self._suspect is not None:
-            st, sj, sv = self._suspect
-            self._suspect = None
-            t, j, v = np.r_[st, t], np.r_[sj, j].astype(np.int64), np.r_[sv, v]
-        keep = np.ones(t.size, dtype=bool)
-        k = 0
-        while k < t.size:
-            prev = np.maximum.accumulate(np.r_[self._max_seen, np.where(keep, t, -np.inf)])[:-1]
-            jumps = np.flatnonzero(keep[k:] & (t[k:] > prev[k:] + self.max_jump_s)) + k
-            if jumps.size == 0:
-                break
-            k = int(jumps[0])
-            keep[k] = False
-            if k + 1 == t.size:  # nothing after it yet: hold it
-                self._suspect = (float(t[k]), int(j[k]), float(v[k]))
-            elif t[k + 1] > prev[k] + self.max_jump_s:  # the stream really moved on
-                keep[k] = True
-            else:
-                self.counts_["malformed"][j[k]] += 1
-                self.recent_errors.append(
-                    f"channel {self.channels[j[k]]}: time {float(t[k])!r} jumps {t[k] - prev[k]:.6g} s ahead of the "
-                    f"stream and the next record does not follow; counted as malformed"
-                )
-            k += 1
-        return t[keep], j[keep], v[keep]
+    def _note_playback(self, t: np.ndarray, received: float) -> None:
+        """Live: remember the times of records received long after their generation (playback).
+
+        The stream's usual delay is the least seen (reception - generation); quarantined times
+        never reach here, so a corrupt future time cannot make live data look like playback.
+        """
+        delay = received - t
+        self._delay = min(self._delay, float(delay.min()))
+        old = delay > self._delay + self.playback_after_s
+        if old.any():
+            self._playback_t.update(t[old].tolist())
+
+    def _count_quarantined(self) -> None:
+        """Count (per channel) and report the records the stream clock refuted."""
+        refuted, self.clock_.refuted = self.clock_.refuted, []
+        for t, j, jump in refuted:
+            self.counts_["quarantined"][j] += 1
+            self.recent_errors.append(
+                f"channel {self.channels[j]}: time {t!r} is {jump:.6g} s ahead of the stream clock and the stream "
+                f"did not follow it; quarantined (not scored)"
+            )
 
     def _count_late(self, t: np.ndarray, j: np.ndarray, late: np.ndarray, prev_max: np.ndarray) -> None:
         """Late records: duplicates of a sample already taken, or out-of-order.
@@ -330,12 +367,23 @@ class Monitor:
             values[row[lo:hi] - a, j[lo:hi]] = v[lo:hi]
             has = np.zeros((b - a, c), dtype=bool)  # a NaN record is a sample too (a missing one)
             has[row[lo:hi] - a, j[lo:hi]] = True
-            events += self._score(times[a:b], values, has)
+            events += self._score(times[a:b], values, has, self._playback_rows(times[a:b]))
         return events
 
+    def _playback_rows(self, times: np.ndarray) -> np.ndarray | None:
+        """Which of these rows hold a playback record (``None``: none do)."""
+        if not self._playback_t:
+            return None
+        rows = np.fromiter((x in self._playback_t for x in times.tolist()), dtype=bool, count=times.size)
+        self._playback_t.difference_update(times[rows].tolist())
+        return rows if rows.any() else None
+
     # -- scoring -----------------------------------------------------------------------------------
-    def _score(self, time: np.ndarray, values: np.ndarray, has: np.ndarray | None = None) -> list:
-        """Score rows; ``has`` marks the (row, channel) cells that had a sample (default: finite)."""
+    def _score(
+        self, time: np.ndarray, values: np.ndarray, has: np.ndarray | None = None, playback: np.ndarray | None = None
+    ) -> list:
+        """Score rows; ``has`` marks the (row, channel) cells that had a sample (default: finite);
+        ``playback`` the rows generated long before they arrived."""
         block = self._block(time, values)
         try:
             scores = self.detector.score(block)
@@ -345,14 +393,14 @@ class Monitor:
         # Alarms and the checkpoint commit together: after a kill, a restart resumes exactly after
         # the last block whose alarms were stored.
         with self.store.transaction() if self.store is not None else nullcontext():
-            events = self._apply(block, scores, has)
+            events = self._apply(block, scores, has, playback)
         if self._subscribers:
             self._publish(time, np.isfinite(values))
         for sink in self._block_sinks:
             sink(time, values, scores)
         return events
 
-    def _apply(self, block: TelemetryBlock, scores: Scores | None, has: np.ndarray | None) -> list:
+    def _apply(self, block: TelemetryBlock, scores: Scores | None, has: np.ndarray | None, playback=None) -> list:
         time, values = block.time, block.values
         finite = np.isfinite(values)
         self.counts_["scored" if scores is not None else "unscored"] += finite.sum(axis=0)
@@ -368,17 +416,20 @@ class Monitor:
             self.last_seen_, self.last_value_, self.last_level_, self.stale_limit_, self.stale_,
             a["time"], a["value"], a["expected"], a["low"], a["high"], a["level"], r.head, r.count,
         )  # fmt: skip
-        # The manager hears rows and staleness changes in time order, whatever the chunking: rows up
-        # to a change's row, then the change.
+        # The manager hears rows and staleness changes in time order, whatever the chunking: a channel
+        # went stale at its last sample + its limit (event time), before the row that showed it; it
+        # is fresh again at the row that brings its sample, after that row.
         events: list = []
         done = 0
-        for kind, i, j, seen in sorted(changes, key=lambda ch: (ch[1], ch[2])):
-            if i + 1 > done and not skip_manager:
-                events += self._update(block, scores, done, i + 1)
-                done = i + 1
-            events += self._report_staleness(bool(kind), int(j), float(time[i]), float(seen))
+        for kind, i, j, seen in _in_time_order(changes, time, self.stale_limit_):
+            upto = i + 1 if kind == 0 else i
+            if upto > done and not skip_manager:
+                events += self._update(block, scores, done, upto, playback)
+                done = upto
+            when = float(time[i]) if kind == 0 else float(seen + self.stale_limit_[j])
+            events += self._report_staleness(bool(kind), int(j), when, float(seen))
         if done < time.size and not skip_manager:
-            events += self._update(block, scores, done, time.size)
+            events += self._update(block, scores, done, time.size, playback)
         self._remember(time, finite if has is None else has)
         self._emitted = float(time[-1])
         self.rows += time.size
@@ -399,7 +450,7 @@ class Monitor:
             object.__setattr__(block, name, value)
         return block
 
-    def _update(self, block: TelemetryBlock, scores: Scores, a: int, b: int) -> list:
+    def _update(self, block: TelemetryBlock, scores: Scores, a: int, b: int, playback=None) -> list:
         if a > 0 or b < block.n_samples:
             block = self._block(block.time[a:b], block.values[a:b])
             scores = Scores(
@@ -408,6 +459,8 @@ class Monitor:
                 by=scores.by[a:b],
             )
         try:
+            if playback is not None and playback[a:b].any():
+                return list(self.manager.update(block, scores, playback=playback[a:b]) or [])
             return list(self.manager.update(block, scores) or [])
         except Exception as err:  # counted and reported; the stream goes on
             self._fault("alarm manager", err, block)
@@ -442,14 +495,22 @@ class Monitor:
     def check_staleness(self, now: float) -> list:
         """Report channels whose last sample is older than their limit at stream time ``now``.
 
-        For quiet periods with no rows to score (live sources call this on every idle tick).
+        For quiet periods with no rows to score (live sources call this on every idle tick). A
+        channel goes stale at event time ``last sample + limit``, the time a replay at any speed
+        finds when its next row arrives; ``now`` only decides whether that time has passed.
         """
         age = now - self.last_seen_
         newly = np.flatnonzero(~self.stale_ & np.isfinite(age) & (age > self.stale_limit_))
+        if newly.size == 0:
+            return []
+        when = self.last_seen_[newly] + self.stale_limit_[newly]
         events: list = []
-        for j in newly.tolist():
-            self.stale_[j] = True
-            events += self._report_staleness(True, j, now, float(self.last_seen_[j]))
+        with self.store.transaction() if self.store is not None else nullcontext():
+            for k in np.lexsort((newly, when)).tolist():
+                j = int(newly[k])
+                self.stale_[j] = True
+                events += self._report_staleness(True, j, float(when[k]), float(self.last_seen_[j]))
+            self._checkpoint()
         return events
 
     # -- bookkeeping -------------------------------------------------------------------------------
@@ -493,23 +554,65 @@ class Monitor:
         self.unknown[key] += n
 
     def _checkpoint(self) -> None:
+        """Save the position and the full stream state (inside the caller's store transaction)."""
         if self.store is not None:
-            self.store.save_checkpoint(self.checkpoint_key, {"time": self._emitted, "rows": self.rows})
+            position = {
+                "version": CHECKPOINT_VERSION,
+                "time": None if math.isinf(self._emitted) else self._emitted,
+                "rows": self.rows,
+                "items": self.position_["records"] + self.position_["bad"],
+                "input": dict(self.position_),
+                "identity": self.identity,
+            }
+            self.store.save_checkpoint(self.checkpoint_key, position, state=checkpoint.capture(self))
 
-    def resume(self) -> float | None:
-        """Continue after the store's checkpoint: records at or before it are passed over (``replayed``).
+    def save(self) -> None:
+        """Checkpoint now (pending records and quarantine included), e.g. before a clean stop."""
+        if self.store is not None:
+            with self.store.transaction():
+                self._checkpoint()
+                self._store_latest()
 
-        Returns the checkpoint time, or ``None`` when the store has none.
+    def resume(self, replayable: bool = False) -> dict | None:
+        """Continue from the store's checkpoint; returns its position (``None``: no checkpoint).
+
+        The full stream state is restored, so the rest of the stream gives exactly the alarms of an
+        uninterrupted run. ``replayable``: the source starts again from its beginning and will skip
+        the ``position["items"]`` items already consumed (a file replay); otherwise (live) records at
+        or before the checkpoint time are passed over and counted as ``replayed``.
+
+        Raises :class:`CheckpointMismatch` when the checkpoint was written under another
+        configuration or model (``identity``) or checkpoint version: resuming would score the rest
+        of the stream with state that no longer fits, and skipping it would say "nothing to do".
         """
         if self.store is None:
             return None
         position = self.store.load_checkpoint(self.checkpoint_key)
         if position is None:
             return None
-        self._resume_t = float(position["time"])
-        self._emitted = max(self._emitted, self._resume_t)
-        self._max_seen = max(self._max_seen, self._resume_t)
-        return self._resume_t
+        version = position.get("version", 1)
+        if version != CHECKPOINT_VERSION:
+            raise CheckpointMismatch(
+                f"the checkpoint {self.checkpoint_key!r} in {getattr(self.store, 'path', 'the store')} is version "
+                f"{version}; this Vigil writes {CHECKPOINT_VERSION}: start without resuming (--no-resume) or use a "
+                f"new store"
+            )
+        changed = sorted(k for k in set(self.identity) | set(position.get("identity", {}))
+                         if self.identity.get(k) != position.get("identity", {}).get(k))  # fmt: skip
+        if changed:
+            raise CheckpointMismatch(
+                f"the {' and '.join(changed)} changed since the checkpoint in {getattr(self.store, 'path', 'the store')} "
+                f"(after {position.get('items')} records, t={position.get('time')}): resuming would continue the "
+                f"stream with state that no longer fits. Restore the previous {' and '.join(changed)}, or score the "
+                f"source again from its start with --no-resume (alarms already stored are kept, none raised twice)"
+            )
+        blob = self.store.load_stream_state(self.checkpoint_key)
+        if blob is not None:
+            checkpoint.restore(self, blob)
+            self.rows_at_resume = self.rows
+        if not replayable and position.get("time") is not None:
+            self._resume_t = float(position["time"])
+        return position
 
     # -- output ------------------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[dict], None]) -> None:
@@ -583,7 +686,9 @@ class Monitor:
             "replayed": self.replayed,
             "errors": self.errors,
             "rows": self.rows,
-            "pending": int(self._pend_t.size) + (self._suspect is not None),
+            "pending": int(self._pend_t.size),
+            "quarantine_held": int(self.clock_.held[0].size),
+            "position": dict(self.position_),
             "last_time": None if math.isinf(self._emitted) else self._emitted,
             "recent_errors": list(self.recent_errors),
         }
@@ -631,3 +736,14 @@ def _stale_limits(config, channels: tuple[str, ...]) -> np.ndarray:
         if timeout is not None:
             limits[j] = float(timeout)
     return limits
+
+
+def _in_time_order(changes: list, time: np.ndarray, limit: np.ndarray) -> list:
+    """Staleness changes by event time (stale: last sample + limit; fresh: the row's time), then
+    fresh before stale at one time, then channel: the order a replay at any pace reports them in."""
+
+    def key(ch):
+        kind, i, j, seen = ch
+        return (float(seen + limit[j]) if kind else float(time[i]), kind, int(j))
+
+    return sorted(changes, key=key)

@@ -6,7 +6,7 @@
 * ``1``: a fatal error (configuration, nominal history, source): nothing or not all was monitored;
 * ``2``: the command line itself was wrong (an unknown option; typer's usage error);
 * ``3``: the run finished, and reported data problems: records it could not score as given
-  (malformed, unparsable, unknown channel, duplicate, out of order, unscored),
+  (malformed, unparsable, unknown channel, quarantined time, duplicate, out of order, unscored),
   detector or alarm-manager errors, an empty source, or a nominal history (``--fit``) that was
   changed while reading (non-finite values, duplicate or unsorted rows, rows without a time).
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_DATA = 0, 1, 2, 3
 
 #: Per-channel counters that mean a record was not scored as it was given.
-PROBLEM_COUNTERS = ("malformed", "duplicate", "out_of_order", "unscored")
+PROBLEM_COUNTERS = ("malformed", "quarantined", "duplicate", "out_of_order", "unscored")
 
 
 def problems(summary: dict, fit_report=None, skipped: int = 0, resumed_at: float | None = None) -> list[str]:

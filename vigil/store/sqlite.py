@@ -96,6 +96,7 @@ CREATE TABLE IF NOT EXISTS limit_changes (
     old TEXT NOT NULL,
     new TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS stream_state (key TEXT PRIMARY KEY, state BLOB NOT NULL);
 """
 
 
@@ -408,19 +409,32 @@ class SqliteStore:
         return [{**dict(zip(keys, r[:6])), "old": json.loads(r[6]), "new": json.loads(r[7])} for r in rows]
 
     # --- stream checkpoints ---------------------------------------------------------------------
-    def save_checkpoint(self, key: str, position: Any) -> None:
-        """Remember how far a stream got (any JSON value), atomically with the current transaction."""
+    def save_checkpoint(self, key: str, position: Any, state: bytes | None = None) -> None:
+        """Remember how far a stream got (any JSON value) and, if given, its opaque ``state`` (the
+        monitor's pickled stream state), atomically with the current transaction."""
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO checkpoints (key, position, wall_time) VALUES (?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET position = excluded.position, wall_time = excluded.wall_time",
                 (key, _dumps(position), time.time()),
             )
+            if state is not None:
+                conn.execute(
+                    "INSERT INTO stream_state (key, state) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET state = excluded.state",
+                    (key, sqlite3.Binary(state)),
+                )
 
     def load_checkpoint(self, key: str) -> Any | None:
         with self.lock:
             row = self._conn.execute("SELECT position FROM checkpoints WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
+
+    def load_stream_state(self, key: str) -> bytes | None:
+        """The ``state`` saved with the checkpoint ``key`` (``None`` if none was)."""
+        with self.lock:
+            row = self._conn.execute("SELECT state FROM stream_state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
 
 
 def _statements(script: str) -> list[str]:
