@@ -297,7 +297,7 @@ def packets_monitor(
             typer.echo(f"resuming after t={start['time']} ({start['items']} input rows; checkpoint in {store})")
     manager.subscribe(lambda event: typer.echo(event_line(event)))
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # restored after (in-process callers)
     if serve is not None:
         from vigil.cli import _serve_in_background
 
@@ -308,6 +308,7 @@ def packets_monitor(
     except KeyboardInterrupt:
         typer.echo("interrupted")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         typer.echo(src.report())
         db.close()
     from vigil.cli import _report_outcome
