@@ -465,5 +465,11 @@ def packets_monitor(
         db.close()
 
 
+# --- fleet on NATS JetStream (issue 11): the `vigil fleet ...` commands are in vigil/cli_fleet.py ---
+from vigil.cli_fleet import fleet_app  # noqa: E402
+
+app.add_typer(fleet_app, name="fleet")
+
+
 if __name__ == "__main__":
     app()
