@@ -202,7 +202,7 @@ def alarms_list(
 # --- operator console (issue 4) -------------------------------------------------------------------
 @app.command("serve")
 def serve(
-    config: Path = typer.Option(..., help="channel configuration (TOML)"),
+    config: Path | None = typer.Option(None, help="channel configuration (TOML); not with --nats"),
     source: str | None = typer.Option(None, help="file:PATH, stdin, tcp://HOST:PORT or udp://HOST:PORT to monitor"),
     fit: Path | None = typer.Option(None, help="nominal history (CSV/Parquet) to fit the learned detector on"),
     speed: str = typer.Option("1", help="file replay speed: 1, 10, ... or max"),
@@ -210,8 +210,16 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="bind address (127.0.0.1: this machine only)"),
     port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else a random one)"),
+    nats: str | None = typer.Option(None, help="serve the whole fleet from these NATS URL(s) (vigil fleet ...)"),
 ) -> None:
     """Serve the operator console and API over a live monitor and its alarm store."""
+    if nats is not None:  # the fleet console (issue 11): vigil/cli_fleet.py
+        from vigil.cli_fleet import serve_fleet
+
+        serve_fleet(nats, host, port, token_file, _announce)
+        return
+    if config is None:
+        raise typer.BadParameter("give --config (or --nats for the fleet console)", param_hint="--config")
     from vigil.ingest.records import FileSource, open_source
     from vigil.monitor.runner import build_session
     from vigil.serve.app import create_app, loopback_hosts

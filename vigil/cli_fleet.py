@@ -183,3 +183,19 @@ async def _has_keys(kv) -> bool:
         return True
     except NoKeysError:
         return False
+
+
+def serve_fleet(nats: str, host: str, port: int, token_file: Path | None, announce) -> None:
+    """``vigil serve --nats URL``: the fleet console (see :mod:`vigil.fleet.console`)."""
+    _need_nats()
+    from vigil.fleet.console import create_fleet_app
+    from vigil.serve.app import loopback_hosts
+    from vigil.serve.auth import resolve_token
+    from vigil.serve.runner import serve_app
+
+    token, where = resolve_token(token_file)
+    app = create_fleet_app(
+        _urls(nats), token, allowed_hosts=loopback_hosts(host), log=lambda m: typer.echo(m, err=True)
+    )
+    announce(host, port, token, where)
+    serve_app(app, host, port)

@@ -28,6 +28,7 @@ def group_records(
 ) -> Iterator[tuple[float, list[str], list[float], list, float | None]]:
     """Consecutive records of one time as ``(time, channels, values, bad, received)`` messages.
 
+    >>> from vigil.ingest.records import Record
     >>> [g[:3] for g in group_records([Record(1.0, "a", 2.0), Record(1.0, "b", 3.0), Record(2.0, "a", 4.0)])]
     [(1.0, ['a', 'b'], [2.0, 3.0]), (2.0, ['a'], [4.0])]
     """
