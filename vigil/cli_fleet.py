@@ -199,3 +199,35 @@ def serve_fleet(nats: str, host: str, port: int, token_file: Path | None, announ
     )
     announce(host, port, token, where)
     serve_app(app, host, port)
+
+
+@fleet_app.command("check")
+def check(
+    data: Path = typer.Option(..., help="folder of one wide CSV per spacecraft (SAT-00.csv ...), one time grid"),
+    period_s: float = typer.Option(600.0, min=1.0, help="orbit period: each spacecraft is compared one orbit apart"),
+    window_s: float = typer.Option(600.0, min=1.0, help="window the siblings are compared over"),
+    z_max: float = typer.Option(6.0, min=1.0, help="robust deviations from the siblings that count as departing"),
+) -> None:
+    """Compare each channel with the same channel on the sibling spacecraft (label-free)."""
+    import numpy as np
+
+    from vigil.fleet.check import FleetCheck
+    from vigil.ingest.tabular import read_table
+
+    blocks = {p.stem: read_table(p, strict=False)[0] for p in sorted(data.glob("*.csv"))}
+    if len(blocks) < 3:
+        raise typer.BadParameter(
+            f"{data} holds {len(blocks)} spacecraft CSVs; the check needs siblings", param_hint="--data"
+        )
+    channels = sorted(set.intersection(*(set(b.channels) for b in blocks.values())))
+    first = next(iter(blocks.values()))
+    fleet = {}
+    for sc, b in blocks.items():
+        if b.n_samples != first.n_samples or not np.array_equal(b.time, first.time):
+            raise typer.BadParameter(f"{sc}.csv is not on the same time grid as {next(iter(blocks))}.csv")
+        fleet[sc] = b.values[:, [b.channels.index(c) for c in channels]]
+    findings = FleetCheck(period_s=period_s, window_s=window_s, z_max=z_max).run(first.time, fleet, channels)
+    for f in findings:
+        typer.echo(f.explain())
+    typer.echo(f"{len(findings)} channel(s) departing from their siblings among {len(fleet)} spacecraft x "
+               f"{len(channels)} channels")  # fmt: skip

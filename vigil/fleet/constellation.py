@@ -39,7 +39,7 @@ class Constellation:
     excursions_per_spacecraft: int = 3
     dropouts_per_spacecraft: int = 1
     degrade: tuple[str, str] | None = None
-    degrade_by: float = 3.0  # in units of the channel's noise, reached at the end
+    degrade_by: float = 3.0  # in units of the channel's noise, reached at the end (inside the limits)
     truth: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -58,8 +58,8 @@ class Constellation:
         seventh 3 conforming samples to return to normal; all report at 1 Hz (stale after 3 s)."""
         chans = {}
         for j, name in enumerate(self.channels):
-            lo = self._base[j] - self._amp[j] - 6 * self._noise[j]
-            hi = self._base[j] + self._amp[j] + 6 * self._noise[j]
+            lo = self._base[j] - self._amp[j] - 8 * self._noise[j]
+            hi = self._base[j] + self._amp[j] + 8 * self._noise[j]
             span = hi - lo
             chans[name] = {
                 "subsystem": name.split(".")[0],
@@ -112,7 +112,7 @@ class Constellation:
                                "start": float(self.time[start]), "end": float(self.time[start + 14])})  # fmt: skip
         if self.degrade is not None and self.degrade[0] == sc:
             j = self.channels.index(self.degrade[1])
-            v[:, j] += np.linspace(0, self.degrade_by * self._noise[j] + 0.5 * self._amp[j], n)
+            v[:, j] += np.linspace(0, self.degrade_by * self._noise[j], n)
             self.truth.append({"spacecraft": sc, "kind": "degradation", "channel": self.degrade[1],
                                "start": float(self.time[0]), "end": float(self.time[-1])})  # fmt: skip
         self._cache[sc] = v
