@@ -116,9 +116,13 @@ def wait_for(condition, timeout_s: float, what: str, every_s: float = 1.0):
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
+        try:
+            last = condition()
+        except Exception as err:  # noqa: BLE001 - e.g. a NATS timeout while the cluster elects a leader
+            last = err
+        else:
+            if last:
+                return last
         time.sleep(every_s)
     raise AssertionError(f"{what}: not reached in {timeout_s} s (last: {last!r})")
 

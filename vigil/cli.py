@@ -318,6 +318,22 @@ def _xtce(path: str) -> str:
     return path
 
 
+@bench_app.command("fleet")
+def bench_fleet(
+    out: Path = typer.Option(Path("fleet.json"), help="JSON results file"),
+    spacecraft: int = typer.Option(16, min=2),
+    channels: int = typer.Option(200, min=1),
+    duration: int = typer.Option(300, min=60, help="seconds of 1 Hz telemetry per spacecraft"),
+    servers: int = typer.Option(3, help="NATS servers (1, or 3 for a JetStream cluster)"),
+) -> None:
+    """The fleet on NATS: channel-samples/s with 1, 2, 4 workers, scaling efficiency, failover time."""
+    import json
+
+    from vigil.bench.fleet import run_benchmark
+
+    typer.echo(json.dumps(run_benchmark(out, spacecraft, channels, duration, servers=servers), indent=1))
+
+
 @bench_app.command("packets")
 def bench_packets(
     out: Path = typer.Option(Path("packets.json"), help="JSON results file"),

@@ -97,6 +97,7 @@ class LocalCluster:
             f"server_name: {node.name}",
             f"listen: 127.0.0.1:{node.port}",
             f"http: 127.0.0.1:{node.http_port}",
+            "max_payload: 8MB",  # checkpoints of thousands of channels (see docs/fleet.md)
             f'jetstream {{ store_dir: "{node.folder / "js"}", max_memory_store: 256MB, max_file_store: {self.max_store} }}',
         ]
         if len(self.nodes) > 1:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+import zlib
 from typing import Any
 
 from vigil.alarms import AlarmManager
@@ -209,29 +210,32 @@ class SpacecraftEngine:
 
     # -- checkpoint -------------------------------------------------------------------------------
     def snapshot(self) -> bytes:
-        """The full checkpoint (see the module docstring) as bytes."""
+        """The full checkpoint (see the module docstring) as compressed bytes."""
         window = getattr(self.manager.config, "incident_window_s", 0.0)
         latest = max(self.store.watermarks().values(), default=-math.inf)
         if not self.store.outbox:
             self.store.prune(latest - 2 * window)
-        return pickle.dumps(
-            {
-                "version": SNAPSHOT_VERSION,
-                "spacecraft": self.spacecraft,
-                "identity": self.identity,
-                "applied_seq": self.applied_seq,
-                "now": self.now,
-                "bad_messages": self.bad_messages,
-                "store": self.store.snapshot(),
-                "monitor": checkpoint.capture(self.monitor),
-            },
-            protocol=pickle.HIGHEST_PROTOCOL,
-        )
+        return zlib.compress(
+            pickle.dumps(
+                {
+                    "version": SNAPSHOT_VERSION,
+                    "spacecraft": self.spacecraft,
+                    "identity": self.identity,
+                    "applied_seq": self.applied_seq,
+                    "now": self.now,
+                    "bad_messages": self.bad_messages,
+                    "store": self.store.snapshot(),
+                    "monitor": checkpoint.capture(self.monitor),
+                },
+                protocol=pickle.HIGHEST_PROTOCOL,
+            ),
+            1,
+        )  # fmt: skip - level 1: 5,000 channels' 1.2 MB become about 0.1 MB in milliseconds
 
     @classmethod
     def restore(cls, blob: bytes, config, detector, identity: dict) -> SpacecraftEngine:
         """An engine continuing from :meth:`snapshot`; refuses one written under another identity."""
-        snap = pickle.loads(blob)  # noqa: S301 - written by our own workers into our own bucket
+        snap = pickle.loads(zlib.decompress(blob))  # noqa: S301 - written by our own workers into our own bucket
         if snap.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"checkpoint of {snap.get('spacecraft')} is version {snap.get('version')}, "
                              f"this worker reads {SNAPSHOT_VERSION}")  # fmt: skip
