@@ -1,6 +1,7 @@
 """Mutation fuzzing of the CCSDS decoding path: ``python -m fuzz.packets --count 1000000``.
 
-Valid DEMOSAT packets are mutated (bit flips, byte overwrites, truncation, extension, random
+Valid DEMOSAT packets (or, with ``--xtce FILE --capture FILE [--time NAME]``, the packets of a
+real capture) are mutated (bit flips, byte overwrites, truncation, extension, random
 length, APID, version and time fields, splices of two packets, repeats, pure garbage) and pushed
 through everything a live monitor runs on received bytes:
 
@@ -25,10 +26,12 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from space_packet_parser.generators import ccsds_generator
 
 from vigil.detect.xtce_alarm import XtceAlarmCheck
 from vigil.ingest.ccsds import PacketStream, load_xtce
 from vigil.ingest.ccsds.demo.generator import DemoSpacecraft, split, xtce_path
+from vigil.ingest.ccsds.timespec import TimeSpec
 from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
 
 MUTATIONS = (
@@ -82,12 +85,22 @@ def mutate(packet: bytes, other: bytes, rng: np.random.Generator) -> tuple[bytes
 
 
 class Harness:
-    """Holds the mission, the alarm check and a pool of valid packets to mutate."""
+    """Holds the mission, the alarm check and a pool of valid packets to mutate.
 
-    def __init__(self, seed: int = 0) -> None:
-        self.mission = load_xtce(xtce_path())
+    By default DEMOSAT; given ``xtce`` and ``capture`` (and ``time`` names when the database has
+    no absolute time parameter), the packets of a real capture and its mission database.
+    """
+
+    def __init__(
+        self, seed: int = 0, xtce: Path | None = None, capture: Path | None = None, time: list[str] | None = None
+    ) -> None:
+        if xtce is None:
+            self.mission = load_xtce(xtce_path())
+            self.pool = [p for p, _ in split(DemoSpacecraft(seed=seed).packets(600.0))]
+        else:
+            self.mission = load_xtce(xtce, time=TimeSpec.from_strings(time))
+            self.pool = [bytes(p) for p in ccsds_generator(Path(capture).read_bytes())]
         self.alarms = read_xtce_alarms(self.mission)
-        self.pool = [p for p, _ in split(DemoSpacecraft(seed=seed).packets(600.0))]
         self.rng = np.random.default_rng(seed)
 
     def batch(self, size: int) -> list[bytes]:
@@ -98,7 +111,7 @@ class Harness:
         """Every decoding path over one batch; returns the problems counted."""
         problems: dict[str, int] = {}
         stream_bytes = b"".join(packets)
-        engines = ("ccsdspy", "spp") if with_spp else ("ccsdspy",)
+        engines = ("bulk", "spp") if with_spp else ("bulk",)
         for engine in engines:
             stream = PacketStream(self.mission, engine=engine, source="fuzz")
             check = XtceAlarmCheck(self.alarms)
@@ -117,9 +130,16 @@ class Harness:
         return problems
 
 
-def run(count: int, seed: int = 0, batch: int = 64, hang_s: float = 30.0, crash_dir: Path | None = None) -> dict:
-    """Fuzz ``count`` mutated packets; returns the summary."""
-    harness = Harness(seed)
+def run(
+    count: int,
+    seed: int = 0,
+    batch: int = 64,
+    hang_s: float = 30.0,
+    crash_dir: Path | None = None,
+    harness: Harness | None = None,
+) -> dict:
+    """Fuzz ``count`` mutated packets (of ``harness``, DEMOSAT by default); returns the summary."""
+    harness = harness or Harness(seed)
     done = crashes = 0
     slowest = 0.0
     totals: dict[str, int] = {}
@@ -165,8 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hang-s", type=float, default=30.0, help="seconds after which a batch is a hang")
     parser.add_argument("--crash-dir", type=Path, default=Path("fuzz/crashes"))
     parser.add_argument("--out", type=Path, default=None, help="write the summary as JSON here")
+    parser.add_argument("--xtce", type=Path, default=None, help="a real mission database (with --capture)")
+    parser.add_argument("--capture", type=Path, default=None, help="real packets to mutate (with --xtce)")
+    parser.add_argument("--time", action="append", default=None, help="packet time parameter (repeatable)")
     args = parser.parse_args(argv)
-    summary = run(args.count, args.seed, args.batch, args.hang_s, args.crash_dir)
+    if (args.xtce is None) != (args.capture is None):
+        parser.error("--xtce and --capture go together")
+    harness = Harness(args.seed, args.xtce, args.capture, args.time)
+    summary = run(args.count, args.seed, args.batch, args.hang_s, args.crash_dir, harness)
     summary["command"] = "python -m fuzz.packets " + " ".join(argv if argv is not None else sys.argv[1:])
     text = json.dumps(summary, indent=2)
     print(text)

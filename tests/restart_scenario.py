@@ -92,7 +92,7 @@ def outcome(store_path: Path) -> dict:
 
     with SqliteStore(store_path) as store:
         alarms = [a.to_dict() for a in store.load_alarms()]
-        audit = [{k: v for k, v in e.to_dict().items() if k != "wall_time"} for e in store.audit()]
+        audit = [{k: v for k, v in e.to_dict().items() if not k.startswith("wall_time")} for e in store.audit()]
         incidents = [i.to_dict() for i in store.load_incidents()]
         position = store.load_checkpoint("monitor")
     return {"alarms": alarms, "audit": audit, "incidents": incidents, "position": position}

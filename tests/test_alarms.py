@@ -84,7 +84,9 @@ def test_escalation_keeps_the_peak_severity():
     events = m.update(*block([W, C, W, 0], values=[200, 450, 300, 0]))
     assert kinds(events) == [("raised", 1, 0.0), ("escalated", 1, 1.0), ("rtn", 1, 3.0)]
     a = m.get(1)
-    assert (a.severity, a.level, a.peak_value, a.peak_time, a.trigger_value) == ("critical", C, 450.0, 1.0, 200.0)
+    # The alarm describes the sample that set its current severity (not the one that raised it).
+    assert (a.severity, a.level, a.peak_value, a.peak_time) == ("critical", C, 450.0, 1.0)
+    assert (a.trigger_value, a.trigger_time, a.first_time) == (450.0, 1.0, 0.0)
     assert a.last_value == 300.0 and a.last_time == 2.0
 
 
@@ -247,14 +249,13 @@ def test_the_alarm_explains_itself_with_the_limit_crossed():
     m = AlarmManager(cfg)
     m.update(b, LimitCheck(cfg.limits()).fit(b).score(b))
     a = m.get(1)
-    # Raised as a warning at 7 psi (threshold: the warning low 10), escalated at 1 psi (critical low 5).
-    assert (a.detector, a.first_time, a.trigger_value, a.severity, a.threshold) == ("limits", 1.0, 7.0, "critical", 5.0)
+    # Raised as a warning at 7 psi (threshold: the warning low 10), escalated at 1 psi (critical low 5):
+    # the alarm describes the sample that made it critical, never 7 psi with the critical limit.
+    assert (a.detector, a.first_time, a.severity, a.threshold) == ("limits", 1.0, "critical", 5.0)
+    assert (a.trigger_value, a.trigger_time) == (1.0, 2.0)
     assert (a.low, a.high, a.direction) == (10.0, 100.0, "low")
     assert a.peak_score == pytest.approx(54 / 45)  # |1 - 55| / 45: distance from the band's centre in half-widths
-    assert a.explanation == (
-        "P (hyd): critical by limits since t=1: value 7 psi below nominal band [10, 100] psi, expected - psi, "
-        "threshold 5 psi crossed; peak 1 psi at t=2 (1.2x threshold); ongoing"
-    )
+    assert a.explanation == "P (hyd): critical by limits since t=1: at t=2 value 1 psi below the critical limit 5 psi; ongoing"
 
 
 def test_chunked_updates_give_the_same_alarms_as_one_update():

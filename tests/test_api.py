@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -31,6 +32,7 @@ CONFIG = MonitorConfig.from_dict(
                 "units": "degC",
                 "rate_hz": 1.0,
                 "limits": {"warning": [0, 10], "critical": [-5, 15]},
+                "min_conformance": 1,  # return to normal at the first nominal sample (default with limits: 10)
             },
             "P-2": {"subsystem": "power", "stale_after_s": 30.0},
             "Q-3": {"subsystem": "power"},
@@ -106,7 +108,7 @@ def test_history_with_limits_and_alarm_periods(setup):
     assert body["limits"] == {"warning": [0.0, 10.0], "critical": [-5.0, 15.0]}
     assert body["alarms"] == [
         {"id": 1, "severity": "critical", "state": "rtn_unacknowledged", "start": 102.0, "end": 105.0},
-        {"id": 2, "severity": "warning", "state": "active", "start": 113.0, "end": None},  # stale since t=113
+        {"id": 2, "severity": "warning", "state": "active", "start": 112.0, "end": None},  # stale at last sample + limit
     ]
 
 
@@ -265,37 +267,35 @@ def test_hub_counts_overflow_and_asks_for_resync():
         hub = Hub(maxsize=2)
         client = hub.connect()
         for i in range(5):
-            hub._fanout({"i": i})
-        got = [client.queue.get_nowait() for _ in range(2)]
-        return got, client.take_resync(), client.take_resync(), hub.dropped_total
+            hub._fanout("alarm", json.dumps({"i": i}))
+        got = [json.loads(await client.next()) for _ in range(2)]
+        return got, client.take_resync(), client.take_resync(), hub.dropped_total, client.dropped_total
 
-    got, note, again, dropped = asyncio.run(scenario())
-    assert got == [{"i": 0}, {"i": 1}] and note == {"type": "resync", "dropped": 3} and again is None
-    assert dropped == 3
+    got, note, again, dropped, by_client = asyncio.run(scenario())
+    assert got == [{"i": 0}, {"i": 1}] and json.loads(note) == {"type": "resync", "dropped": 3} and again is None
+    assert dropped == by_client == 3
 
 
-def test_a_slow_client_holds_one_merged_tick_and_every_alarm_event():
+def test_a_slow_client_holds_the_newest_ticks_and_every_alarm_event():
     import asyncio
 
-    def tick(t, channels, values):
-        return {"type": "values", "time": t, "channels": channels, "value": values, "level": [0] * len(values)}
+    def tick(t):
+        return json.dumps({"type": "values", "time": t})
 
     async def scenario():
         hub = Hub(maxsize=8)
         client = hub.connect()
-        hub._fanout(tick(1.0, ["a", "b"], [1.0, 2.0]))
-        hub._fanout({"type": "alarm", "alarm_id": 1})
-        hub._fanout(tick(2.0, ["b", "c"], [3.0, 4.0]))
-        hub._fanout(tick(3.0, ["a"], [5.0]))
-        got = [client.resolve(client.queue.get_nowait()) for _ in range(client.queue.qsize())]
-        return got, client.merged, client.dropped
+        client.tick_backlog = 2
+        hub._fanout("values", tick(1.0))
+        hub._fanout("alarm", json.dumps({"type": "alarm", "alarm_id": 1}))
+        hub._fanout("values", tick(2.0))
+        hub._fanout("values", tick(3.0))
+        got = [json.loads(await client.next()) for _ in range(3)]
+        return got, client.dropped, list(client.ticks), list(client.events)
 
-    got, merged, dropped = asyncio.run(scenario())
-    assert got == [
-        {"type": "values", "time": 3.0, "channels": ["a", "b", "c"], "value": [5.0, 3.0, 4.0], "level": [0, 0, 0]},
-        {"type": "alarm", "alarm_id": 1},
-    ]
-    assert (merged, dropped) == (2, 0)
+    got, dropped, ticks_left, events_left = asyncio.run(scenario())
+    assert got == [{"type": "alarm", "alarm_id": 1}, {"type": "values", "time": 2.0}, {"type": "values", "time": 3.0}]
+    assert (dropped, ticks_left, events_left) == (1, [], [])  # the oldest tick gave way: counted
 
 
 def test_page_and_vendored_chart_library_are_served(setup):

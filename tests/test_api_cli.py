@@ -93,7 +93,7 @@ def test_demo_prints_url_and_generated_token_and_serves_the_replay(tmp_path):
 
 def test_serve_monitors_a_record_file_with_the_token_from_a_file(tmp_path):
     (tmp_path / "channels.toml").write_text(
-        '[channels.T-1]\nsubsystem = "thermal"\nrate_hz = 1.0\n[channels.T-1.limits]\nwarning = [0.0, 10.0]\n'
+        '[channels.T-1]\nsubsystem = "thermal"\nrate_hz = 1.0\nmin_conformance = 1\n[channels.T-1.limits]\nwarning = [0.0, 10.0]\n'
     )
     # T-1 is out of its warning range at t=40..49: one alarm. One unreadable line is counted.
     rows = [f"{1000 + t},T-1,{12.0 if 40 <= t < 50 else 5.0}" for t in range(100)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,7 +105,7 @@ def test_what_cannot_be_mapped_is_reported_by_name(tmp_path):
     path = tmp_path / "odd.xml"
     path.write_text(XTCE_ODD)
     mission = load_xtce(path)
-    assert mission.layouts[7].length == 6 + 4 + 4  # header, time, A and B (16 bits each)
+    assert mission.layouts["P"].length == 6 + 4 + 4  # header, time, A and B (16 bits each)
     odd = read_xtce_alarms(mission)
     text = [str(u) for u in odd.unmapped]
     assert 'A: DefaultAlarm/WarningRange: rangeForm="inside" (alarm inside a range)' in text
@@ -192,3 +193,61 @@ def test_toml_round_trip(tmp_path, alarms):
     assert config.channels["BUS_T"].limits.severe == (-20.0, 60.0)
     assert config.channels["PANEL_T"].stale_after_s == 2.0
     assert config.channels["WHEEL_RPM_2"].limits.warning == alarms.alarms["WHEEL_RPM_2"].ranges["warning"]
+
+
+BOGUSSAT = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real-packets" / "xtce-alarms" / "BogusSAT-1.xml"
+)
+needs_bogussat = pytest.mark.skipif(not BOGUSSAT.is_file(), reason=f"shared XTCE example not found at {BOGUSSAT}")
+
+
+@pytest.fixture(scope="module")
+def bogussat():
+    return read_xtce_alarms(None, BOGUSSAT)
+
+
+@needs_bogussat
+def test_bogussat_alarms_read_without_a_packet_layout(bogussat):
+    volts = bogussat.alarms["Battery_Voltage"]
+    # Boolean context: Battery_Charge_Mode's oneStringValue CHARGE is 1, zeroStringValue DISCHARGE 0.
+    assert [c.conditions for c in volts.contexts] == [
+        (Condition("Battery_Charge_Mode", "==", 1.0),),
+        (Condition("Battery_Charge_Mode", "==", 0.0),),
+    ]
+    antenna = bogussat.alarms["Payload_1_Antenna_State"]
+    assert antenna.enum_levels == {5: CRITICAL}
+    (ctx,) = antenna.contexts  # enumeration alarms inside a context
+    assert ctx.enum_levels == {4: WARNING, 0: CRITICAL, 5: CRITICAL}
+    assert bogussat.rate_max_hz["SunSensorLevel"] == 10.0 and bogussat.rate_hz["SunSensorLevel"] == 0.1
+    assert not [u for u in bogussat.unmapped if "Battery" in u.parameter or "Antenna" in u.parameter]
+
+
+def _check(alarms, channels, time, rows):
+    block = TelemetryBlock.from_arrays(time, rows, channels)
+    return XtceAlarmCheck(alarms).fit(block).score(block).level
+
+
+@needs_bogussat
+def test_boolean_context_chooses_the_ranges(bogussat):
+    # 12.5 V: outside the charging warning range [12.6, 14.0], inside the discharging one [12.35, 12.6].
+    level = _check(bogussat, ["Battery_Charge_Mode", "Battery_Voltage"], [0.0, 1.0], [[1.0, 12.5], [0.0, 12.5]])
+    assert level[:, 1].tolist() == [WARNING, 0]
+
+
+@needs_bogussat
+def test_enumeration_alarm_in_a_context(bogussat):
+    state = next(c.conditions[0] for c in bogussat.alarms["Payload_1_Antenna_State"].contexts)
+    on = state.value
+    off = 1.0 - on if on in (0.0, 1.0) else on + 1
+    # OFF (0) is normal by default, critical while the payload is on; FAILED (5) critical in both.
+    rows = [[off, 0.0], [on, 0.0], [off, 5.0], [on, 4.0]]
+    level = _check(bogussat, [state.parameter, "Payload_1_Antenna_State"], [0.0, 1.0, 2.0, 3.0], rows)
+    assert level[:, 1].tolist() == [0, CRITICAL, CRITICAL, WARNING]
+
+
+@needs_bogussat
+def test_maximum_rate_in_stream(bogussat):
+    # maximumValue 10 per second: the 11th sample within one second is a warning, the next second is fresh.
+    t = [i * 0.05 for i in range(12)] + [1.0]
+    level = _check(bogussat, ["SunSensorLevel"], t, [[1.0]] * len(t))
+    assert level[:, 0].tolist() == [0] * 10 + [WARNING, WARNING, 0]

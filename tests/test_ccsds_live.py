@@ -100,9 +100,9 @@ def test_bench_packets_writes_json(tmp_path):
     run_benchmark(out, packets=5_000, spp_packets=500)
     result = json.loads(out.read_text())
     assert result["packets_per_s"] > 0
-    assert result["engines"]["ccsdspy"]["packets"] == 4_998  # whole seconds of 21 packets/s
-    assert set(result["engines"]) == {"ccsdspy+monitor", "ccsdspy", "spp"}
-    assert result["packets_per_s"] == result["engines"]["ccsdspy+monitor"]["packets_per_s"]
+    assert result["engines"]["bulk"]["packets"] == 4_998  # whole seconds of 21 packets/s
+    assert set(result["engines"]) == {"bulk+monitor", "bulk", "spp"}
+    assert result["packets_per_s"] == result["engines"]["bulk+monitor"]["packets_per_s"]
 
 
 def test_cli_demo_file_inspect_and_config(tmp_path):
@@ -142,8 +142,10 @@ def test_decoded_packets_round_trip_through_the_table_reader(tmp_path, suffix):
     from vigil.ingest.ccsds.stream import write_long
     from vigil.ingest.tabular import read_table
 
-    block = PacketStream(load_xtce(xtce_path())).feed(DemoSpacecraft().packets(5.0), final=True)
-    n = write_long(block, tmp_path / f"t{suffix}")
+    data = DemoSpacecraft().packets(5.0)
+    block = PacketStream(load_xtce(xtce_path())).feed(data, final=True)
+    stream = PacketStream(load_xtce(xtce_path()))
+    n = write_long(stream.feed_packets(data, final=True), stream.decoder, tmp_path / f"t{suffix}")
     assert n == 50 * 4 + 5 * 2 + 50 * 3
     back, _ = read_table(tmp_path / f"t{suffix}", strict=False)
     same = back.select(list(block.channels))
@@ -164,7 +166,7 @@ def test_tcp_reconnect_does_not_join_two_connections():
         src.close()
     assert sum(b.n_samples for b in blocks) == len(packets) - 1
     assert src.counters()["apid"][101]["truncated"] == 1  # packets[1] is HK_THERMAL
-    assert src.counters()["stream"] == {"bad_header": 0, "resyncs": 0, "skipped_bytes": 8}
+    assert src.counters()["stream"] == {"bad_header": 0, "resyncs": 0, "skipped_bytes": 8, "queue_full": 0}
 
 
 def test_file_source_with_ccsdspy_csv_definitions(tmp_path):

@@ -50,9 +50,11 @@ def test_injected_anomaly_is_detected_near_its_position(fitted, j):
     det.reset()
     flagged = np.flatnonzero(det.score(test).level[:, j] > 0)
     assert flagged.size, f"{KINDS[j]} not detected"
-    # Raised inside the anomaly, nothing before it, cleared within clear_after (+ smoothing) after it.
+    # Raised inside the anomaly, nothing before it, cleared within clear_after (+ smoothing, + the
+    # shape check's window, which still holds part of the anomaly) after it.
+    window = det.shape_.block_[j] * det.shape_.points
     assert START <= flagged[0] <= END
-    assert flagged[-1] <= END + det.clear_after + 3 * det.span
+    assert flagged[-1] <= END + det.clear_after + 3 * det.span + window
 
 
 def test_nominal_channel_raises_nothing(fitted):
@@ -73,7 +75,10 @@ def test_detection_says_how_far_from_expected(fitted):
     # The prediction stays near the nominal sine while the value is shifted by +0.5.
     assert s.level[peak, j] >= 2
     assert test.values[peak, j] > s.high[peak, j]
-    assert s.low[peak, j] < s.expected[peak, j] < s.high[peak, j]
+    if s.detector[s.by[peak, j]] == "forecast.error":  # the band: expected +- threshold
+        assert s.low[peak, j] < s.expected[peak, j] < s.high[peak, j]
+    else:  # a range check crossed: the band is the range (or levels) seen in history around the sine's 0
+        assert s.low[peak, j] < 0 < s.high[peak, j] < test.values[peak, j]
 
 
 def _assert_same(a: Scores, b: Scores) -> None:
@@ -151,7 +156,8 @@ def test_commands_explain_commanded_steps():
 def test_novel_value_is_flagged_with_its_distance():
     rng = np.random.default_rng(7)
     train = TelemetryBlock.from_arrays(np.arange(1000.0), rng.uniform(0.0, 1.0, (1000, 1)), ["u"])
-    det = ForecastDetector(novelty_margin=0.1, span=5).fit(train)
+    # An absolute floor of 0.1 keeps the level check's margin (a fraction of its narrow range) out of the way.
+    det = ForecastDetector(novelty_margin=0.1, span=5, min_threshold=0.1, shape=False).fit(train)
     test = TelemetryBlock.from_arrays(
         np.arange(1000.0, 1030.0), np.r_[rng.uniform(0, 1, 20), [1.5] * 10][:, None], ["u"]
     )
@@ -233,8 +239,8 @@ def test_level_held_longer_than_ever_is_flagged_once_learned_it_is_not():
     assert train.values.min() - 0.05 < values.min() and values.max() < train.values.max() + 0.05
 
     def flagged(**kwargs) -> np.ndarray:
-        # The error check (which sees the plateau too) is put out of the way.
-        det = ForecastDetector(threshold_factor=1e6, **kwargs).fit(train)
+        # The error and shape checks (which see the plateau too) are put out of the way.
+        det = ForecastDetector(threshold_factor=1e6, shape=False, **kwargs).fit(train)
         return det.score(test).flagged[:, 0]
 
     first = flagged()
@@ -254,8 +260,9 @@ def test_each_detection_says_when_how_far_and_which_check(fitted):
     found = {d.channel: d for d in detections(test, scores)}
     assert set(found) == set(KINDS[:5])
     frozen = found["frozen"]
-    # The sine stops at test row START: after 2 x span = 60 repeats the stuck check decides.
-    assert frozen.detector == "forecast.stuck" and frozen.start_index == START + 60
+    # The sine stops at test row START: the shape check sees a cycle unlike any in history before
+    # the stuck check decides (2 x span = 60 repeats).
+    assert frozen.detector == "forecast.shape" and START < frozen.start_index <= START + 60
     assert frozen.severity in ("warning", "distress", "critical")
     drift = found["drift"]
     assert drift.detector in ("forecast.novelty", "forecast.level") and drift.value > drift.high
@@ -307,7 +314,8 @@ def test_a_held_command_seen_in_history_explains_a_value_beyond_its_range():
     # In history the command is held only around the sine's troughs (150 + 200 k): the range tops at 1.0.
     x, u = _commanded(3000, [(120 + 200 * k, 200 + 200 * k) for k in range(0, 15, 3)], rng)
     train = TelemetryBlock.from_arrays(np.arange(3000.0), x[:, None], ["v"], u[:, None, None])
-    det = ForecastDetector().fit(train)
+    # The shape check is off: a command held across a peak does change the cycle's shape.
+    det = ForecastDetector(shape=False).fit(train)
     assert det.command_gain_[0, 0] == pytest.approx(0.5, abs=0.15)  # the steady-state offset
     # Now it is held across a peak (50 + 200 k): the value reaches about 1.45, 0.4 above the range.
     y, v = _commanded(1000, [(0, 400)], rng)
@@ -315,7 +323,7 @@ def test_a_held_command_seen_in_history_explains_a_value_beyond_its_range():
     assert y.max() > det.hi_[0] + det.margin_[0, 1]
     assert not det.score(test).flagged.any()
     # Without the command's offset the same values are novel; far beyond it they still are.
-    assert ForecastDetector(command_span=None).fit(train).score(test).flagged.any()
+    assert ForecastDetector(command_span=None, shape=False).fit(train).score(test).flagged.any()
     far = y.copy()
     far[300:320] += 3.0
     det.reset()
@@ -349,6 +357,7 @@ def test_learn_values_follows_a_slow_drift_but_not_what_it_alarmed_on():
 
     def flagged(**kwargs) -> np.ndarray:
         # Only the value check: the error (also relative to the stream) and level checks see them too.
+        kwargs.update(min_threshold=0.1, shape=False)  # margins of 0.1 in channel units, as the drift is sized
         det = ForecastDetector(threshold_factor=1e6, relative=None, level_span=None, **kwargs).fit(train)
         return det.score(test).flagged
 
@@ -367,3 +376,18 @@ def test_chunked_scoring_with_commands_equals_one_call():
     whole = det.score(test)
     det.reset()
     _assert_same(whole, Scores.concat([det.score(test.slice(a, a + 137)) for a in range(0, 2000, 137)]))
+
+
+def test_the_threshold_moves_smoothly_so_scores_stay_on_one_scale():
+    """A stream calmer than its history: the threshold falls towards its calm errors, smoothly (no
+    step after a warm-up), so early and late scores are on one scale."""
+    rng = np.random.default_rng(3)
+    t = np.arange(6000)
+    x = np.sin(2 * np.pi * t / 100.0) + rng.normal(0.0, 1.0, t.size) * np.where(t < 3000, 0.1, 0.02)
+    block = TelemetryBlock.from_arrays(t.astype(float), x[:, None], ["calm"])
+    det = ForecastDetector(shape=False).fit(block.slice(0, 3000))
+    s = det.score(block.slice(3000, 6000))
+    width = (s.high - s.expected)[:, 0]
+    width = width[np.isfinite(width)]
+    assert (width[1:] / width[:-1]).min() > 0.99  # never by more than 1 % from one sample to the next
+    assert width[-1] < 0.5 * width[0]  # and it did fall

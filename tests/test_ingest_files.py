@@ -62,8 +62,8 @@ def test_long_csv_pivots_and_counts_bad_records(tmp_path):
     p = tmp_path / "long.csv"
     p.write_text("time,channel,value\n0,a,1\n0,b,2\n1,a,nan\n1,a,5\n2,b,inf\n")
     with pytest.raises(DataError, match=r"long\.csv: channel a: row 4: missing value"):
-        read_table(p)
-    block, report = read_table(p, strict=False)
+        read_table(p, strict=True)
+    block, report = read_table(p)  # the default: read, count, report
     assert block.channels == ("a", "b")
     assert block.time.tolist() == [0.0, 1.0, 2.0]
     # (1, a) appears twice: the first (NaN) is kept, the second counted as a duplicate.
@@ -77,8 +77,8 @@ def test_long_csv_out_of_order_sorted_when_lenient(tmp_path):
     p = tmp_path / "ooo.csv"
     p.write_text("time,channel,value\n2,a,3\n1,a,2\n")
     with pytest.raises(DataError, match="row 3: time 1.0 is earlier"):
-        read_table(p)
-    block, report = read_table(p, strict=False)
+        read_table(p, strict=True)
+    block, report = read_table(p)
     assert block.values[:, 0].tolist() == [2.0, 3.0]
     assert report.out_of_order == 1
 
@@ -98,17 +98,54 @@ def test_wide_csv_text_value_names_channel_and_row(tmp_path):
     p = tmp_path / "wide.csv"
     p.write_text("t,V1,V2\n0,1,2\n1,3,oops\n")
     with pytest.raises(DataError, match=r"channel V2: row 3: value 'oops' is not a number"):
-        read_table(p)
+        read_table(p)  # a text value is refused even when lenient: it says where
 
 
-def test_wide_duplicate_time_strict_and_lenient(tmp_path):
+def test_wide_duplicate_time_read_by_default_and_refused_when_strict(tmp_path):
     p = tmp_path / "dup.csv"
-    p.write_text("t,V1\n0,1\n1,2\n1,3\n")
+    p.write_text("t,V1,V2\n0,1,5\n1,2,6\n1,3,7\n2,4,8\n")  # t=1 repeated (a daylight-saving repeat, say)
     with pytest.raises(DataError, match="row 4: duplicate time"):
-        read_table(p)
-    block, report = read_table(p, strict=False)
-    assert block.values[:, 0].tolist() == [1.0, 2.0]
-    assert report.duplicates == {"V1": 1}
+        read_table(p, strict=True)
+    block, report = read_table(p)
+    assert block.time.tolist() == [0.0, 1.0, 2.0]
+    assert block.values.tolist() == [[1.0, 5.0], [2.0, 6.0], [4.0, 8.0]]  # the first of the repeats kept
+    assert report.duplicates == {"V1": 1, "V2": 1} and not report.clean
+    assert "2 duplicate records (the first kept, the rest dropped) (V1: 1, V2: 1)" in "\n".join(report.lines())
+
+
+@pytest.mark.parametrize("name", ["time", "Timestamp", "t", "datetime", "DATE", "epoch", "utc", "met", "time_s"])
+def test_time_column_recognised_by_name_wherever_it_is(tmp_path, name):
+    p = tmp_path / "w.csv"
+    p.write_text(f"V1,{name},V2\n1,2026-11-24T00:00:00,3\n4,2026-11-24T00:00:01,6\n")
+    block, report = read_table(p)
+    assert block.channels == ("V1", "V2") and report.time_column == name and not report.notes
+    assert block.time.tolist() == [1795478400.0, 1795478401.0]
+    long = tmp_path / "l.csv"
+    long.write_text(f"{name},parameter,value\n0,T1,1\n1,T1,2\n")
+    block, report = read_table(long)
+    assert block.channels == ("T1",) and report.time_column == name
+
+
+def test_unrecognised_time_column_is_named_in_the_report_and_errors(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_text("when,V1\n0,1\n1,2\n")
+    block, report = read_table(p)
+    assert block.channels == ("V1",)
+    assert "the first column, 'when', was taken as time" in "\n".join(report.lines())
+    bad = tmp_path / "b.csv"
+    bad.write_text("label,V1\nfoo,1\nbar,2\n")
+    with pytest.raises(DataError, match=r"b\.csv: row 2: time column 'label': 'foo' is not a time"):
+        read_table(bad, strict=True)
+    block, report = read_table(bad)  # lenient: the rows without a time are dropped, counted, reported
+    assert block.n_samples == 0 and report.no_time == 2
+
+
+def test_rows_without_a_time_are_counted_not_silently_dropped(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_text("time,V1\n0,1\n,2\n2,3\n")
+    block, report = read_table(p)
+    assert block.time.tolist() == [0.0, 2.0] and report.no_time == 1 and not report.clean
+    assert "1 rows without a readable time in 'time' (dropped)" in "\n".join(report.lines())
 
 
 def test_empty_and_unknown_files(tmp_path):

@@ -43,5 +43,5 @@ def test_vigil_monitor_reports_it(tmp_path):
          "--speed", "max", "--store", "v.sqlite"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert "quarantined=1" in out.stdout
+    assert out.returncode == 3, out.stderr  # a reported data problem
+    assert "quarantined=1" in out.stdout and "[problem] 1 quarantined records" in out.stdout

@@ -81,7 +81,8 @@ def test_file_replay_paced_by_speed(record_file):
     batches = list(FileSource(record_file, speed=2.0).batches())
     took = time.monotonic() - started
     assert 0.19 <= took < 1.0  # 0.4 s of data at 2x
-    assert [len(b) for b in batches if b] == [2, 2, 1]  # t=0 (a, b); t=0.2 (a, bad line); t=0.4
+    # one record batch per time step: t=0 (a, b); t=0.2 (a); t=0.4; the bad line comes with its block
+    assert [b.size for b in batches if b] == [2, 1, 1] and sum(len(b.bad) for b in batches if b) == 1
     fast = time.monotonic()
     list(FileSource(record_file, speed=100.0).batches())
     assert time.monotonic() - fast < 0.15
@@ -224,5 +225,37 @@ def test_paced_replay_yields_idle_batches_in_gaps(tmp_path):
     path = tmp_path / "gap.csv"
     path.write_text("0,a,1\n3,a,2\n")  # a 3 s gap, replayed at 10x: 0.3 s
     batches = list(FileSource(path, speed=10.0, idle_s=0.05).batches())
-    assert batches[0] == [Record(0.0, "a", 1.0)] and batches[-1] == [Record(3.0, "a", 2.0)]
+    assert list(batches[0]) == [Record(0.0, "a", 1.0)] and list(batches[-1]) == [Record(3.0, "a", 2.0)]
     assert 4 <= len(batches) - 2 <= 6 and not any(batches[1:-1])  # ~0.3 s / 0.05 s of empty batches
+
+
+@pytest.mark.parametrize("name", ["timestamp", "Time", "t", "datetime", "epoch", "met"])
+def test_wide_record_file_time_column_recognised_by_name(tmp_path, name):
+    # Before: a first column called `timestamp` made every cell an unknown channel named after a number.
+    path = tmp_path / "wide.csv"
+    path.write_text(f"{name},T1,V1\n2026-11-24T00:00:00,20.5,28\n2026-11-24T00:00:01,21.5,29\n")
+    items = [i for b in FileSource(path).batches() for i in b]
+    assert items == [
+        Record(1795478400.0, "T1", 20.5), Record(1795478400.0, "V1", 28.0),
+        Record(1795478401.0, "T1", 21.5), Record(1795478401.0, "V1", 29.0),
+    ]  # fmt: skip
+
+
+def test_unnamed_time_column_is_taken_and_said(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text("when,T1,V1\n0,20.5,28\n1,21.5,29\n")
+    src = FileSource(path)
+    items = [i for b in src.batches() for i in b]
+    assert [r.channel for r in items] == ["T1", "V1", "T1", "V1"]
+    assert src.notes == [f"{path}: no column is named like a time (date, datetime, epoch, ert, gps_time, met, ...): "
+                         "the first column, 'when', was taken as time"]  # fmt: skip
+    # A junk first line over long records stays a counted bad line; the records are read.
+    junk = tmp_path / "long.csv"
+    junk.write_text("garbage,here,now\n0,T1,1\n1,T1,2\n")
+    src = FileSource(junk)
+    items = [i for b in src.batches() for i in b]
+    assert [type(i).__name__ for i in items] == ["Record", "Record", "BadRecord"] and not src.notes
+
+
+def test_long_header_with_other_column_names_is_skipped():
+    assert parse_line("timestamp,parameter,value") is None and parse_line("TIME,Channel,Val") is None

@@ -25,4 +25,4 @@ def test_a_file_replay_reads_past_them(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text(f'0,a,1\n{{"time": 1, "channel": "a", "value": {BIG}}}\n2,a,3\n')
     items = [i for b in FileSource(path).batches() for i in b]
-    assert [type(i).__name__ for i in items] == ["Record", "BadRecord", "Record"]
+    assert sorted(type(i).__name__ for i in items) == ["BadRecord", "Record", "Record"]

@@ -15,7 +15,7 @@ import pytest
 from restart_scenario import outcome, write_inputs
 
 from vigil.ingest.records import FileSource
-from vigil.monitor.runner import build_session, run
+from vigil.monitor.runner import build_session, resume, run
 
 
 class _OneBatch:
@@ -40,9 +40,7 @@ def _run(cfg: Path, nominal: Path, stream: Path, store: Path, batch: int, batche
     session = build_session(cfg, fit_path=nominal, store_path=store)
     try:
         src = FileSource(stream, speed=None, batch_size=batch)
-        start = session.monitor.resume(replayable=True)
-        if start is not None:
-            src.skip_items = start["items"]
+        resume(session, src)
         stop = threading.Event()
         run(session, src if batches is None else _OneBatch(src, stop, batches), echo=lambda line: None, stop=stop)
         return not stop.is_set()

@@ -109,3 +109,14 @@ def test_hysteresis_chunks_equal_one_call():
 def test_hysteresis_rejects_bad_counts(args, key):
     with pytest.raises(ConfigError, match=key):
         apply_hysteresis(np.ones((2, 1)), *args, *_state())
+
+
+def test_a_score_hovering_under_the_threshold_does_not_clear_inside_the_deadband():
+    s = np.array([[1.5], [0.8], [0.8], [0.8], [0.3], [0.3]])
+
+    def levels(clear_below: float) -> list[int]:
+        state = [np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.bool_)]
+        return apply_hysteresis(s, 1, 2, *state, clear_below=clear_below)[:, 0].tolist()
+
+    assert levels(1.0) == [2, 1, 0, 0, 0, 0]  # two samples under 1: cleared
+    assert levels(0.5) == [2, 1, 1, 1, 1, 0]  # only samples under 0.5 count towards clearing

@@ -6,9 +6,30 @@ from pathlib import Path
 
 import typer
 
+from vigil.cli_alarms import alarms_app
+
 app = typer.Typer(help="Vigil: early warning for spacecraft telemetry.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks on labelled or generated telemetry.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(alarms_app, name="alarms")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"vigil {version('vigil-telemetry')}")
+        except PackageNotFoundError:  # a source tree never installed
+            typer.echo("vigil 0+unknown")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """Vigil: early warning for spacecraft telemetry."""
 
 
 # --- engine (issue 2) -----------------------------------------------------------------------------
@@ -27,6 +48,18 @@ def bench_smap_msl(
     typer.echo(result.summary())
 
 
+@bench_app.command("ucr")
+def bench_ucr(
+    data: Path = typer.Option(..., help="folder holding the archive's NNN_UCR_Anomaly_*.txt files"),
+    out: Path = typer.Option(Path("results.json"), help="JSON results file"),
+    per_series: Path | None = typer.Option(None, help="CSV file with one row per series"),
+) -> None:
+    """UCR anomaly archive: fit on each training prefix, is the highest test score on the anomaly?"""
+    from vigil.bench.ucr import run_benchmark, summary
+
+    typer.echo(summary(run_benchmark(data, out=out, per_series=per_series)))
+
+
 # --- live monitoring (issue 3) --------------------------------------------------------------------
 @app.command("monitor")
 def monitor(
@@ -36,54 +69,98 @@ def monitor(
     speed: str = typer.Option("1", help="file replay speed: 1, 10, ... or max (as fast as possible)"),
     store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
     lateness: float = typer.Option(0.0, help="seconds a time step still accepts records after a later one"),
-    max_jump: float = typer.Option(3600.0, help="a record this far ahead is quarantined until the stream follows (0: off)"),
+    max_jump: float = typer.Option(3600.0, help="a record this far ahead is quarantined until the stream follows it"),
     report_every: float = typer.Option(10.0, help="seconds between counter lines"),
     resume: bool = typer.Option(True, help="continue from the store's checkpoint, exactly as if never stopped"),
-    refit: bool = typer.Option(False, help="fit the model again on --fit (else the saved <store>.model is loaded)"),
+    refit: bool = typer.Option(False, help="fit the model on --fit again (else the saved <store>.model is loaded)"),
+    strict: bool = typer.Option(False, help="refuse a --fit history with bad rows instead of counting them"),
     serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
     host: str = typer.Option("127.0.0.1", help="API bind address"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
+    archive: Path | None = typer.Option(None, help="archive folder for every accepted sample (default: STORE.archive)"),
+    no_archive: bool = typer.Option(False, "--no-archive", help="keep no archive (plots: last 256 samples)"),
+    retention_days: float | None = typer.Option(None, min=0.01, help="archive: delete days older than this"),
 ) -> None:
-    """Score telemetry as it arrives; print alarm changes and counters."""
+    """Score telemetry as it arrives; print alarm changes and counters.
+
+    Exit status: 0 clean, 1 fatal error, 3 finished with reported data problems.
+    """
     import signal
     import threading
 
     from vigil.errors import VigilError
-    from vigil.ingest.records import FileSource, open_source
-    from vigil.monitor.runner import build_session, event_line, is_replay, run
+    from vigil.ingest.records import open_source
+    from vigil.monitor.report import EXIT_FATAL, exit_code
+    from vigil.monitor.runner import build_session, event_line, run
 
+    sock = _bind_or_exit(host, serve) if serve is not None else None  # a busy port: said before any work
     try:
         rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
         jump = max_jump if max_jump > 0 else None
         session = build_session(
-            config, fit_path=fit, store_path=store, lateness_s=lateness, max_jump_s=jump, refit=refit, echo=typer.echo
-        )
+            config, fit_path=fit, store_path=store, lateness_s=lateness, max_jump_s=jump, strict=strict,
+            refit=refit, echo=typer.echo,
+        )  # fmt: skip
+    except (VigilError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_FATAL) from None
+    for line in session.fit_report.lines() if session.fit_report is not None else []:
+        typer.echo(f"[fit] {line}")
+    try:
         src = open_source(source, speed=rate)
-        start = session.monitor.resume(replayable=isinstance(src, FileSource)) if resume else None
+        start = _resume(session, src) if resume else None
     except (VigilError, ValueError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        session.store.close()
+        raise typer.Exit(EXIT_FATAL) from None
     session.manager.subscribe(lambda event: typer.echo(event_line(event)))
-    if start is not None:
-        typer.echo(f"resuming after t={start['time']} ({start['items']} input items; checkpoint in {store})")
-        if isinstance(src, FileSource):
-            src.skip_items = start["items"]
+    extras = _extras(session, None if no_archive else archive or Path(f"{store}.archive"), retention_days)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if serve is not None:
-        _serve_in_background(session, host, serve, token_file)
+        _serve_in_background(session, host, serve, token_file, sock, extras)
     typer.echo(f"monitoring {len(session.monitor.channels)} channels from {src.name}")
     try:
         run(session, src, echo=typer.echo, report_every_s=report_every, stop=stop)
-        if start is not None and is_replay(src) and session.monitor.position_ == start["items"]:
-            typer.echo(
-                f"nothing new: the checkpoint already covers all {start['items']} input items of {src.name} "
-                f"(--no-resume to score it again)"
-            )
     except KeyboardInterrupt:
         typer.echo("interrupted")
     finally:
+        extras.close()
         session.store.close()
+    found = _report_outcome(session, src, start)
+    raise typer.Exit(exit_code(found))
+
+
+def _resume(session, src) -> float | None:
+    """Restore the store's checkpoint (raises ``CheckpointMismatch`` if it no longer fits); a file
+    replay passes over the input it covers. Returns the checkpoint time."""
+    from vigil.monitor.runner import resume
+
+    start = resume(session, src)
+    if start is None:
+        return None
+    where = getattr(session.store, "path", "the store")
+    typer.echo(f"resuming after t={start['time']} ({start['items']} input items; checkpoint in {where})")
+    return start["time"]
+
+
+def _report_outcome(session, src, resumed_at: float | None = None) -> list[str]:
+    """Print what the reader assumed and the data problems of the run; return the problems."""
+    from vigil.monitor.report import problems
+
+    for note in getattr(src, "notes", []):
+        typer.echo(f"[note] {note}")
+    skipped = getattr(src, "skipped", 0)
+    if skipped:
+        typer.echo(f"[note] passed over {skipped} input items the checkpoint (t={resumed_at}) already covers")
+    with session.lock:
+        summary = session.monitor.counters(nonzero=True)
+    # Counters continue the stream's (restored with the checkpoint); "nothing scored" is about this run.
+    summary["rows"] -= session.monitor.rows_at_resume
+    found = problems(summary, session.fit_report, skipped=skipped, resumed_at=resumed_at)
+    for line in found:
+        typer.echo(f"[problem] {line}")
+    return found
 
 
 @bench_app.command("stream")
@@ -95,29 +172,72 @@ def bench_stream(
     ticks: int = typer.Option(300, help="1-row ticks timed for the latency percentiles, per pass"),
     repeats: int = typer.Option(3, help="passes (samples_per_s is their median)"),
     seed: int = typer.Option(0, help="random seed of the generated channels"),
+    archive: bool = typer.Option(False, help="also keep every sample in an archive (vigil.archive) and measure it"),
+    history_points: int | None = typer.Option(None, help="live plot ring per channel (default: the monitor's)"),
 ) -> None:
     """Channel-samples scored per second, 1 Hz tick latency and state bytes per channel."""
     from vigil.bench.stream import run_stream_bench, summary, write_results
 
     result = run_stream_bench(
-        channels=channels, rows=rows, block_rows=block_rows, ticks=ticks, repeats=repeats, seed=seed
-    )
+        channels=channels, rows=rows, block_rows=block_rows, ticks=ticks, repeats=repeats, seed=seed,
+        archive=archive, history_points=history_points,
+    )  # fmt: skip
     write_results(result, out)
     typer.echo(summary(result))
 
 
-def _serve_in_background(session, host: str, port: int, token_file: Path | None) -> None:
-    import threading
+@bench_app.command("records")
+def bench_records(
+    out: Path = typer.Option(Path("results-records.json"), help="JSON results file"),
+    channels: int = typer.Option(100, help="channels of the --speed max file"),
+    seconds: int = typer.Option(50_000, help="seconds (1 Hz rows) of the --speed max file"),
+    paced_channels: int = typer.Option(1_000, help="channels of the paced replay"),
+    paced_seconds: int = typer.Option(10_000, help="seconds of the paced replay"),
+    speed: list[float] = typer.Option([1000.0], help="paced replay speeds (repeat the option for several)"),
+    code: str | None = typer.Option(None, help="run the monitor from this checkout (PYTHONPATH): before/after"),
+) -> None:
+    """The record path end to end: vigil monitor on a generated CSV of records, --speed max and paced."""
+    from vigil.bench.records import run_benchmark, summary
 
-    import uvicorn
+    result = run_benchmark(out, channels, seconds, paced_channels, paced_seconds, tuple(speed), code)
+    typer.echo(summary(result))
 
+
+@bench_app.command("trend")
+def bench_trend(
+    channels: int = typer.Option(200, help="generated channels (4 in 5 drift toward the limit)"),
+    hours: float = typer.Option(10.0, help="hours of 1 Hz samples"),
+    seed: int = typer.Option(1, help="random seed (the default tau_s was chosen on seed 0)"),
+    out: Path = typer.Option(Path("results-trend.json"), help="JSON results file"),
+) -> None:
+    """Time until limit on generated drifts: how early, how accurate (vigil.detect.trend)."""
+    from vigil.bench.trend import run_trend_bench, summary, write_results
+
+    result = run_trend_bench(channels=channels, hours=hours, seed=seed)
+    write_results(result, out)
+    typer.echo(summary(result))
+
+
+def _extras(session, archive: Path | None, retention_days: float | None):
+    """The archive, notifications and time-until-limit forecast on a session (vigil.monitor.extras)."""
+    from vigil.errors import VigilError
+    from vigil.monitor.extras import attach
+
+    try:
+        return attach(session.monitor, session.manager, archive, retention_days)
+    except (VigilError, OSError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None  # fatal (vigil.monitor.report.EXIT_FATAL)
+
+
+def _serve_in_background(session, host: str, port: int, token_file: Path | None, sock=None, extras=None) -> None:
     from vigil.serve.app import create_app
     from vigil.serve.auth import resolve_token
+    from vigil.serve.runner import serve_in_background
 
     token, where = resolve_token(token_file)
-    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock)
-    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning"))
-    threading.Thread(target=server.run, name="vigil-api", daemon=True).start()
+    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock, extras=extras)
+    serve_in_background(api, host, port, sock or _bind_or_exit(host, port))
     typer.echo(f"API on http://{host}:{port}/ (token from {where})")
     if where == "generated":
         typer.echo(f"API token: {token}")
@@ -170,33 +290,48 @@ def config_check(path: Path = typer.Argument(..., help="channel configuration (T
     )
 
 
-@app.command("alarms")
-def alarms_list(
-    store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
-    state: str | None = typer.Option(None, help="only this state (active, acknowledged, ...; all: also cleared)"),
-    incidents: bool = typer.Option(False, help="list incidents instead of alarms"),
-    audit: int = typer.Option(0, help="also print the last N audit entries"),
+@config_app.command("init")
+def config_init(
+    data: Path = typer.Argument(..., help="history (CSV/Parquet, long time,channel,value or wide)"),
+    out: Path = typer.Option(Path("channels.toml"), help="configuration file to write"),
+    force: bool = typer.Option(False, help="overwrite --out if it exists"),
 ) -> None:
-    """List the alarms (or incidents) and the audit trail kept in a store."""
-    from vigil.store.sqlite import SqliteStore
+    """Write a first configuration from data: channels, rates, subsystems; limits as suggestions."""
+    from vigil.config_init import write_config
+    from vigil.errors import VigilError
 
-    if not store.is_file():
-        typer.echo(f"error: {store}: no such store", err=True)
+    if out.exists() and not force:
+        typer.echo(f"error: {out} exists (--force overwrites it)", err=True)
         raise typer.Exit(2)
-    db = SqliteStore(store)
     try:
-        if incidents:
-            for inc in db.load_incidents():
-                typer.echo(f"incident {inc.id} [{'active' if inc.active else 'closed'}] {inc.explanation}")
-        else:
-            for a in db.load_alarms(open_only=state != "all" and state != "cleared"):
-                if state in (None, "all") or a.state == state:
-                    typer.echo(f"#{a.id} {a.state} {a.explanation}")
-        for e in db.audit(limit=audit) if audit > 0 else []:
-            change = f"{e.action} {e.from_state} -> {e.to_state}"
-            typer.echo(f"audit t={e.time:.6g} alarm {e.alarm_id} by {e.user}: {change} {e.comment}".rstrip())
-    finally:
-        db.close()
+        channels, subsystems = write_config(data, out)
+    except (VigilError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {out}: {channels} channels, {subsystems} subsystems from name prefixes; "
+               f"limits suggested in comments (review, uncomment, then `vigil config check {out}`)")  # fmt: skip
+
+
+@app.command("fit")
+def fit_model(
+    config: Path = typer.Option(..., help="channel configuration (TOML)"),
+    archive: Path = typer.Option(..., help="archive folder (vigil monitor/serve --archive)"),
+    start: str = typer.Option(..., help="span start: seconds since 1970 or ISO 8601 (UTC)"),
+    end: str = typer.Option(..., help="span end: seconds since 1970 or ISO 8601 (UTC)"),
+    out: Path = typer.Option(Path("vigil.sqlite.model"), help="model file to write"),
+) -> None:
+    """Refit the default detector on an archived span and save the model."""
+    from vigil.archive.refit import parse_time, refit
+    from vigil.errors import VigilError
+
+    try:
+        info = refit(config, archive, parse_time(start), parse_time(end), out)
+    except (VigilError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    rows = info["history"]["rows"]
+    model = info["model_id"][:12]
+    typer.echo(f"wrote {out}: {len(info['channels'])} channels fitted on {rows} archived rows (model {model})")
 
 
 # --- operator console (issue 4) -------------------------------------------------------------------
@@ -210,9 +345,15 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="bind address (127.0.0.1: this machine only)"),
     port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
     token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else a random one)"),
+    archive: Path | None = typer.Option(None, help="archive folder for every accepted sample (default: STORE.archive)"),
+    no_archive: bool = typer.Option(False, "--no-archive", help="keep no archive (plots: last 256 samples)"),
+    retention_days: float | None = typer.Option(None, min=0.01, help="archive: delete days older than this"),
     nats: str | None = typer.Option(None, help="serve the whole fleet from these NATS URL(s) (vigil fleet ...)"),
 ) -> None:
-    """Serve the operator console and API over a live monitor and its alarm store."""
+    """Serve the operator console and API over a live monitor and its alarm store.
+
+    Exit status: 0 clean, 1 fatal error, 3 stopped after reporting data problems.
+    """
     if nats is not None:  # the fleet console (issue 11): vigil/cli_fleet.py
         from vigil.cli_fleet import serve_fleet
 
@@ -220,32 +361,50 @@ def serve(
         return
     if config is None:
         raise typer.BadParameter("give --config (or --nats for the fleet console)", param_hint="--config")
-    from vigil.ingest.records import FileSource, open_source
+    from vigil.errors import VigilError
+    from vigil.ingest.records import open_source
+    from vigil.monitor.report import EXIT_FATAL, exit_code
     from vigil.monitor.runner import build_session
     from vigil.serve.app import create_app, loopback_hosts
     from vigil.serve.auth import resolve_token
     from vigil.serve.runner import SessionPump, serve_app
 
+    sock = _bind_or_exit(host, port)
     token, where = resolve_token(token_file)
-    session = build_session(config, fit_path=fit, store_path=store)
+    src = start = None
+    try:
+        session = build_session(config, fit_path=fit, store_path=store)
+        if source is not None:
+            rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
+            src = open_source(source, speed=rate)
+            start = _resume(session, src)
+    except (VigilError, ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(EXIT_FATAL) from None
+    for line in session.fit_report.lines() if session.fit_report is not None else []:
+        typer.echo(f"[fit] {line}")
+    extras = _extras(session, None if no_archive else archive or Path(f"{store}.archive"), retention_days)
     hosts = loopback_hosts(host)
-    api = create_app(session.monitor, session.manager, session.store, token, lock=session.lock, allowed_hosts=hosts)
-    if source is not None:
-        rate = None if speed.lower() in ("max", "inf", "0") else float(speed.lower().rstrip("x"))
-        src = open_source(source, speed=rate)
-        start = session.monitor.resume(replayable=isinstance(src, FileSource))
-        if start is not None and isinstance(src, FileSource):
-            src.skip_items = start["items"]
+    api = create_app(
+        session.monitor, session.manager, session.store, token, lock=session.lock, allowed_hosts=hosts, extras=extras
+    )
+    if src is not None:
         pump = SessionPump(session, src)
         api.state.feeders.append(pump)
         pump.start()
     _announce(host, port, token, where)
     try:
-        serve_app(api, host, port)
+        serve_app(api, host, port, sock)
     finally:
         for feeder in api.state.feeders:
             feeder.stop()
+        for feeder in api.state.feeders:  # let it checkpoint what it holds before the store closes
+            if feeder.is_alive():
+                feeder.join(timeout=30)
+        extras.close()
         session.store.close()
+    if src is not None:
+        raise typer.Exit(exit_code(_report_outcome(session, src, start)))
 
 
 @app.command("demo")
@@ -263,6 +422,7 @@ def demo(
     from vigil.serve.demo import build_demo
     from vigil.serve.runner import serve_app
 
+    sock = _bind_or_exit(host, port)  # a busy port is said now, not after building the demo
     token, where = resolve_token(token_file)
     typer.echo("generating the STS-107 scenario and fitting the detector ...")
     session = build_demo(token, speed=speed, store_path=store, seed=seed, allowed_hosts=loopback_hosts(host))
@@ -272,11 +432,22 @@ def demo(
     _announce(host, port, token, where)
     typer.echo("open the URL now: alarms appear as the replay reaches them. Ctrl-C stops.")
     try:
-        serve_app(session.app, host, port)
+        serve_app(session.app, host, port, sock)
     finally:
         session.replay.stop()
         session.replay.join(timeout=5)  # let a chunk being fed finish before the store closes
         session.store.close()
+
+
+def _bind_or_exit(host: str, port: int):
+    """The server's socket, bound now; a busy port ends the command with a clear message (exit 1: fatal)."""
+    from vigil.serve.runner import PortInUse, bind
+
+    try:
+        return bind(host, port)
+    except PortInUse as err:
+        typer.echo(f"error: {err.strerror}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _announce(host: str, port: int, token: str, where: str) -> None:
@@ -288,34 +459,10 @@ def _announce(host: str, port: int, token: str, where: str) -> None:
         typer.echo(f"API token from {where}")
 
 
-# --- ground-segment ingest (issue 5) --------------------------------------------------------------
-packets_app = typer.Typer(help="CCSDS space packets described by XTCE: decode, check, monitor.", no_args_is_help=True)
+# --- ground-segment ingest (issue 5): the `vigil packets ...` commands are in vigil/cli_packets.py ---
+from vigil.cli_packets import packets_app  # noqa: E402
+
 app.add_typer(packets_app, name="packets")
-XTCE_HELP = "XTCE mission database (or 'demo' for the packaged DEMOSAT one)"
-
-
-def _register_packet_sources() -> None:
-    """Let ``vigil monitor --source udp+ccsds://...`` open packet sources (imported only when used)."""
-    from vigil.ingest.records import register_source
-
-    def factory(spec: str, speed: float | None = None, skip_until: float | None = None):
-        from vigil.ingest.ccsds.source import open_packet_source
-
-        return open_packet_source(spec, speed=speed)
-
-    for scheme in ("udp+ccsds", "tcp+ccsds", "file+ccsds"):
-        register_source(scheme, factory)
-
-
-_register_packet_sources()
-
-
-def _xtce(path: str) -> str:
-    if path == "demo":
-        from vigil.ingest.ccsds.demo.generator import xtce_path
-
-        return xtce_path()
-    return path
 
 
 @bench_app.command("fleet")
@@ -337,156 +484,13 @@ def bench_fleet(
 @bench_app.command("packets")
 def bench_packets(
     out: Path = typer.Option(Path("packets.json"), help="JSON results file"),
-    packets: int = typer.Option(1_000_000, help="packets through the ccsdspy (bulk) engine"),
+    packets: int = typer.Option(1_000_000, help="packets through the bulk engine"),
     spp_packets: int = typer.Option(50_000, help="packets through the space_packet_parser engine"),
 ) -> None:
     """Decode and score a DEMOSAT packet stream end to end; report packets_per_s per engine."""
     from vigil.bench.packets import run_benchmark
 
     typer.echo(run_benchmark(out, packets=packets, spp_packets=spp_packets).summary())
-
-
-@packets_app.command("inspect")
-def packets_inspect(
-    file: Path = typer.Argument(..., help="packet file (concatenated CCSDS space packets)"),
-    xtce: str = typer.Option(..., help=XTCE_HELP),
-    engine: str = typer.Option("ccsdspy", help="ccsdspy (bulk) or spp (space_packet_parser per packet)"),
-) -> None:
-    """Decode a packet file: per-APID counters, decoded channels, imported alarms and what is not mapped."""
-    import numpy as np
-
-    from vigil.ingest.ccsds import PacketStream, load_xtce
-    from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
-
-    mission = load_xtce(_xtce(xtce))
-    stream = PacketStream(mission, engine=engine, source=str(file))
-    blocks = [b for b in (stream.feed(file.read_bytes(), final=True),) if b is not None]
-    typer.echo(stream.report())
-    for name, why in mission.skipped.items():
-        typer.echo(f"not monitored: {name} ({why})")
-    for block in blocks:
-        typer.echo(f"{block.n_samples} rows from t={block.time[0]:.3f} to t={block.time[-1]:.3f}")
-        for j, name in enumerate(block.channels):
-            col = block.values[:, j]
-            ok = col[~np.isnan(col)]
-            if ok.size:
-                typer.echo(f"  {name}: {ok.size} samples, min {ok.min():.4g}, max {ok.max():.4g}")
-    typer.echo(read_xtce_alarms(mission).report())
-
-
-@packets_app.command("decode")
-def packets_decode(
-    file: Path = typer.Argument(..., help="packet file (concatenated CCSDS space packets)"),
-    out: Path = typer.Option(..., help="long time,channel,value table to write (.parquet or .csv)"),
-    xtce: str | None = typer.Option(None, help=XTCE_HELP),
-    csv: str | None = typer.Option(None, help="instead of XTCE: ccsdspy definitions APID:FILE,APID:FILE"),
-    time: str | None = typer.Option(None, help="with --csv: the field holding packet time"),
-    time_scale: float = typer.Option(1.0, help="with --csv: seconds per count of the time field"),
-    engine: str = typer.Option("ccsdspy", help="ccsdspy (bulk) or spp (space_packet_parser per packet)"),
-) -> None:
-    """Decode a packet file into a table (e.g. nominal history for vigil monitor --fit)."""
-    from vigil.ingest.ccsds import PacketStream
-    from vigil.ingest.ccsds.source import mission_from_options
-    from vigil.ingest.ccsds.stream import write_long
-
-    options = {"xtce": xtce, "csv": csv, "time": time, "time_scale": str(time_scale)}
-    mission = mission_from_options({k: v for k, v in options.items() if v}, where="vigil packets decode")
-    stream = PacketStream(mission, engine=engine, source=str(file))
-    block = stream.feed(file.read_bytes(), final=True)
-    typer.echo(stream.report())
-    n = 0 if block is None else write_long(block, out)
-    typer.echo(f"wrote {n} records to {out}")
-
-
-@packets_app.command("config")
-def packets_config(
-    xtce: str = typer.Option(..., help=XTCE_HELP),
-    out: Path = typer.Option(..., help="TOML channel configuration to write (for vigil monitor --config)"),
-) -> None:
-    """Write the XTCE limits, debounce counts and rates as a channel configuration."""
-    from vigil.ingest.ccsds import load_xtce
-    from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
-
-    alarms = read_xtce_alarms(load_xtce(_xtce(xtce)))
-    out.write_text(alarms.to_toml(), encoding="utf-8")
-    typer.echo(alarms.report())
-    typer.echo(f"wrote {out}")
-
-
-@packets_app.command("demo")
-def packets_demo(
-    udp: str | None = typer.Option(None, help="send live to HOST:PORT over UDP (e.g. 127.0.0.1:10025)"),
-    out: Path | None = typer.Option(None, help="write a packet file instead"),
-    duration: float = typer.Option(3600.0, help="seconds of telemetry"),
-    anomalies: bool = typer.Option(True, help="inject the demo anomalies"),
-    seed: int = typer.Option(0, help="noise seed"),
-    speed: float = typer.Option(1.0, help="UDP sending pace, times real time (10: first anomaly after 1 min)"),
-) -> None:
-    """Generate DEMOSAT packets (with known injected anomalies) to a file or a UDP port."""
-    from vigil.ingest.ccsds.demo.generator import ANOMALIES, DemoSpacecraft
-
-    sc = DemoSpacecraft(seed=seed)
-    if anomalies:
-        for a in ANOMALIES:
-            typer.echo(f"injecting at +{a.start_s:.0f}..{a.end_s:.0f} s: {a.channel} {a.severity}: {a.what}")
-    if out is not None:
-        out.write_bytes(sc.packets(duration, anomalies=anomalies))
-        typer.echo(f"wrote {out}")
-    elif udp is not None:
-        host, _, port = udp.rpartition(":")
-        typer.echo(f"sending {duration:.0f} s of telemetry to udp://{host}:{port} at {speed:g}x (Ctrl-C stops)")
-        try:
-            typer.echo(f"sent {sc.send_udp(host or '127.0.0.1', int(port), duration, anomalies, speed)} packets")
-        except KeyboardInterrupt:
-            typer.echo("stopped")
-    else:
-        raise typer.BadParameter("give --udp HOST:PORT or --out FILE")
-
-
-@packets_app.command("monitor")
-def packets_monitor(
-    source: str = typer.Option(
-        ..., help="udp+ccsds://127.0.0.1:PORT?xtce=FILE, tcp+ccsds://... or file+ccsds://PATH?..."
-    ),
-    store: Path = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file)"),
-    report_every: float = typer.Option(10.0, help="seconds between counter lines"),
-    serve: int | None = typer.Option(None, help="also serve the API/console on this port"),
-    host: str = typer.Option("127.0.0.1", help="API bind address"),
-    token_file: Path | None = typer.Option(None, help="API token file (else $VIGIL_API_TOKEN, else random)"),
-) -> None:
-    """Monitor a packet stream with the mission's own XTCE alarms (ranges, contexts, states, rates)."""
-    import threading
-
-    from vigil.alarms import AlarmManager
-    from vigil.detect.xtce_alarm import XtceAlarmCheck, xtce_monitor_config
-    from vigil.ingest.ccsds.source import open_packet_source
-    from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
-    from vigil.model import TelemetryBlock
-    from vigil.monitor.engine import Monitor
-    from vigil.monitor.runner import Session, event_line, run
-    from vigil.store.sqlite import SqliteStore
-
-    src = open_packet_source(source)
-    alarms = read_xtce_alarms(src.stream.mission)
-    typer.echo(alarms.report())
-    config = xtce_monitor_config(alarms)
-    channels = src.stream.channels
-    empty = TelemetryBlock.from_arrays([0.0], [[float("nan")] * len(channels)], channels)
-    detector = XtceAlarmCheck(alarms).fit(empty)
-    db = SqliteStore(store)
-    manager = AlarmManager(config, store=db)
-    manager.subscribe(lambda event: typer.echo(event_line(event)))
-    session = Session(Monitor(config, detector, manager, store=db), manager, db, threading.RLock())
-    if serve is not None:
-        _serve_in_background(session, host, serve, token_file)
-    typer.echo(f"monitoring {len(channels)} channels from {src.name}")
-    try:
-        run(session, src, echo=typer.echo, report_every_s=report_every)
-    except KeyboardInterrupt:
-        typer.echo("interrupted")
-    finally:
-        typer.echo(src.report())
-        db.close()
 
 
 # --- fleet on NATS JetStream (issue 11): the `vigil fleet ...` commands are in vigil/cli_fleet.py ---

@@ -20,13 +20,22 @@ The configuration is a TOML file (or the same structure in YAML, for ``.yaml``/`
     [channels.T-1.detector]
     forecast = { window = 64 }
 
+A channel with limits and no ``min_conformance`` of its own gets
+:data:`DEFAULT_LIMIT_CONFORMANCE` (10): its alarm returns to normal only after 10 nominal samples
+in a row. A noisy channel sitting at a limit crosses it every few samples; with the Yamcs default
+of 1 it returned to normal and was raised again dozens of times in three minutes (an acknowledged
+alarm that returns to normal is finished, so each crossing was a new alarm). Ten nominal samples
+in a row is rare for noise straddling the limit (about one chance in 2,000 per sample) and takes
+ten seconds at 1 Hz for a channel that really is back. Set ``min_conformance = 1`` to return to
+normal at the first nominal sample.
+
 Every error is a :class:`vigil.errors.ConfigError` naming the file and the dotted key
-(``channels.T-1.limits.warning``). The top-level tables ``[monitor]``, ``[detector]``, ``[ingest]``
-and ``[serve]`` are free-form options read (and validated) by the layer that owns them.
+(``channels.T-1.limits.warning``). The top-level tables ``[monitor]``, ``[detector]``, ``[ingest]``,
+``[serve]`` and ``[notify]`` are free-form options read (and validated) by the layer that owns them.
 
 >>> cfg = MonitorConfig.from_dict({"channels": {"T-1": {"subsystem": "thermal", "limits": {"warning": [0, 10]}}}})
->>> cfg.channels["T-1"].limits.warning
-(0.0, 10.0)
+>>> cfg.channels["T-1"].limits.warning, cfg.channels["T-1"].min_conformance
+((0.0, 10.0), 10)
 >>> MonitorConfig.from_dict({"channels": {"T-1": {"subsystem": "thermal", "rate_hz": -1}}})
 Traceback (most recent call last):
 ...
@@ -46,7 +55,10 @@ from vigil.detect.base import SEVERITIES
 from vigil.detect.limits import ChannelLimits
 from vigil.errors import ConfigError
 
-__all__ = ["ChannelConfig", "MonitorConfig", "load_config", "parse_limits"]
+__all__ = ["DEFAULT_LIMIT_CONFORMANCE", "ChannelConfig", "MonitorConfig", "load_config", "parse_limits"]
+
+#: ``min_conformance`` of a channel with limits that does not set its own (see the module docstring).
+DEFAULT_LIMIT_CONFORMANCE = 10
 
 
 class ChannelConfig(BaseModel):
@@ -67,6 +79,16 @@ class ChannelConfig(BaseModel):
     #: Another configured channel this one should track (its physically symmetric twin); see
     #: :mod:`vigil.detect.counterpart`.
     counterpart: str | None = Field(default=None, min_length=1)
+    #: An enumerated channel's state names by raw value (``{3 = "FAULT"}``): explanations name the state.
+    states: dict[int, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _limit_conformance(cls, data: Any) -> Any:
+        """Limits without their own ``min_conformance`` get the anti-chatter default."""
+        if isinstance(data, dict) and data.get("limits") is not None and "min_conformance" not in data:
+            return {**data, "min_conformance": DEFAULT_LIMIT_CONFORMANCE}
+        return data
 
     @field_validator("limits", mode="before")
     @classmethod
@@ -98,6 +120,7 @@ class MonitorConfig(BaseModel):
     detector: dict[str, Any] = Field(default_factory=dict)
     ingest: dict[str, Any] = Field(default_factory=dict)
     serve: dict[str, Any] = Field(default_factory=dict)
+    notify: dict[str, Any] = Field(default_factory=dict)  # validated by vigil.notify.load_settings
     source: str = Field(default="<memory>", exclude=True)
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ counted by the detectors as missing, never silently filled.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -131,13 +132,60 @@ class TelemetryBlock:
 
 
 def format_time(t: float | None) -> str:
-    """Epoch seconds as UTC clock time; small numbers (sample indices, scenario seconds) as they are.
+    """Epoch seconds as a UTC clock time (ISO 8601, milliseconds when not whole); small numbers
+    (sample indices, scenario seconds) as they are. The one time vocabulary of every text Vigil
+    prints: explanations, incidents, the audit trail, the CLI.
 
-    >>> format_time(1044107612.0), format_time(563.0)
-    ('2003-02-01T13:53:32Z', 't=563')
+    >>> format_time(1044107612.0), format_time(1044107612.25), format_time(563.0), format_time(None)
+    ('2003-02-01T13:53:32Z', '2003-02-01T13:53:32.250Z', 't=563', 't=-')
     """
     if t is None or not math.isfinite(t):
         return "t=-"
     if t > 1e8:  # after 1973: a Unix time, not an index
-        return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        whole = math.floor(t)
+        ms = round((t - whole) * 1000)
+        if ms == 1000:
+            whole, ms = whole + 1, 0
+        clock = datetime.fromtimestamp(whole, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{clock}.{ms:03d}Z" if ms else f"{clock}Z"
     return f"t={t:.6g}"
+
+
+def iso_time(t: float | None) -> str | None:
+    """A Unix time as a UTC clock time for JSON (beside the number); ``None`` for anything else.
+
+    >>> iso_time(1044107612.0), iso_time(563.0), iso_time(None)
+    ('2003-02-01T13:53:32Z', None, None)
+    """
+    if t is None or not math.isfinite(t) or t <= 1e8:
+        return None
+    return format_time(t)
+
+
+def format_span(seconds: float | None) -> str:
+    """A duration for people: seconds, minutes or hours.
+
+    >>> format_span(4.0), format_span(90.0), format_span(7200.0), format_span(float("nan"))
+    ('4 s', '1.5 min', '2 h', '-')
+    """
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if abs(seconds) < 60:
+        return f"{seconds:.3g} s"
+    if abs(seconds) < 3600:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
+#: C0 and C1 control characters (and DEL): terminal escape sequences start with them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    r"""``text`` with control characters escaped (``\x1b``...), so a channel name or a message from
+    the network cannot drive the terminal (colours, cursor moves, a forged line) when printed.
+
+    >>> print(printable("T1\x1b[31mRED\nfake"), printable("plain name"))
+    T1\x1b[31mRED\nfake plain name
+    """
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)

@@ -32,6 +32,7 @@ import numpy as np
 
 from vigil.alarms.model import Alarm, Incident, RankedChannel
 from vigil.detect.base import SEVERITIES
+from vigil.model import format_span, format_time, printable
 
 #: Fewest samples both channels must have for a correlation to count.
 MIN_POINTS = 8
@@ -96,9 +97,9 @@ def explain(incident: Incident) -> str:
     chans = incident.channels
     subsystems = sorted({c.subsystem for c in chans if c.subsystem})
     if len(subsystems) > 1:
-        where = f"subsystems {', '.join(subsystems)} (grouped by correlated recent values)"
+        where = f"subsystems {printable(', '.join(subsystems))} (grouped by correlated recent values)"
     else:
-        where = f"subsystem {incident.subsystem}" if incident.subsystem else "no subsystem"
+        where = f"subsystem {printable(incident.subsystem)}" if incident.subsystem else "no subsystem"
     sides = {c.direction for c in chans}
     ways = {
         "low": "went low (below their nominal bands)",
@@ -107,7 +108,7 @@ def explain(incident: Incident) -> str:
     }
     way = ways.get(sides.pop() if len(sides) == 1 else "", "left nominal")
     listed = ", ".join(
-        f"{c.channel} ({c.severity}, onset t={_fmt(c.onset)}"
+        f"{printable(c.channel)} ({c.severity}, onset {format_time(c.onset)}"
         + (f", {_fmt(c.peak_score)}x threshold)" if math.isfinite(c.peak_score) else ")")
         for c in chans[:MAX_LISTED]
     )
@@ -116,7 +117,7 @@ def explain(incident: Incident) -> str:
     if len(chans) == 1:
         return f"1 channel in {where} {way.replace('their nominal bands', 'its nominal band')}: {listed}"
     span = incident.last_time - incident.first_time
-    return f"{len(chans)} channels in {where} {way} within {_fmt(span)} s: {listed}"
+    return f"{len(chans)} channels in {where} {way} within {format_span(span)}: {listed}"
 
 
 def _fmt(x: float) -> str:

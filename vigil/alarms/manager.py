@@ -42,6 +42,7 @@ import numpy as np
 from vigil.alarms.incidents import RecentValues, add_member, correlation, joins, member_of, rank
 from vigil.alarms.memory import AlarmStore, MemoryStore
 from vigil.alarms.model import STALE, STATES, Alarm, AlarmError, AlarmEvent, AuditEntry, Incident, UnknownAlarmError
+from vigil.alarms.repeats import Repeats
 from vigil.config import MonitorConfig
 from vigil.detect.base import SEVERITIES, Scores
 from vigil.errors import DataError
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 SYSTEM = "system"
 #: Severity of a staleness alarm (a channel that stopped arriving).
 STALE_LEVEL = SEVERITIES.index("warning") + 1
+#: The check explained by since when its value repeats.
+STUCK = "forecast.stuck"
 
 
 class AlarmManager:
@@ -91,6 +94,7 @@ class AlarmManager:
         self._violating = np.zeros(0, dtype=bool)  # that alarm is out of nominal (not RTN)
         self._peak_level = np.zeros(0, dtype=np.int8)
         self._peak_score, self._last_t, self._last_v, self._watermark = (np.zeros(0) for _ in range(4))
+        self._repeats = Repeats()  # since when each channel's value repeats (explanations of stuck values)
         self._alarms: dict[int, Alarm] = {}  # unfinished alarms
         self._shelved: set[int] = set()  # ids of shelved ones
         self._stale: dict[str, int] = {}  # channel -> unfinished staleness alarm
@@ -327,6 +331,8 @@ class AlarmManager:
                 self._block = None
         if self._recent is not None:
             self._recent.push(np.where(valid, block.values, np.nan), idx)
+        if STUCK in scores.detector:  # only a stuck check needs to know since when values repeat
+            self._repeats.update(block, idx)
 
     def _steady(self, block: TelemetryBlock, scores: Scores, idx: np.ndarray, cols: np.ndarray, flagged) -> None:
         j = idx[cols]
@@ -370,17 +376,29 @@ class AlarmManager:
                 self._reactivate(alarm, sample)
 
     def _sample(self, block: TelemetryBlock, scores: Scores, i: int, k: int) -> _Sample:
+        value, detector = float(block.values[i, k]), scores.detector[int(scores.by[i, k])]
+        channel = block.channels[k]
         return _Sample(
             i,
             float(block.time[i]),
-            float(block.values[i, k]),
+            value,
             int(scores.level[i, k]),
             float(scores.score[i, k]),
             float(scores.expected[i, k]),
             float(scores.low[i, k]),
             float(scores.high[i, k]),
-            scores.detector[int(scores.by[i, k])],
+            detector,
+            self._label(channel, value),
+            self._repeats.since(block, i, k, self._index[channel]) if detector == STUCK else math.nan,
         )
+
+    def _label(self, channel: str, value: float) -> str:
+        """The configured state name of an enumerated value, else ``""``."""
+        ch = self.config.channels.get(channel)
+        states = getattr(ch, "states", None)
+        if not states or not value.is_integer():
+            return ""
+        return states.get(int(value), "")
 
     # --- transitions ------------------------------------------------------------------------------
     def _raise(self, channel: str, s: _Sample, stale: bool = False) -> None:
@@ -395,6 +413,7 @@ class AlarmManager:
             detector=s.detector,
             first_time=s.time,
             trigger_value=s.value,
+            trigger_time=s.time,
             expected=s.expected,
             low=s.low,
             high=s.high,
@@ -408,6 +427,8 @@ class AlarmManager:
             event_time=s.time,
             latching=bool(ch.latching) if ch is not None else False,
             units=ch.units if ch is not None else "",
+            value_label=s.label,
+            since=s.since,
         )
         existing = self._stored(alarm.key)
         if existing is not None:  # raised before a restart, replayed now: adopt, do not duplicate
@@ -422,11 +443,7 @@ class AlarmManager:
 
     def _escalate(self, alarm: Alarm, s: _Sample) -> None:
         def escalate() -> None:
-            alarm.level, alarm.severity = s.level, SEVERITIES[s.level - 1]
-            alarm.detector = s.detector
-            alarm.threshold = self._threshold(alarm.channel, s)
-            alarm.expected, alarm.low, alarm.high = s.expected, s.low, s.high
-            self._set_peak(alarm, s)
+            self._set_severity(alarm, s)
             alarm.event_time = s.time
 
         self._change(alarm, "escalated", s.time, escalate, comment=f"to {SEVERITIES[s.level - 1]}")
@@ -441,9 +458,18 @@ class AlarmManager:
             add_member(inc, member_of(alarm))
             self._pending.quiet_incidents[inc.id] = inc
 
+    def _set_severity(self, alarm: Alarm, s: _Sample) -> None:
+        """``s`` raised the severity: the alarm now describes that sample (and it is the new peak)."""
+        alarm.level, alarm.severity, alarm.detector = s.level, SEVERITIES[s.level - 1], s.detector
+        alarm.trigger_value, alarm.trigger_time, alarm.score = s.value, s.time, s.score
+        alarm.expected, alarm.low, alarm.high = s.expected, s.low, s.high
+        alarm.threshold = self._threshold(alarm.channel, s)
+        alarm.value_label, alarm.since = s.label, s.since
+        self._set_peak(alarm, s)
+
     def _set_peak(self, alarm: Alarm, s: _Sample) -> None:
+        """The peak (highest level, then largest score), kept apart from the sample that set the severity."""
         alarm.peak_value, alarm.peak_time, alarm.peak_score = s.value, s.time, s.score
-        alarm.score = s.score
         if alarm.detector != STALE:
             j = self._index[alarm.channel]
             self._peak_level[j], self._peak_score[j] = alarm.level, s.score
@@ -457,9 +483,7 @@ class AlarmManager:
             alarm.acknowledged_by = alarm.acknowledged_at = alarm.acknowledged_comment = None
             self._mark_violating(alarm, True)
             if s.level > alarm.level:
-                alarm.level, alarm.severity = s.level, SEVERITIES[s.level - 1]
-                alarm.threshold = self._threshold(alarm.channel, s)
-                self._set_peak(alarm, s)
+                self._set_severity(alarm, s)
 
         self._change(alarm, "reactivated", s.time, reactivate, comment=f"{SEVERITIES[s.level - 1]} again")
 
@@ -525,12 +549,18 @@ class AlarmManager:
         self._pending.events.append(AlarmEvent(action, alarm.id, t, alarm.to_dict(), notify))
 
     def _threshold(self, channel: str, s: _Sample) -> float:
-        """The bound crossed: the configured limit of that severity for the limit check, else the band edge."""
+        """The bound crossed: the configured limit of that severity for a limit check, else the band
+        edge. An XTCE check uses the configured (default) ranges only while they are the ones in
+        force: under a context alarm its band differs, and the band in force is all that is known."""
         ch = self.config.channels.get(channel)
         lo, hi = s.low, s.high
-        if s.detector == "limits" and ch is not None and ch.limits is not None:
-            rng = getattr(ch.limits, SEVERITIES[s.level - 1]) or (None, None)
-            lo, hi = (math.nan if v is None else float(v) for v in rng)
+        if s.detector in ("limits", "xtce") and ch is not None and ch.limits is not None:
+            low, high = ch.limits.as_arrays()
+            inner = (low[np.isfinite(low)][:1], high[np.isfinite(high)][:1])
+            default = all(np.array_equal(a, [b] if math.isfinite(b) else []) for a, b in zip(inner, (s.low, s.high)))
+            if not (s.detector == "limits" or default):
+                return math.nan  # a context's range: the explanation names the band in force
+            lo, hi = float(low[s.level - 1]), float(high[s.level - 1])
         if math.isfinite(lo) and s.value < lo:
             return lo
         if math.isfinite(hi) and s.value > hi:
@@ -816,6 +846,7 @@ class AlarmManager:
         self._last_t = np.concatenate([self._last_t, np.full(m, np.nan)])
         self._last_v = np.concatenate([self._last_v, np.full(m, np.nan)])
         self._watermark = np.concatenate([self._watermark, np.full(m, -np.inf)])
+        self._repeats.add_channels(m)
         if self._recent is not None:
             self._recent.add_channels(m)
         self._columns_cache.clear()
@@ -905,6 +936,8 @@ class _Sample(NamedTuple):
     low: float
     high: float
     detector: str
+    label: str = ""  # the state name of an enumerated value
+    since: float = math.nan  # for a stuck value: when it began repeating
 
 
 def _gt(a: float, b: float) -> bool:

@@ -22,8 +22,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vigil.detect.events import describe
 from vigil.errors import VigilError
-from vigil.model import format_time
+from vigil.model import format_time, iso_time, printable
 
 STATES: tuple[str, ...] = ("active", "acknowledged", "rtn_unacknowledged", "latched", "shelved", "cleared")
 
@@ -54,7 +55,11 @@ class Alarm:
     level: int
     detector: str
     first_time: float
+    #: The sample that set the current severity (its value and time); ``expected``, ``low``,
+    #: ``high``, ``threshold``, ``score`` and ``detector`` are that sample's too. The peak is kept
+    #: apart (``peak_*``). For a staleness alarm: the time of the last sample seen.
     trigger_value: float
+    trigger_time: float = math.nan
     expected: float = math.nan
     low: float = math.nan
     high: float = math.nan
@@ -81,6 +86,10 @@ class Alarm:
     occurrences: int = 1
     incident_id: int | None = None
     units: str = ""
+    #: The state name of an enumerated trigger value (``FAULT`` rather than ``3``).
+    value_label: str = ""
+    #: For a stuck value: when it began repeating.
+    since: float = math.nan
     #: Raised (or last reactivated) by a sample generated long before it arrived (stored telemetry
     #: dumped during a pass), not by live data.
     playback: bool = False
@@ -101,11 +110,11 @@ class Alarm:
 
     @property
     def direction(self) -> str:
-        """``"low"`` / ``"high"`` when the trigger value left the band on that side, ``"stale"`` for a
-        staleness alarm, else ``"off"``."""
+        """``"low"`` / ``"high"`` when the sample that set the severity left the band on that side,
+        ``"stale"`` for a staleness alarm, else ``"off"``."""
         if self.detector == STALE:
             return "stale"
-        v = self.peak_value if math.isfinite(self.peak_value) else self.trigger_value
+        v = self.trigger_value
         if math.isfinite(self.low) and v < self.low:
             return "low"
         if math.isfinite(self.high) and v > self.high:
@@ -114,26 +123,40 @@ class Alarm:
 
     @property
     def explanation(self) -> str:
-        """One or two sentences an operator can act on."""
+        """What raised the alarm, in the terms of its check, about the sample that set the current
+        severity; then the peak, the latest flagged value and whether it is still out of nominal."""
+        head = f"{printable(self.channel)} ({printable(self.subsystem) or 'no subsystem'}): {self.severity}"
         if self.detector == STALE:
             return (
-                f"{self.channel} ({self.subsystem or 'no subsystem'}): {self.severity}: no sample since "
-                f"{format_time(self.trigger_value)}; stale since {format_time(self.first_time)}"
+                f"{head}: no sample since {format_time(self.trigger_value)}; stale since {format_time(self.first_time)}"
             )
-        u = f" {self.units}" if self.units else ""
-        side = {"low": "below", "high": "above"}.get(self.direction, "outside")
-        where = (
-            "normal since " + format_time(self.rtn_time)
-            if not self.violating and self.rtn_time is not None
-            else "ongoing"
+        u = f" {printable(self.units)}" if self.units else ""
+        what = describe(
+            self.detector,
+            self.trigger_value,
+            self.expected,
+            self.low,
+            self.high,
+            self.score,
+            threshold=self.threshold,
+            severity=self.severity,
+            units=printable(self.units),
+            label=printable(self.value_label),
+            since=self.since,
         )
-        return (
-            f"{self.channel} ({self.subsystem or 'no subsystem'}): {self.severity} by {self.detector} since "
-            f"{format_time(self.first_time)}: value {_fmt(self.trigger_value)}{u} {side} nominal band "
-            f"[{_fmt(self.low)}, {_fmt(self.high)}]{u}, expected {_fmt(self.expected)}{u}, threshold "
-            f"{_fmt(self.threshold)}{u} crossed; peak {_fmt(self.peak_value)}{u} at {format_time(self.peak_time)} "
-            f"({_fmt(self.peak_score)}x threshold); {where}"
-        )
+        at = self.trigger_time if math.isfinite(self.trigger_time) else self.first_time
+        parts = [f"{head} by {self.detector} since {format_time(self.first_time)}: at {format_time(at)} {what}"]
+        if math.isfinite(self.peak_time) and (self.peak_time != at or self.peak_value != self.trigger_value):
+            parts.append(
+                f"peak {_fmt(self.peak_value)}{u} at {format_time(self.peak_time)} (score {_fmt(self.peak_score)})"
+            )
+        if math.isfinite(self.last_time) and self.last_time > max(at, _finite(self.peak_time)):
+            parts.append(f"latest flagged {_fmt(self.last_value)}{u} at {format_time(self.last_time)}")
+        if not self.violating and self.rtn_time is not None:
+            parts.append("normal since " + format_time(self.rtn_time))
+        else:
+            parts.append("ongoing")
+        return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes ``None``), with the derived state and explanation."""
@@ -141,7 +164,7 @@ class Alarm:
         out["state"] = self.state
         out["acknowledged"] = self.acknowledged
         out["explanation"] = self.explanation
-        return out
+        return _with_utc(out, _ALARM_TIMES)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Alarm:
@@ -156,6 +179,7 @@ class Alarm:
 
 _NAN_FIELDS = (
     "trigger_value",
+    "trigger_time",
     "expected",
     "low",
     "high",
@@ -167,6 +191,7 @@ _NAN_FIELDS = (
     "last_time",
     "last_value",
     "event_time",
+    "since",
 )
 
 
@@ -211,7 +236,7 @@ class AuditEntry:
     id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _json(v) for k, v in asdict(self).items()}
+        return _with_utc({k: _json(v) for k, v in asdict(self).items()}, ("time", "wall_time"))
 
 
 @dataclass(frozen=True)
@@ -252,11 +277,12 @@ class Incident:
         out = {k: _json(getattr(self, k)) for k in self.__dataclass_fields__}  # flat: no deep copy
         out["alarm_ids"] = list(self.alarm_ids)
         out["channels"] = [{k: _json(v) for k, v in vars(c).items()} for c in self.channels]
-        return out
+        return _with_utc(out, ("first_time", "last_time"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Incident:
-        data = dict(data)
+        """Inverse of :meth:`to_dict` (derived keys such as ``first_time_utc`` are ignored)."""
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         data["channels"] = [
             RankedChannel(**{k: (math.nan if v is None and k == "peak_score" else v) for k, v in c.items()})
             for c in data.get("channels", [])
@@ -264,10 +290,25 @@ class Incident:
         return cls(**data)
 
 
+#: Alarm times also given as UTC clock times in :meth:`Alarm.to_dict` (``first_time_utc``...).
+_ALARM_TIMES = ("first_time", "trigger_time", "peak_time", "last_time", "rtn_time", "acknowledged_at", "shelved_until")
+
+
+def _with_utc(out: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """``out`` with ``<name>_utc`` beside each Unix time: the API's clock times (numbers stay numbers)."""
+    for name in names:
+        out[f"{name}_utc"] = iso_time(out.get(name))
+    return out
+
+
 def _json(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
 
 
 def _fmt(x: float | None) -> str:

@@ -2,8 +2,11 @@
 
 Each channel is a periodic signal (an orbit) plus a slow random walk, a response to occasional
 commands and sensor noise. Anomalies are injected into the test part only: ``spike``,
-``level_shift``, ``drift``, ``frozen`` (the sensor repeats its last value) and ``noise`` (the noise
-grows tenfold). Used by the tests, the demo and as a quick self-check of the detectors.
+``level_shift``, ``drift``, ``frozen`` (the sensor repeats its last value), ``noise`` (the noise
+grows tenfold), and the shape anomalies inside the normal range (:func:`inject_shape`):
+``distorted_cycle`` (one cycle pushed towards a square wave), ``missing_cycle`` (one cycle
+flat at its mean), ``changed_period`` (cycles at 1.5 times the pace) and ``amplitude`` (cycles at
+half the amplitude). Used by the tests, the demo and as a quick self-check of the detectors.
 
 >>> data = make_dataset(n_channels=3, n_train=2000, n_test=3000, seed=1)
 >>> data.train.values.shape, data.test.values.shape, data.test.commands.shape
@@ -21,6 +24,8 @@ import numpy as np
 from vigil.model import TelemetryBlock
 
 KINDS = ("spike", "level_shift", "drift", "frozen", "noise")
+#: Anomalies that stay inside the channel's normal range: only a change of shape tells them.
+SHAPE_KINDS = ("distorted_cycle", "missing_cycle", "changed_period", "amplitude")
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,36 @@ def inject(x: np.ndarray, kind: str, start: int, length: int, rng: np.random.Gen
     else:
         raise ValueError(f"unknown anomaly kind {kind!r}; expected one of {KINDS}")
     return end
+
+
+def inject_shape(x: np.ndarray, cycle: np.ndarray, kind: str, start: int, period: int) -> int:
+    """Replace one or two periods of ``x`` from ``start`` (``cycle``: the nominal periodic part of
+    ``x``, so the noise stays) with a shape anomaly inside the normal range; returns the inclusive end.
+
+    >>> t = np.arange(400)
+    >>> cycle = np.sin(2 * np.pi * t / 50)
+    >>> x = cycle.copy()
+    >>> inject_shape(x, cycle, "missing_cycle", 100, 50), float(np.abs(x[100:150]).max()) < 1e-9
+    (149, True)
+    """
+    n = period if kind in ("distorted_cycle", "missing_cycle") else 2 * period
+    seg = slice(start, start + n)
+    part = cycle[seg]
+    mid = float(np.mean(cycle))
+    if kind == "distorted_cycle":
+        d = part - mid  # each half-cycle pushed towards a flat top at its own peak (a squarer cycle)
+        top, bottom = max(float(d.max()), 0.0), max(float(-d.min()), 0.0)
+        new = mid + np.where(d > 0, np.abs(d) ** 0.25 * top**0.75, -(np.abs(d) ** 0.25) * bottom**0.75)
+    elif kind == "missing_cycle":
+        new = np.full(n, mid)
+    elif kind == "changed_period":
+        new = np.interp(np.arange(n) * 1.5, np.arange(cycle.size - start), cycle[start:])
+    elif kind == "amplitude":
+        new = mid + 0.5 * (part - mid)
+    else:
+        raise ValueError(f"unknown shape anomaly kind {kind!r}; expected one of {SHAPE_KINDS}")
+    x[seg] += new - part
+    return start + n - 1
 
 
 def make_dataset(

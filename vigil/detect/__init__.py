@@ -14,7 +14,8 @@ __all__ = ["build_detector"]
 
 def build_detector(config: MonitorConfig | None = None, **forecast_options: Any) -> Detector:
     """The default detector: limit checks from ``config`` (where any channel has limits) + forecast,
-    + a counterpart check where any channel names a ``counterpart``.
+    + a counterpart check where any channel names a ``counterpart``, + the time-until-limit trend
+    (:mod:`vigil.detect.trend`) when ``[detector.trend]`` is given (its options, e.g. ``horizon_s``).
 
     Counterpart-check options come from ``[detector.counterpart]``. Forecast options come from the
     configuration's ``[detector.forecast]`` table, then from
@@ -63,4 +64,13 @@ def build_detector(config: MonitorConfig | None = None, **forecast_options: Any)
         except ConfigError as err:
             key = err.key if (err.key or "").startswith("channels.") else f"detector.counterpart.{err.key}"
             raise ConfigError(err.reason, key=key, source=source) from None
+    if "trend" in config.detector and config.limits():  # time until limit, watch within the horizon
+        from vigil.detect.trend import TrendForecast
+
+        try:
+            detectors.append(TrendForecast(config.limits(), **config.detector["trend"]))
+        except TypeError as err:
+            raise ConfigError(str(err), key="detector.trend", source=source) from None
+        except ConfigError as err:
+            raise ConfigError(err.reason, key=f"detector.trend.{err.key}", source=source) from None
     return detectors[0] if len(detectors) == 1 else Ensemble(detectors)

@@ -2,7 +2,7 @@
 
 :class:`ForecastDetector` fits, per channel, a ridge-regularised linear autoregression on the last
 ``n_lags`` values plus the channel's command inputs (closed form, no iterations). While scoring it
-computes four scores per sample, each in threshold units (>= 1 crosses), and keeps the largest:
+computes five scores per sample, each in threshold units (>= 1 crosses), and keeps the largest:
 
 * **error**: the absolute one-step prediction error, smoothed by an exponentially weighted moving
   average (EWMA, ``span``), over a threshold learned without labels from the detector's own
@@ -11,9 +11,12 @@ computes four scores per sample, each in threshold units (>= 1 crosses), and kee
   threshold rises in proportion to the recent error level (a slow EWMA, ``adapt_span``, of the
   smoothed error, each sample capped at the threshold so an anomaly cannot quickly raise its own
   bar), so a channel that became noisier settles instead of alarming forever; and it falls to
-  ``relative`` times the largest smoothed error the stream has shown below threshold, where that
-  is lower, so a stream calmer than its history still alarms on errors it has never shown (a
-  causal cousin of telemanom's thresholds relative to each window of test errors);
+  ``relative`` times the stream's calm peak (the largest smoothed error below threshold, starting
+  from the history's and forgetting over ``adapt_span`` samples), where that is lower, so a
+  stream calmer than its history still alarms on errors it has never shown; the threshold moves
+  smoothly, so scores early and late in a stream are on one scale. It is never below the
+  channel's floor: one resolution step's share of the smoothed error (``min_threshold`` adds an
+  absolute floor in channel units, 0 by default, so no decision depends on the units);
 * **novelty**: how far the value lies outside the range seen in the history, in units of a margin
   per side: ``novelty_margin`` times that range, or, where the history comes in segments (flights,
   passes), as far as a new segment's extreme may reach by the spread of the segments' extremes
@@ -26,7 +29,15 @@ computes four scores per sample, each in threshold units (>= 1 crosses), and kee
   gain for that input times a decaying trace of it, ``command_span``), so a commanded mode is not
   novel;
 * **stuck**: how long the value has repeated exactly, in units of ``stuck_factor`` times the
-  longest repeat in the history (at least ``span`` samples).
+  longest repeat in the history (at least ``span`` samples);
+* **shape**: where the history has a dominant period, how far the last period-long window lies
+  from a dictionary of the history's windows, in units of a threshold learned on held-out
+  history windows (:class:`vigil.detect.shape.ShapeCheck`): a distorted, missing, stretched or
+  shrunken cycle inside the normal range.
+
+``expected`` is the prediction and ``low``/``high`` the prediction band (expected +- threshold),
+except where a range check crosses: there the band is the range seen in history (novelty) or the
+levels seen (level), so an explanation names the bound actually crossed.
 
 After causal hysteresis the score gives the alarm level: >= 1 warning, >= 2 distress, >= 4
 critical, and watch while a raised alarm waits to clear (:data:`vigil.detect.threshold.SEVERITY_STEPS`).
@@ -44,8 +55,9 @@ one call gives. Missing (NaN) samples get level 0 and score NaN and leave the st
 >>> det = ForecastDetector().fit(block.slice(0, 3000))   # nominal history
 >>> s = det.score(block.slice(3000, 6000))
 >>> flagged = np.flatnonzero(s.level[:, 0]) + 3000
->>> int(flagged[0]), int(flagged[-1])                     # raised at once, cleared 250 samples after
-(5001, 5356)
+>>> int(flagged[0]), int(flagged[-1])                     # raised at once; cleared once the shape window
+(5001, 5289)
+>>> # (one period: 32 blocks of 4 samples) has left the anomaly and 60 samples scored under 0.67
 """
 
 from __future__ import annotations
@@ -58,13 +70,14 @@ import numpy as np
 from scipy.signal import lfilter
 
 from vigil.detect.base import Detector, Scores
+from vigil.detect.shape import ShapeCheck, resolution
 from vigil.detect.threshold import apply_hysteresis, extreme_bound, pot_threshold
 from vigil.errors import ConfigError, DataError
 from vigil.model import TelemetryBlock
 
 
 class ForecastDetector(Detector):
-    """Ridge autoregression on lagged values and commands; error, novelty, level and stuck scores.
+    """Ridge autoregression on lagged values and commands; error, novelty, level, stuck and shape scores.
 
     Args:
         n_lags: past values used to predict the next one.
@@ -73,8 +86,9 @@ class ForecastDetector(Detector):
         span: EWMA span (samples) of the absolute prediction errors.
         init_quantile, risk: POT parameters for the error threshold (see :func:`pot_threshold`).
         threshold_factor: multiplies the POT threshold (a safety margin).
-        min_threshold: floor of the error threshold and of the novelty margins, in channel units
-            (for channels that were constant or perfectly predictable in history).
+        min_threshold: an absolute floor of the error threshold and of the margins, in channel
+            units; 0 (the default) leaves only the scale-free floors learned from the history
+            (one resolution step's share of the smoothed error; one step beyond the range).
         novelty_margin: values further than this fraction of the history's range outside that
             range score >= 1 (the least margin); ``None`` disables the novelty and level checks.
         range_risk: where the history comes in segments (runs of rows split by time gaps over 10
@@ -95,14 +109,18 @@ class ForecastDetector(Detector):
             repeat scores >= 1; ``None`` disables the check.
         adapt_span: span (samples) of the slow EWMA of the smoothed error that lets the
             threshold rise on a noisier stream; ``None`` keeps the learned threshold.
-        relative, relative_after: once the stream has run ``relative_after`` samples, the error
-            threshold may fall to ``relative`` times the largest smoothed error the stream has
-            shown below threshold; ``relative=None`` disables it.
+        relative: the error threshold may fall to ``relative`` times the stream's calm peak (its
+            largest smoothed error below threshold, starting from the history's and forgetting
+            over ``adapt_span`` samples); ``None`` disables it.
         min_violations: consecutive samples at score >= 1 that raise an alarm.
-        clear_after: consecutive samples below 1 that clear it (shorter gaps merge alarms).
+        clear_after, clear_below: a raised alarm clears after ``clear_after`` consecutive samples
+            scoring below ``clear_below`` (back well inside the threshold, not hovering at it);
+            shorter gaps merge into one alarm.
+        shape: add the shape check (:class:`vigil.detect.shape.ShapeCheck`, default settings).
 
-    The defaults are the one global configuration used on SMAP/MSL (values scaled to [-1, 1]);
-    ``min_threshold`` is in channel units, so set it near the sensor's resolution elsewhere.
+    The defaults are the one global configuration for every channel and benchmark; none of
+    them is in channel units, so multiplying a channel by a constant or adding one to it changes
+    no decision (tested).
     """
 
     name = "forecast"
@@ -124,8 +142,14 @@ class ForecastDetector(Detector):
         "active_",
     )
 
-    #: Names of the four checks, as ``Scores.detector``; ``Scores.by`` says which one decided.
-    CHECKS: ClassVar[tuple[str, ...]] = ("forecast.error", "forecast.novelty", "forecast.level", "forecast.stuck")
+    #: Names of the five checks, as ``Scores.detector``; ``Scores.by`` says which one decided.
+    CHECKS: ClassVar[tuple[str, ...]] = (
+        "forecast.error",
+        "forecast.novelty",
+        "forecast.level",
+        "forecast.stuck",
+        "forecast.shape",
+    )
 
     #: Slots of the delay line behind ``learn_after`` (its resolution is learn_after / slots).
     LEARN_SLOTS: ClassVar[int] = 20
@@ -139,7 +163,7 @@ class ForecastDetector(Detector):
         init_quantile: float = 0.98,
         risk: float = 1e-4,
         threshold_factor: float = 1.2,
-        min_threshold: float = 0.1,
+        min_threshold: float = 0.0,
         novelty_margin: float | None = 0.05,
         range_risk: float | None = 1e-5,
         min_segments: int = 5,
@@ -151,10 +175,13 @@ class ForecastDetector(Detector):
         stuck_factor: float | None = 2.0,
         adapt_span: int | None = 3000,
         relative: float | None = 1.5,
-        relative_after: int = 500,
         min_violations: int = 1,
-        clear_after: int = 250,
+        clear_after: int = 60,
+        clear_below: float = 0.67,
+        shape: bool = True,
     ) -> None:
+        self.clear_below = clear_below
+        self.shape = shape
         self.n_lags = n_lags
         self.ridge = ridge
         self.use_commands = use_commands
@@ -174,7 +201,6 @@ class ForecastDetector(Detector):
         self.stuck_factor = stuck_factor
         self.adapt_span = adapt_span
         self.relative = relative
-        self.relative_after = relative_after
         self.min_violations = min_violations
         self.clear_after = clear_after
 
@@ -184,7 +210,6 @@ class ForecastDetector(Detector):
             "span": self.span,
             "threshold_factor": self.threshold_factor,
             "level_margin": self.level_margin,
-            "relative_after": self.relative_after,
             "min_violations": self.min_violations,
             "clear_after": self.clear_after,
         }
@@ -204,6 +229,8 @@ class ForecastDetector(Detector):
                 raise ConfigError(f"must be > 0, got {val!r}", key=key)
         if not self.min_segments >= 3:  # a spread needs a few segments
             raise ConfigError(f"must be >= 3, got {self.min_segments!r}", key="min_segments")
+        if not 0 < self.clear_below <= 1:
+            raise ConfigError(f"must be in (0, 1], got {self.clear_below!r}", key="clear_below")
         if self.range_risk is not None and not self.range_risk < 0.5:
             raise ConfigError(f"must be in (0, 0.5), got {self.range_risk!r}", key="range_risk")
         for key in ("ridge", "min_threshold"):
@@ -232,6 +259,12 @@ class ForecastDetector(Detector):
         self.intercept_, self.coef_lags_, self.coef_cmds_ = self._fit_ridge(values, cmds)
         with np.errstate(invalid="ignore"):
             self.lo_, self.hi_ = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+        # Scale-free floors from the channel's resolution (the smallest step between distinct values):
+        # one step's share of the smoothed error never alarms, and a value one step past the range
+        # is not novel. ``min_threshold`` adds an absolute floor in channel units where one is wanted.
+        self.resolution_ = np.array([resolution(values[:, j]) for j in range(c)])
+        self.floor_ = np.maximum(self.resolution_ * 2.0 / (self.span + 1.0), self.min_threshold)
+        self.shape_ = ShapeCheck().fit(history) if self.shape else None
         # The level EWMA restarts at each segment from the mean, as the stream does after reset().
         segments = _segments(history.time)
         level = np.concatenate([_ewm(values[seg], self.center_, self.level_span or 1) for seg in segments])
@@ -242,13 +275,19 @@ class ForecastDetector(Detector):
         self.threshold_, self.stuck_after_ = np.ones(c), inf
         self.margin_, self.level_margin_ = np.full((c, 2), np.inf), np.full((c, 2), np.inf)
         self.baseline_ = np.full(c, np.nan)
+        self.calm_peak_ = np.zeros(c)
         self.command_gain_ = np.zeros((c, cmds.shape[2]))
         self.reset()
         smoothed = self._run(values, cmds, stream=False)[0]
         # The stream starts from the typical nominal error instead of its first raw error.
         self.baseline_ = np.nan_to_num(np.nanmean(smoothed, axis=0), nan=0.0)
         thr = pot_threshold(smoothed, self.init_quantile, self.risk) * self.threshold_factor
-        self.threshold_ = _positive(np.maximum(np.nan_to_num(thr, nan=0.0), self.min_threshold))
+        self.threshold_ = _positive(np.maximum(np.nan_to_num(thr, nan=0.0), self.floor_))
+        # The stream's calm peak starts from the history's: the largest smoothed error below threshold.
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            calm = np.nanmax(np.where(smoothed < self.threshold_, smoothed, np.nan), axis=0)
+        self.calm_peak_ = np.nan_to_num(calm, nan=0.0)
         if self.novelty_margin is not None:
             self.margin_ = self._margins(values, self.hi_ - self.lo_, self.novelty_margin, segments)
             if self.level_span:
@@ -269,7 +308,7 @@ class ForecastDetector(Detector):
         ``min_segments`` or more segments, also as far as a new segment's extreme may reach by the
         spread of the segments' extremes (:func:`vigil.detect.threshold.extreme_bound`).
         """
-        floor = np.maximum(fraction * width, self.min_threshold)
+        floor = np.maximum(fraction * width, np.maximum(self.resolution_, self.min_threshold))
         out = np.repeat(floor[:, None], 2, axis=1)
         if self.range_risk is not None and len(segments) >= self.min_segments:
             with warnings.catch_warnings():
@@ -343,7 +382,7 @@ class ForecastDetector(Detector):
         self.repeats_ = np.zeros(c, dtype=np.int64)
         self.ewm_ = self.baseline_.copy()
         self.err_level_ = self.baseline_.copy()
-        self.err_max_ = np.zeros(c)
+        self.err_max_ = self.calm_peak_.copy()
         self.value_ewm_ = self.center_.copy()
         # Per channel: [low, high] of the level EWMA counted as seen; delay-line slots of [min, max].
         self.level_seen_ = np.stack([self.level_lo_, self.level_hi_], axis=1)
@@ -353,12 +392,38 @@ class ForecastDetector(Detector):
         self.over_ = np.zeros(c, dtype=np.int64)
         self.under_ = np.zeros(c, dtype=np.int64)
         self.active_ = np.zeros(c, dtype=np.bool_)
+        if getattr(self, "shape_", None) is not None:
+            self.shape_.reset()
+
+    def stream_state(self) -> dict:
+        state = super().stream_state()
+        if self.shape_ is not None:
+            state["shape"] = self.shape_.stream_state()
+        return state
+
+    def set_stream_state(self, state: dict) -> None:
+        if self.shape_ is not None and "shape" not in state:
+            raise DataError("ForecastDetector stream state lacks the shape check's")
+        super().set_stream_state(state)
+        if self.shape_ is not None:
+            self.shape_.set_stream_state(state["shape"])
+
+    def state_nbytes(self) -> int:
+        return super().state_nbytes() + (self.shape_.state_nbytes() if self.shape_ is not None else 0)
 
     def score(self, block: TelemetryBlock) -> Scores:
         """Score ``block`` (continuing the stream): level, score, expected value and nominal band."""
         self._check_channels(block)
         score, expected, low, high, by = self._run(block.values, self._commands(block))
-        level = apply_hysteresis(score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_)
+        if self.shape_ is not None:  # the shape check: a fifth score on the same scale
+            code = self.CHECKS.index("forecast.shape")
+            self.shape_.merge_into(block.values, score, by, code)
+            with np.errstate(invalid="ignore"):
+                crossed = (by == code) & (score >= 1.0)
+            low[crossed] = high[crossed] = np.nan  # a shape has no band of values to name
+        level = apply_hysteresis(
+            score, self.min_violations, self.clear_after, self.over_, self.under_, self.active_, self.clear_below
+        )
         return Scores(level, score, expected, low, high, detector=self.CHECKS, by=by)
 
     def _run(
@@ -381,17 +446,12 @@ class ForecastDetector(Detector):
             ]
         )
         settings = np.array(
-            [
-                (self.relative or 0.0) if stream else 0.0,
-                self.relative_after,
-                self.min_threshold,
-                max(1, (self.learn_after or 0) // self.LEARN_SLOTS),
-            ]
+            [(self.relative or 0.0) if stream else 0.0, max(1, (self.learn_after or 0) // self.LEARN_SLOTS)]
         )
         _forecast_kernel(
             values, cmds, rates, settings,
             self.center_, self.scale_, self.intercept_, self.coef_lags_, self.coef_cmds_,
-            self.baseline_, self.threshold_, self.lo_, self.hi_, self.margin_, self.level_margin_,
+            self.baseline_, self.threshold_, self.floor_, self.lo_, self.hi_, self.margin_, self.level_margin_,
             self.stuck_after_, self.command_gain_,
             self.window_, self.traces_, self.n_seen_, self.repeats_, self.ewm_, self.err_level_, self.err_max_,
             self.value_ewm_, self.level_seen_, self.level_slots_, self.value_seen_, self.value_slots_,
@@ -472,7 +532,7 @@ _TILE = 64
 def _forecast_kernel(
     values, cmds, rates, settings,
     center, scale, intercept, coef_lags, coef_cmds,
-    baseline, threshold, lo, hi, margin, level_margin, stuck_after, gain,
+    baseline, threshold, floor, lo, hi, margin, level_margin, stuck_after, gain,
     window, traces, n_seen, repeats, ewm, err_level, err_max, value_ewm, level_seen, level_slots, value_seen, value_slots,
     score, expected, low, high, by,
 ):  # fmt: skip  # pragma: no cover - numba
@@ -480,7 +540,7 @@ def _forecast_kernel(
     lags = window.shape[1]
     k = cmds.shape[2]
     alpha, adapt, level_alpha, cmd_alpha = rates[0], rates[1], rates[2], rates[3]
-    relative, relative_after, floor, stride = settings[0], settings[1], settings[2], int(settings[3])
+    relative, stride = settings[0], int(settings[1])
     n_slots = level_slots.shape[1]
     # Rows in tiles, so each channel's strided column comes from cache rather than main memory.
     for start in range(0, n, _TILE):
@@ -538,8 +598,12 @@ def _forecast_kernel(
                     if adapt > 0.0 and baseline[j] > 0.0:
                         thr = threshold[j] * max(1.0, m / baseline[j])
                         m += adapt * (min(e, thr) - m)
-                    if relative > 0.0 and seen >= relative_after and e_max > 0.0:
-                        thr = max(floor, min(thr, relative * e_max))
+                    if relative > 0.0:
+                        # The calm peak forgets at the adaptation rate, so the threshold follows
+                        # the stream's recent calm errors smoothly (no step after a warm-up).
+                        e_max *= 1.0 - adapt
+                        if e_max > 0.0:
+                            thr = max(floor[j], min(thr, relative * e_max))
                     s = e / thr
                     if s < 1.0:
                         e_max = max(e_max, e)
@@ -562,6 +626,13 @@ def _forecast_kernel(
                     expected[i, j] = pred
                     low[i, j] = pred - thr
                     high[i, j] = pred + thr
+                    # A crossing range check is explained by the range, not the prediction band.
+                    if s >= 1.0 and check == 1:
+                        low[i, j] = value_seen[j, 0] - down
+                        high[i, j] = value_seen[j, 1] + up
+                    elif s >= 1.0 and check == 2:
+                        low[i, j] = level_seen[j, 0] - down
+                        high[i, j] = level_seen[j, 1] + up
                 if value_slots.shape[1] > 0:
                     _learn_level(j, seen, x, accept, stride, value_seen, value_slots)
                 window[j, seen % lags] = z

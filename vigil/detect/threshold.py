@@ -115,12 +115,14 @@ def apply_hysteresis(
     over: np.ndarray,
     under: np.ndarray,
     active: np.ndarray,
+    clear_below: float = 1.0,
 ) -> np.ndarray:
     """Levels ``[n, c]`` from scores with raise/clear hysteresis; updates the state arrays in place.
 
     ``over``/``under`` count consecutive samples at/below threshold per channel and ``active``
-    says whether an alarm is raised. NaN scores (missing samples) give level 0 and leave the
-    state as it was.
+    says whether an alarm is raised; only samples scoring below ``clear_below`` count towards
+    clearing (a deadband: a score hovering just under 1 keeps the alarm). NaN scores (missing
+    samples) give level 0 and leave the state as it was.
 
     >>> s = np.array([[0.2], [1.5], [1.2], [0.1], [0.3], [0.2], [0.1], [2.5]])
     >>> st = [np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.bool_)]
@@ -134,13 +136,13 @@ def apply_hysteresis(
     level = np.zeros(score.shape, dtype=np.int8)
     steps = np.array([s for s, _ in SEVERITY_STEPS])
     levels = np.array([lv for _, lv in SEVERITY_STEPS], dtype=np.int8)
-    _hysteresis_kernel(score, min_violations, clear_after, over, under, active, steps, levels, level)
+    _hysteresis_kernel(score, min_violations, clear_after, clear_below, over, under, active, steps, levels, level)
     return level
 
 
 @numba.njit(cache=True)
 def _hysteresis_kernel(
-    score, min_violations, clear_after, over, under, active, steps, levels, level
+    score, min_violations, clear_after, clear_below, over, under, active, steps, levels, level
 ):  # pragma: no cover
     n, c = score.shape
     # Rows in tiles so each channel's column is read from cache, not strided over all of memory.
@@ -161,7 +163,7 @@ def _hysteresis_kernel(
                         a = True
                 else:
                     o = 0
-                    if a:
+                    if a and s < clear_below:
                         u += 1
                         if u >= clear_after:
                             a = False

@@ -7,7 +7,7 @@
 * context alarms: the first context whose conditions hold replaces the default ranges. A
   condition reads the latest value of its context channel (same row or earlier: context
   parameters often come in other packets than the checked one);
-* enumeration alarms: the level of the channel's current state;
+* enumeration alarms: the level of the channel's current state (by default, or in a context);
 * ``minViolations`` per channel: a level is reported after that many consecutive violating
   samples (missing samples neither count nor break the run).
 
@@ -35,10 +35,7 @@ class XtceAlarmCheck(Detector):
     """
 
     name = "xtce"
-    stream_attrs = (
-        "run_",
-        "last_",
-    )
+    stream_attrs = ("run_", "last_", "rate_t0_", "rate_n_")
 
     def __init__(self, alarms: XtceAlarms) -> None:
         self.alarms = alarms
@@ -49,36 +46,35 @@ class XtceAlarmCheck(Detector):
         index = {c: j for j, c in enumerate(channels)}
         defs = [self.alarms.alarms.get(c) for c in channels]
         n_rules = 1 + max((len(a.contexts) for a in defs if a), default=0)
-        n_keys = max((len(a.enum_levels) for a in defs if a), default=0)
+        n_keys = max(
+            (len(x.enum_levels) for a in defs if a for x in (a, *a.contexts)),
+            default=0,
+        )
         c, s = len(channels), len(SEVERITIES)
         self.low_ = np.full((c, n_rules, s), np.nan)
         self.high_ = np.full((c, n_rules, s), np.nan)
         self.has_rule_ = np.zeros((c, n_rules), dtype=np.bool_)
-        self.enum_keys_ = np.full((c, max(n_keys, 1)), np.nan)
-        self.enum_levels_ = np.zeros((c, max(n_keys, 1)), dtype=np.int8)
-        self.enum_default_ = np.full(c, -1, dtype=np.int8)
+        self.enum_keys_ = np.full((c, n_rules, max(n_keys, 1)), np.nan)
+        self.enum_levels_ = np.zeros((c, n_rules, max(n_keys, 1)), dtype=np.int8)
+        self.enum_default_ = np.full((c, n_rules), -1, dtype=np.int8)
         self.min_violations_ = np.ones(c, dtype=np.int64)
+        # DefaultRateInStream@maximumValue: more samples than this within one second is a warning.
+        self.rate_max_ = np.array([self.alarms.rate_max_hz.get(ch, 0.0) for ch in channels], dtype=np.float64)
         conds = []  # (channel, rule, context column, operator, value)
         for j, a in enumerate(defs):
             if a is None:
                 continue
             self.min_violations_[j] = a.min_violations
-            if a.ranges:
-                self.low_[j, 0], self.high_[j, 0] = ChannelLimits(**a.ranges).as_arrays()
-                self.has_rule_[j, 0] = True
+            self._rule(j, 0, a.ranges, a)
             for r, ctx in enumerate(a.contexts, start=1):
                 missing = [cd.parameter for cd in ctx.conditions if cd.parameter not in index]
                 if missing:
                     continue  # context channel absent from this block: the context can never match
-                self.low_[j, r], self.high_[j, r] = ChannelLimits(**ctx.ranges).as_arrays()
-                self.has_rule_[j, r] = True
+                self._rule(j, r, ctx.ranges, ctx)
                 conds += [(j, r, index[cd.parameter], OPERATORS.index(cd.operator), cd.value) for cd in ctx.conditions]
-            if a.is_enum:
-                self.enum_default_[j] = a.enum_default
-                for k, (raw, level) in enumerate(sorted(a.enum_levels.items())):
-                    self.enum_keys_[j, k], self.enum_levels_[j, k] = raw, level
         table = np.array(conds, dtype=np.float64).reshape(-1, 5)
-        self.cond_channel_ = table[:, 0].astype(np.int64)
+        # Conditions come grouped by channel: channel j's are cond_ptr_[j]:cond_ptr_[j + 1].
+        self.cond_ptr_ = np.searchsorted(table[:, 0], np.arange(c + 1), side="left").astype(np.int64)
         self.cond_rule_ = table[:, 1].astype(np.int64)
         self.cond_column_ = table[:, 2].astype(np.int64)
         self.cond_op_ = table[:, 3].astype(np.int64)
@@ -87,19 +83,32 @@ class XtceAlarmCheck(Detector):
         self.reset()
         return self
 
+    def _rule(self, j: int, r: int, ranges: dict, states) -> None:
+        """Rule ``r`` of channel ``j``: its ranges and its enumeration states (either may be empty)."""
+        if ranges:
+            self.low_[j, r], self.high_[j, r] = ChannelLimits(**ranges).as_arrays()
+        if states.is_enum:
+            self.enum_default_[j, r] = states.enum_default
+            for k, (raw, level) in enumerate(sorted(states.enum_levels.items())):
+                self.enum_keys_[j, r, k], self.enum_levels_[j, r, k] = raw, level
+        self.has_rule_[j, r] = bool(ranges) or states.is_enum
+
     def reset(self) -> None:
         self.run_ = np.zeros(len(self.channels_), dtype=np.int64)
         self.last_ = np.full(len(self.channels_), np.nan)
+        self.rate_t0_ = np.full(len(self.channels_), -np.inf)
+        self.rate_n_ = np.zeros(len(self.channels_), dtype=np.int64)
 
     def score(self, block: TelemetryBlock) -> Scores:
         self._check_channels(block)
         out = Scores.empty(block.n_samples, block.n_channels, self.name)
         _alarm_kernel(
+            block.time,
             block.values,
             self.low_,
             self.high_,
             self.has_rule_,
-            self.cond_channel_,
+            self.cond_ptr_,
             self.cond_rule_,
             self.cond_column_,
             self.cond_op_,
@@ -108,8 +117,11 @@ class XtceAlarmCheck(Detector):
             self.enum_levels_,
             self.enum_default_,
             self.min_violations_,
+            self.rate_max_,
             self.run_,
             self.last_,
+            self.rate_t0_,
+            self.rate_n_,
             out.level,
             out.score,
             out.low,
@@ -137,6 +149,7 @@ def xtce_monitor_config(alarms: XtceAlarms, source: str | None = None):
             stale_after_s=alarms.stale_after_s(name),
             min_violations=a.min_violations if a is not None else 1,
             min_conformance=a.min_conformance if a is not None else 1,
+            states=alarms.states.get(name, {}),
         )
     return MonitorConfig(channels=channels, source=source or alarms.source)
 
@@ -160,11 +173,12 @@ def _holds(x, op, v):  # pragma: no cover - numba
 
 @numba.njit(cache=True)
 def _alarm_kernel(
+    time,
     values,
     low,
     high,
     has_rule,
-    cond_channel,
+    cond_ptr,
     cond_rule,
     cond_column,
     cond_op,
@@ -173,8 +187,11 @@ def _alarm_kernel(
     enum_levels,
     enum_default,
     min_violations,
+    rate_max,
     run,
     last,
+    rate_t0,
+    rate_n,
     level_out,
     score_out,
     low_out,
@@ -183,7 +200,6 @@ def _alarm_kernel(
     n, c = values.shape
     n_rules = low.shape[1]
     n_sev = low.shape[2]
-    n_cond = cond_channel.shape[0]
     ok = np.ones(n_rules, dtype=np.bool_)
     for i in range(n):
         for j in range(c):
@@ -196,8 +212,8 @@ def _alarm_kernel(
             # The rule in force: the first context whose conditions all hold, else the default.
             for r in range(n_rules):
                 ok[r] = has_rule[j, r]
-            for k in range(n_cond):
-                if cond_channel[k] == j and not _holds(last[cond_column[k]], cond_op[k], cond_value[k]):
+            for k in range(cond_ptr[j], cond_ptr[j + 1]):
+                if not _holds(last[cond_column[k]], cond_op[k], cond_value[k]):
                     ok[cond_rule[k]] = False
             rule = -1
             for r in range(1, n_rules):
@@ -223,15 +239,22 @@ def _alarm_kernel(
                 high_out[i, j] = hi_in
                 if not (np.isnan(lo_in) or np.isnan(hi_in)) and hi_in > lo_in:
                     score_out[i, j] = abs(x - (lo_in + hi_in) / 2.0) / ((hi_in - lo_in) / 2.0)
-            if enum_default[j] >= 0:
-                state = enum_default[j]
-                for k in range(enum_keys.shape[1]):
-                    if enum_keys[j, k] == x:
-                        state = enum_levels[j, k]
+            if rule >= 0 and enum_default[j, rule] >= 0:
+                state = enum_default[j, rule]
+                for k in range(enum_keys.shape[2]):
+                    if enum_keys[j, rule, k] == x:
+                        state = enum_levels[j, rule, k]
                         break
                 if state > lv:
                     lv = state
                 score_out[i, j] = 1.0 if state > 0 else 0.0
+            if rate_max[j] > 0:
+                if time[i] - rate_t0[j] >= 1.0:
+                    rate_t0[j] = time[i]
+                    rate_n[j] = 0
+                rate_n[j] += 1
+                if rate_n[j] > rate_max[j] and lv < 2:
+                    lv = 2  # warning: faster than the maximum rate in stream
             if lv > 0:
                 run[j] += 1
                 if run[j] >= min_violations[j]:

@@ -37,9 +37,19 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from vigil.errors import ConfigError
 
 HEADER = ("time", "channel", "value")
+#: Column names read as the time column (any case), in record files and tables.
+TIME_NAMES = frozenset(
+    {"time", "timestamp", "t", "datetime", "date", "epoch", "utc", "met", "time_s", "time_utc", "timestamp_utc",
+     "seconds", "sec", "unix_time", "gps_time", "scet", "ert", "obt"}
+)  # fmt: skip
+#: Column names read as the channel and value columns of a long file (any case).
+CHANNEL_NAMES = frozenset({"channel", "name", "parameter", "param", "mnemonic", "signal", "channel_id", "chan"})
+VALUE_NAMES = frozenset({"value", "val", "eng_value", "engineering_value", "reading", "measurement"})
 #: Longest line a socket source accepts; longer ones are reported as bad records and skipped.
 MAX_LINE = 65_536
 
@@ -127,7 +137,7 @@ def parse_line(text: str, source: str = "<line>", line: int = 0) -> Item | None:
             if name and math.isfinite(t):
                 return Record(t, name, v)
     parts = [p.strip() for p in raw]
-    if tuple(p.lower() for p in parts) == HEADER:
+    if _is_long_header(parts):
         return None
     if len(parts) != 3:
         channel = parts[1] if len(parts) > 3 and parts[1] else None
@@ -162,17 +172,31 @@ def _build(t, channel, value, source: str, line: int, s: str) -> Item:
         return BadRecord(source, line, str(err), name, s[:200])
 
 
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_long_header(parts: list[str]) -> bool:
+    """``time,channel,value`` (or ``timestamp,parameter,value``, ``"time","channel","value"``, ...)."""
+    low = [p.strip('"').lower() for p in parts]
+    return len(low) == 3 and low[0] in TIME_NAMES and low[1] in CHANNEL_NAMES and low[2] in VALUE_NAMES
+
+
 def _is_wide_header(text: str) -> bool:
-    """A wide CSV header: ``time`` then one column per channel."""
-    parts = [p.strip().lower() for p in text.strip().split(",")]
-    return len(parts) >= 2 and parts[0] == "time" and tuple(parts) != HEADER
+    """A wide CSV header: a time column name (``time``, ``timestamp``, ...) then one column per channel."""
+    parts = [p.strip() for p in text.strip().split(",")]
+    return len(parts) >= 2 and parts[0].strip('"').lower() in TIME_NAMES and not _is_long_header(parts)
 
 
 class _WideParser:
     """Lines of a wide CSV (``time,ch1,ch2,...``) as one record per non-empty cell."""
 
     def __init__(self, header: str) -> None:
-        self.channels = [p.strip() for p in header.strip().split(",")[1:]]
+        self.channels = [p.strip().strip('"') for p in header.strip().split(",")[1:]]
 
     def __call__(self, text: str, source: str, line: int) -> list[Item]:
         s = text.strip()
@@ -221,18 +245,27 @@ class Source(Protocol):
 class FileSource:
     """Replay a record file at ``speed`` times real time (``None``: as fast as possible).
 
-    Pacing follows the record times: a record is released ``(time - first_time) / speed`` seconds
-    after the replay started; while waiting longer than ``idle_s``, empty batches are yielded. Records whose time is at or before ``skip_until`` are passed over
-    (used to resume after a restart) and counted in :attr:`skipped`.
+    Long files (``time,channel,value``) are parsed in blocks of ``block_bytes`` by
+    :func:`vigil.ingest.bulk.parse_block` and yielded as :class:`~vigil.ingest.bulk.RecordBatch`
+    columns (at most ``batch_size`` records each); wide files go line by line. Pacing follows the
+    record times: a record is released ``(time - first_time) / speed`` seconds after the replay
+    started (a record earlier than one already released goes out at once), whole time steps at a
+    time and at most one batch per ``tick_s`` of wall time (steps due meanwhile go out together, at
+    most ``tick_s`` late: a fast replay is not one store transaction per step); while waiting
+    longer than ``idle_s``, empty batches are yielded. Records whose time is at
+    or before ``skip_until`` are passed over (used to resume after a restart) and counted in
+    :attr:`skipped`.
     """
 
     def __init__(
         self,
         path: str | Path,
         speed: float | None = None,
-        batch_size: int = 10_000,
+        batch_size: int = 200_000,
         skip_until: float | None = None,
         idle_s: float = 0.2,
+        block_bytes: int = 4 << 20,
+        tick_s: float = 0.02,
     ) -> None:
         if speed is not None and not speed > 0:
             raise ConfigError(f"speed must be > 0 or None (as fast as possible), got {speed}", key="speed")
@@ -242,79 +275,177 @@ class FileSource:
         self.name = str(self.path)
         self.speed = speed
         self.batch_size = batch_size
+        self.block_bytes = block_bytes
         self.skip_until = skip_until
         self.idle_s = idle_s
+        self.tick_s = tick_s
+        self._next_release = -math.inf
         self.skipped = 0
-        #: Items (records and bad records) to pass over first: a restarted monitor resumes here.
-        self.skip_items = 0
+        #: What the reader assumed about the file (printed by ``vigil monitor``).
+        self.notes: list[str] = []
+        #: Records and unreadable lines to pass over first (each in file order): where a restarted
+        #: monitor resumes (its checkpoint's ``input`` position).
+        self.skip_records = self.skip_bad = 0
         #: Paced replay: the time of the record being waited for (every earlier one was released).
         self.horizon = math.inf
 
-    def _items(self) -> Iterator[Item]:
-        with open(self.path, encoding="utf-8", errors="replace", newline="") as fh:
-            parse = parse_line
-            for i, text in enumerate(fh, start=1):
-                if i == 1 and _is_wide_header(text):
-                    parse = _WideParser(text)
-                    continue
-                items = parse(text, self.name, i)
-                for item in items if isinstance(items, list) else (items,):
-                    if item is None:
-                        continue
-                    if self.skipped < self.skip_items:
-                        self.skipped += 1
-                        continue
-                    if self.skip_until is not None and isinstance(item, Record) and item.time <= self.skip_until:
-                        self.skipped += 1
-                        continue
-                    yield item
+    def _parsed(self) -> Iterator:
+        """The file as :class:`RecordBatch` blocks, ``skip_until`` applied."""
+        from vigil.ingest.bulk import parse_block, parse_wide_block
 
-    def batches(self) -> Iterator[list[Item]]:
+        with open(self.path, "rb") as fh:
+            head, second = fh.readline(), fh.readline()
+            text = head.decode("utf-8", errors="replace")
+            if _is_wide_header(text) or self._unnamed_wide(text, second.decode("utf-8", errors="replace")):
+                channels = _WideParser(text).channels
+                line, rest = 2, second
+
+                def parse(block: bytes, line: int):
+                    return parse_wide_block(block, channels, self.name, line)
+            else:
+                line, rest = 1, head + second
+
+                def parse(block: bytes, line: int):
+                    return parse_block(block, self.name, line)
+
+            while True:
+                data = fh.read(self.block_bytes)
+                buf = rest + data
+                cut = buf.rfind(b"\n") + 1 if data else len(buf)  # whole lines (all at the end)
+                block, rest = buf[:cut], buf[cut:]
+                if block:
+                    yield self._skip(parse(block, line))
+                    line += block.count(b"\n")
+                if not data:
+                    return
+
+    def _unnamed_wide(self, head: str, second: str) -> bool:
+        """A header whose first column is not named like a time, over lines that are not records:
+        a wide file after all, its first column taken as time (and a note saying so)."""
+        parts = [p.strip() for p in head.strip().split(",")]
+        if len(parts) < 2 or head.lstrip()[:1] in ("{", "#") or _is_long_header(parts):
+            return False
+        try:
+            _time_value(parts[0])
+            return False  # a record line, not a header
+        except ValueError:
+            pass
+        record = parse_line(second)
+        if isinstance(record, Record) and not _numeric(record.channel):
+            return False  # a bad first line over long records: counted as malformed like any other
+        self.notes.append(
+            f"{self.name}: no column is named like a time ({', '.join(sorted(TIME_NAMES)[:6])}, ...): "
+            f"the first column, {parts[0]!r}, was taken as time"
+        )
+        return True
+
+    def _skip(self, batch):
+        if self.skip_records or self.skip_bad:
+            n, b = min(self.skip_records, batch.size), min(self.skip_bad, len(batch.bad))
+            self.skip_records, self.skip_bad, self.skipped = self.skip_records - n, self.skip_bad - b, self.skipped + n + b
+            rest = batch.take(n, batch.size)
+            rest.bad = batch.bad[b:]
+            batch = rest
+        if self.skip_until is None or not batch.size:
+            return batch
+        keep = batch.time > self.skip_until
+        self.skipped += int(batch.size - keep.sum())
+        return batch if keep.all() else batch.select(keep)
+
+    def batches(self) -> Iterator:
         if self.speed is None:
             yield from self._fast()
         else:
             yield from self._paced(self.speed)
 
-    def _fast(self) -> Iterator[list[Item]]:
-        batch: list[Item] = []
-        for item in self._items():
-            batch.append(item)
-            if len(batch) >= self.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+    def _fast(self) -> Iterator:
+        for batch in self._parsed():
+            for a in range(0, max(batch.size, 1), self.batch_size):
+                part = batch.take(a, a + self.batch_size)
+                if a == 0:
+                    part.bad = batch.bad
+                if len(part):
+                    yield part
 
-    def _paced(self, speed: float) -> Iterator[list[Item]]:
+    def _paced(self, speed: float) -> Iterator:
+        from vigil.ingest.bulk import RecordBatch
+
         start_wall = _time.monotonic()
         first: float | None = None
-        batch: list[Item] = []
         due_t = -math.inf
-        for item in self._items():
-            if isinstance(item, Record):
-                if first is None:
-                    first = item.time
-                if item.time > due_t and batch:
-                    # A new time step: release what we hold, then wait until this one is due.
+        held = None  # a block's last time step: it may go on in the next block
+        for batch, final in _with_last(self._parsed()):
+            if held is not None:
+                batch, held = RecordBatch.concat([held, batch]), None
+            if not batch.size:
+                if batch.bad:
                     yield batch
-                    batch = []
-                if item.time > due_t:
-                    due_t = item.time
-                    due = start_wall + (item.time - first) / speed
-                    self.horizon = item.time
-                    # Wait in idle_s steps, yielding empty batches: the consumer checks staleness
-                    # during gaps in the data, as it would live.
-                    while (wait := due - _time.monotonic()) > self.idle_s:
-                        _time.sleep(self.idle_s)
-                        yield []
-                    if wait > 0:
-                        _time.sleep(wait)
-            batch.append(item)
-        if batch:
-            yield batch
+                continue
+            if first is None:
+                first = float(batch.time[0])
+            # A record earlier than the latest time released goes out with the step it arrives in.
+            step = np.maximum.accumulate(np.r_[due_t, batch.time])[1:]
+            n = batch.size if final else int(np.searchsorted(step, step[-1], side="left"))
+            if n < batch.size:
+                held = batch.take(n, batch.size)
+            now = batch.take(0, n)
+            now.bad = batch.bad
+            if n:
+                due_t = float(step[n - 1])
+            yield from self._release(now, start_wall + (step[:n] - first) / speed)
+
+    def _release(self, batch, due: np.ndarray) -> Iterator:
+        """Yield ``batch`` in slices as their due (monotonic) times pass, at most one slice per
+        ``tick_s`` (records due meanwhile go together: late by at most ``tick_s``, never early);
+        idle ticks while waiting."""
+        pos, bad = 0, batch.bad
+        while pos < batch.size:
+            now = _time.monotonic()
+            end = int(np.searchsorted(due, now, side="right"))
+            if end > pos and now >= self._next_release:
+                part = batch.take(pos, end)
+                part.bad, bad = bad, []
+                yield part
+                pos, self._next_release = end, now + self.tick_s
+                continue
+            wait = max(due[pos], self._next_release) - _time.monotonic()
+            self.horizon = float(batch.time[pos])
+            if wait > self.idle_s:
+                # Empty batches while waiting: the consumer checks staleness during gaps in the
+                # data, as it would live.
+                _time.sleep(self.idle_s)
+                yield []
+            elif wait > 0:
+                _time.sleep(wait)
+        if bad:
+            part = batch.take(0, 0)
+            part.bad = bad
+            yield part
 
     def close(self) -> None:
         """Nothing to release: the file is closed when the replay ends."""
+
+
+def _joined(parts: list):
+    """Queued items as a list, or as one RecordBatch when bulk-parsed blocks are among them."""
+    if not any(hasattr(p, "code") for p in parts):
+        return parts
+    from vigil.ingest.bulk import RecordBatch
+
+    return RecordBatch.concat(parts)
+
+
+def _with_last(items: Iterable) -> Iterator[tuple]:
+    """``(item, is_last)`` pairs."""
+    it = iter(items)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield prev, False
+        prev = item
+    yield prev, True
 
 
 class _QueueSource:
@@ -335,7 +466,9 @@ class _QueueSource:
             if item is not None:
                 self._queue.put(item)
 
-    def batches(self) -> Iterator[list[Item]]:
+    def batches(self) -> Iterator:
+        """Lists of items, or one :class:`~vigil.ingest.bulk.RecordBatch` when a reader queued
+        bulk-parsed blocks; an empty list when nothing arrived for ``idle_s``."""
         while True:
             try:
                 first = self._queue.get(timeout=self.idle_s)
@@ -346,17 +479,20 @@ class _QueueSource:
                 continue
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < self.batch_size:
+            batch, n, ended = [first], len(first) if hasattr(first, "code") else 1, False
+            while n < self.batch_size:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
-                    yield batch
-                    return
+                    ended = True
+                    break
                 batch.append(item)
-            yield batch
+                n += len(item) if hasattr(item, "code") else 1
+            yield _joined(batch)
+            if ended:
+                return
 
     def _finish(self) -> None:
         self._ended.set()
@@ -375,48 +511,146 @@ class StreamSource(_QueueSource):
         threading.Thread(target=self._read, name=f"vigil-{name}", daemon=True).start()
 
     def _read(self) -> None:
-        counter = [0]
         try:
-            for text in iter(self._stream.readline, ""):  # line by line, as each arrives
-                if self._stop.is_set():
-                    break
-                self._put_lines(text, self.name, counter)
+            raw = getattr(self._stream, "buffer", None)
+            if raw is not None and hasattr(raw, "read1"):
+                self._read_blocks(raw)
+            else:
+                counter = [0]
+                for text in iter(self._stream.readline, ""):  # line by line, as each arrives
+                    if self._stop.is_set():
+                        break
+                    self._put_lines(text, self.name, counter)
         finally:
             self._finish()
 
+    def _read_blocks(self, raw) -> None:
+        """Whatever has arrived (up to 1 MiB), parsed in bulk up to its last whole line."""
+        from vigil.ingest.bulk import parse_block
+
+        line, rest, runaway = 1, b"", False
+        while not self._stop.is_set():
+            data = raw.read1(1 << 20)
+            eof = not data
+            if runaway and not eof:  # skip to the end of a line too long to hold
+                nl = data.find(b"\n")
+                if nl < 0:
+                    continue
+                data, runaway, line = data[nl + 1 :], False, line + 1
+            buf = rest + data
+            cut = len(buf) if eof else buf.rfind(b"\n") + 1  # whole lines (all of it at the end)
+            block, rest = buf[:cut], buf[cut:]
+            if block:
+                while self._queue.qsize() > 64 and not self._stop.is_set():  # bounded memory
+                    _time.sleep(0.01)
+                self._queue.put(parse_block(block, self.name, line))
+                line += block.count(b"\n")
+            if len(rest) > MAX_LINE:
+                self._queue.put(BadRecord(self.name, line, f"line longer than {MAX_LINE} bytes"))
+                rest, runaway = b"", True
+            if eof:
+                return
+
 
 class TcpSource(_QueueSource):
-    """A TCP server taking record lines from any number of clients (binds 127.0.0.1 by default).
+    """A TCP server taking record lines from up to ``max_connections`` clients at once (binds
+    127.0.0.1 by default).
 
-    Port 0 picks a free port; :attr:`address` says which. The source runs until closed.
+    Port 0 picks a free port; :attr:`address` says which. The source runs until closed. The accept
+    loop outlives a full file table (EMFILE, ENFILE) and other accept errors: it backs off (up to
+    one second), counts them and keeps accepting. A client beyond the connection cap is closed at
+    once and counted. :meth:`stats` reports both (``/api/health`` shows them); refusals also reach
+    the monitor as bad records, so they are counted there too.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, idle_s: float = 0.2) -> None:
+    #: Longest wait between accept attempts while the system refuses new file descriptors.
+    MAX_BACKOFF_S = 1.0
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, idle_s: float = 0.2, max_connections: int = 64) -> None:
+        if max_connections < 1:
+            raise ConfigError(f"must be >= 1, got {max_connections}", key="max_connections")
         self._server = socket.create_server((host, port))
         self.address = self._server.getsockname()[:2]
         super().__init__(f"tcp://{self.address[0]}:{self.address[1]}", idle_s)
+        self.max_connections = max_connections
+        self.connections = 0
+        self.accepted = 0
+        self.refused = 0
+        self.accept_errors = 0
+        self.last_accept_error: str | None = None
+        self._count = threading.Lock()
         self._server.settimeout(0.2)
-        threading.Thread(target=self._accept, name="vigil-tcp", daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, name="vigil-tcp", daemon=True)
+        self._acceptor.start()
+
+    def stats(self) -> dict[str, object]:
+        """Connections open and accepted, refusals over the cap, accept errors (EMFILE...)."""
+        return {
+            "listening": self._acceptor.is_alive(),
+            "connections": self.connections,
+            "max_connections": self.max_connections,
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "accept_errors": self.accept_errors,
+            "last_accept_error": self.last_accept_error,
+        }
 
     def _accept(self) -> None:
+        backoff = 0.0
         while not self._stop.is_set():
             try:
                 conn, peer = self._server.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                break
-            threading.Thread(target=self._serve, args=(conn, peer), daemon=True).start()
+            except OSError as err:
+                if self._stop.is_set() or self._server.fileno() < 0:
+                    break  # closed
+                # Out of file descriptors (or another transient failure): the pending client waits
+                # in the backlog; wait, say so, and try again rather than die.
+                self.accept_errors += 1
+                self.last_accept_error = f"{type(err).__name__}: {err.strerror or err}"
+                backoff = min(self.MAX_BACKOFF_S, max(0.01, backoff * 2))
+                self._stop.wait(backoff)
+                continue
+            backoff = 0.0
+            with self._count:
+                full = self.connections >= self.max_connections
+                if not full:
+                    self.connections += 1
+                    self.accepted += 1
+            if full:
+                self._refuse(conn, peer)
+                continue
+            try:
+                threading.Thread(target=self._serve, args=(conn, peer), daemon=True).start()
+            except RuntimeError as err:  # no thread to be had: as good as a full table
+                self._release()
+                conn.close()
+                self.accept_errors += 1
+                self.last_accept_error = f"RuntimeError: {err}"
+
+    def _refuse(self, conn: socket.socket, peer) -> None:
+        conn.close()
+        self.refused += 1
+        reason = f"connection refused: {self.max_connections} connections open (the limit)"
+        self._queue.put(BadRecord(f"{self.name} from {peer[0]}:{peer[1]}", 0, reason))
+
+    def _release(self) -> None:
+        with self._count:
+            self.connections -= 1
 
     def _serve(self, conn: socket.socket, peer) -> None:
         origin = f"{self.name} from {peer[0]}:{peer[1]}"
         counter = [0]
-        with conn, conn.makefile("r", encoding="utf-8", errors="replace", newline="") as fh:
-            try:
-                self._read_lines(fh, origin, counter)
-            except OSError as err:  # reset by the peer, say: what it sent is in; the loss is reported
-                counter[0] += 1
-                self._queue.put(BadRecord(origin, counter[0], f"connection ended abnormally: {err}"))
+        try:
+            with conn, conn.makefile("r", encoding="utf-8", errors="replace", newline="") as fh:
+                try:
+                    self._read_lines(fh, origin, counter)
+                except OSError as err:  # reset by the peer, say: what it sent is in; the loss is reported
+                    counter[0] += 1
+                    self._queue.put(BadRecord(origin, counter[0], f"connection ended abnormally: {err}"))
+        finally:
+            self._release()
 
     def _read_lines(self, fh, origin: str, counter: list[int]) -> None:
         while not self._stop.is_set():

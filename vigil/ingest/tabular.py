@@ -1,13 +1,18 @@
 """CSV and Parquet telemetry, in long ``(time, channel, value)`` or wide ``(time, ch1, ch2, ...)`` form.
 
-Both are read with pyarrow. ``strict=True`` (the default) raises a :class:`DataError` that names the
-file, channel and row of the first bad record. ``strict=False`` keeps going and counts every problem
-in the returned :class:`LoadReport`: non-finite values become missing (NaN), duplicate
-``(time, channel)`` records keep the first and count the rest, unsorted rows are sorted and counted.
-Nothing is dropped without being counted.
+Both are read with pyarrow. By default (``strict=False``) every problem is counted in the returned
+:class:`LoadReport`, whose :meth:`~LoadReport.lines` say what was changed: non-finite values become
+missing (NaN), duplicate ``(time, channel)`` records (a repeated timestamp, say a daylight-saving
+repeat) keep the first and count the rest, unsorted rows are sorted and counted. Nothing is
+dropped or changed without being counted. ``strict=True`` refuses instead: a :class:`DataError`
+names the file, channel and row of the first bad record.
 
-Time may be numeric (seconds, or a sample index) or an ISO-8601 timestamp (converted to seconds
-since the Unix epoch).
+The time column is the one named like a time (:data:`~vigil.ingest.records.TIME_NAMES`: ``time``,
+``timestamp``, ``t``, ``datetime``, ``date``, ``epoch``, ``utc``, ``met``, ..., any case);
+without one, the first column is taken as time and the report says so (an error about its
+values names it). Time may be numeric (seconds, or a sample index) or an ISO-8601 timestamp
+(converted to seconds since the Unix epoch). A long file has exactly three columns: a time, a
+channel (``channel``, ``name``, ``parameter``, ...) and a value (``value``, ``val``, ...).
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from vigil.errors import DataError
+from vigil.ingest.records import CHANNEL_NAMES, TIME_NAMES, VALUE_NAMES
 from vigil.model import TelemetryBlock
 
 LONG_COLUMNS = ("time", "channel", "value")
+#: extra columns of ``vigil packets decode`` output, which is long form too.
+PACKET_COLUMNS = ("apid", "sequence_count", "packet")
 
 
 @dataclass
@@ -37,23 +45,37 @@ class LoadReport:
     non_finite: Counter = field(default_factory=Counter)
     duplicates: Counter = field(default_factory=Counter)
     out_of_order: int = 0
+    no_time: int = 0  # rows dropped: no readable time
+    #: The column read as time, and why when it was not recognised by name.
+    time_column: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.non_finite or self.duplicates or self.out_of_order)
+        """True when nothing was changed or dropped."""
+        return not (self.non_finite or self.duplicates or self.out_of_order or self.no_time)
 
     def lines(self) -> list[str]:
-        out = [f"{self.source}: {self.rows} rows"]
-        for name, counter in (("non-finite values", self.non_finite), ("duplicate records", self.duplicates)):
+        """What was read and, if anything was changed or dropped, what and how much (per channel)."""
+        out = [f"{self.source}: {self.rows} rows, time from column {self.time_column!r}"]
+        out += [f"  {note}" for note in self.notes]
+        what = (
+            ("non-finite values (read as missing)", self.non_finite),
+            ("duplicate records (the first kept, the rest dropped)", self.duplicates),
+        )
+        for name, counter in what:
             if counter:
-                detail = ", ".join(f"{ch}: {n}" for ch, n in sorted(counter.items()))
-                out.append(f"  {sum(counter.values())} {name} ({detail})")
+                detail = ", ".join(f"{ch}: {n}" for ch, n in sorted(counter.items())[:20])
+                more = ", ..." if len(counter) > 20 else ""
+                out.append(f"  {sum(counter.values())} {name} ({detail}{more})")
         if self.out_of_order:
-            out.append(f"  {self.out_of_order} rows out of time order (sorted)")
+            out.append(f"  {self.out_of_order} rows out of time order (sorted into order)")
+        if self.no_time:
+            out.append(f"  {self.no_time} rows without a readable time in {self.time_column!r} (dropped)")
         return out
 
 
-def read_table(path: str | Path, layout: str = "auto", strict: bool = True) -> tuple[TelemetryBlock, LoadReport]:
+def read_table(path: str | Path, layout: str = "auto", strict: bool = False) -> tuple[TelemetryBlock, LoadReport]:
     """Read a CSV or Parquet file into a block. ``layout`` is ``"long"``, ``"wide"`` or ``"auto"``.
 
     >>> import tempfile, os
@@ -67,15 +89,50 @@ def read_table(path: str | Path, layout: str = "auto", strict: bool = True) -> t
     table = _read_arrow(path)
     if table.num_rows == 0:
         raise DataError("no rows", source=str(path))
-    names = [n.lower() for n in table.column_names]
-    if layout == "auto":
-        layout = "long" if set(LONG_COLUMNS) <= set(names) and len(names) == 3 else "wide"
-    if layout not in ("long", "wide"):
+    if layout not in ("long", "wide", "auto"):
         raise DataError(f"layout must be long, wide or auto, not {layout!r}", source=str(path))
-    table = table.rename_columns(names if layout == "long" else [names[0], *table.column_names[1:]])
+    roles = _long_roles(table.column_names)
+    if layout == "auto":
+        layout = "long" if roles is not None else "wide"
     report = LoadReport(source=str(path), rows=table.num_rows)
-    build = _from_long if layout == "long" else _from_wide
-    return build(table, path, strict, report), report
+    if layout == "long":
+        if roles is None:
+            raise DataError(
+                f"a long file needs three columns: time, channel, value; got {table.column_names[:5]}",
+                source=str(path),
+            )
+        report.time_column = table.column_names[roles[0]]
+        table = table.select(list(roles)).rename_columns(list(LONG_COLUMNS))
+        return _from_long(table, path, strict, report), report
+    k = _time_column(table.column_names, report)
+    order = [k] + [i for i in range(table.num_columns) if i != k]
+    return _from_wide(table.select(order), path, strict, report), report
+
+
+def _long_roles(names: list[str]) -> tuple[int, int, int] | None:
+    """Indices of the time, channel and value columns of a long table, or ``None``."""
+    low = [n.strip().lower() for n in names]
+    find = [
+        next((i for i, n in enumerate(low) if n in group), None) for group in (TIME_NAMES, CHANNEL_NAMES, VALUE_NAMES)
+    ]
+    if None in find or len(set(find)) < 3:
+        return None
+    # Decoded packets carry where each value came from (``vigil packets decode``): allowed beside.
+    extra = {n for i, n in enumerate(low) if i not in find}
+    return tuple(find) if extra <= set(PACKET_COLUMNS) else None
+
+
+def _time_column(names: list[str], report: LoadReport) -> int:
+    """The column named like a time, else the first (and a note saying so)."""
+    k = next((i for i, n in enumerate(names) if n.strip().lower() in TIME_NAMES), None)
+    if k is None:
+        k = 0
+        report.notes.append(
+            f"no column is named like a time ({', '.join(sorted(TIME_NAMES)[:8])}, ...): "
+            f"the first column, {names[0]!r}, was taken as time"
+        )
+    report.time_column = names[k]
+    return k
 
 
 def _read_arrow(path: Path) -> pa.Table:
@@ -90,23 +147,48 @@ def _read_arrow(path: Path) -> pa.Table:
     raise DataError(f"unknown file type {suffix!r} (expected .csv or .parquet)", source=str(path))
 
 
-def _times(column: pa.ChunkedArray, path: Path) -> np.ndarray:
-    """Seconds as float64 from a numeric or timestamp (or ISO string) column."""
+def _times(column: pa.ChunkedArray, path: Path, report: LoadReport, strict: bool) -> np.ndarray:
+    """Seconds as float64 from a numeric or timestamp (or ISO string) column; NaN where a row has
+    no readable time (``strict``: an error naming the time column and the row)."""
+    name = report.time_column
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        try:
-            column = pc.cast(column, pa.timestamp("ns"))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return _first_bad_number(column, path, "time")
+        column = _cast_times(column)
     if pa.types.is_timestamp(column.type):
         ns = pc.cast(column, pa.timestamp("ns")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-        return ns.astype(np.float64) / 1e9
-    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-        raise DataError(f"time column has type {column.type}, expected numbers or timestamps", source=str(path))
-    t = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        t = np.where(column.is_null().to_numpy(zero_copy_only=False), np.nan, ns.astype(np.float64) / 1e9)
+    elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type):
+        t = column.to_numpy(zero_copy_only=False).astype(np.float64)
+    elif pa.types.is_string(column.type):  # some rows are neither numbers nor ISO 8601
+        t = np.array([_time_or_nan(x) for x in column.to_pylist()], dtype=np.float64)
+    else:
+        raise DataError(
+            f"time column {name!r} has type {column.type}, expected numbers or timestamps", source=str(path)
+        )
     bad = np.flatnonzero(~np.isfinite(t))
-    if bad.size:
-        raise DataError("missing or non-finite time", source=str(path), row=_row(bad[0]))
+    if bad.size and strict:
+        value = column.slice(int(bad[0]), 1).to_pylist()[0]
+        raise DataError(f"time column {name!r}: {value!r} is not a time", source=str(path), row=_row(bad[0]))
+    report.no_time = int(bad.size)
     return t
+
+
+def _cast_times(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """ISO strings as timestamps (numbers in text as float64); unchanged if some rows are neither."""
+    for target in (pa.float64(), pa.timestamp("ns"), pa.timestamp("ns", "UTC")):
+        try:
+            return pc.cast(column, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return column
+
+
+def _time_or_nan(text) -> float:
+    from vigil.ingest.records import _time_value
+
+    try:
+        return _time_value(text)
+    except ValueError:
+        return float("nan")
 
 
 def _first_bad_number(column: pa.ChunkedArray, path: Path, what: str, channel: str | None = None):
@@ -132,18 +214,21 @@ def _numbers(column: pa.ChunkedArray, path: Path, channel: str | None) -> np.nda
 
 
 def _from_long(table: pa.Table, path: Path, strict: bool, report: LoadReport) -> TelemetryBlock:
-    t = _times(table["time"], path)
+    t = _times(table["time"], path, report, strict)
     channel_col = pc.cast(table["channel"], pa.string())
     if channel_col.null_count:
         row = int(np.flatnonzero(channel_col.is_null().to_numpy(zero_copy_only=False))[0])
         raise DataError("missing channel name", source=str(path), row=_row(row))
-    chan = np.asarray(channel_col.to_pylist(), dtype=object)
+    encoded = pc.dictionary_encode(channel_col).combine_chunks()  # names in order of first appearance
+    names = encoded.dictionary.to_pylist()
+    c_idx = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    chan = _Names(names, c_idx)
     v = _numbers(table["value"], path, None)
-    names, first = np.unique(chan, return_index=True)
-    names = names[np.argsort(first)]  # channels in order of first appearance
-    code = {name: i for i, name in enumerate(names)}
-    c_idx = np.fromiter((code[x] for x in chan), dtype=np.int64, count=len(chan))
     _check_values(v, c_idx, tuple(names), path, strict, report)
+    if report.no_time:
+        ok = np.isfinite(t)
+        t, v, c_idx = t[ok], v[ok], c_idx[ok]
+        chan = _Names(names, c_idx)
     if np.any(np.diff(t) < 0):
         if strict:
             row = int(np.flatnonzero(np.diff(t) < 0)[0]) + 1
@@ -168,17 +253,20 @@ def _from_long(table: pa.Table, path: Path, strict: bool, report: LoadReport) ->
             raise DataError(
                 f"duplicate record for time {float(t[i])}", source=str(path), channel=str(chan[i]), row=_row(i)
             )
-        report.duplicates.update(Counter(str(chan[i]) for i in dup))
+        report.duplicates.update(Counter(names[k] for k in c_idx[dup].tolist()))
     values[t_idx[keep], c_idx[keep]] = v[keep]
-    return TelemetryBlock(times, values, tuple(str(n) for n in names), source=str(path))
+    return TelemetryBlock(times, values, tuple(names), source=str(path))
 
 
 def _from_wide(table: pa.Table, path: Path, strict: bool, report: LoadReport) -> TelemetryBlock:
     names = table.column_names[1:]
     if not names:
         raise DataError("no channel columns beside the time column", source=str(path))
-    t = _times(table.column(0), path)
+    t = _times(table.column(0), path, report, strict)
     values = np.column_stack([_numbers(table[name], path, name) for name in names])
+    if report.no_time:
+        ok = np.isfinite(t)
+        t, values = t[ok], values[ok]
     c_idx = np.broadcast_to(np.arange(len(names)), values.shape).ravel()
     _check_values(values.ravel(), c_idx, tuple(names), path, strict, report, width=len(names))
     step = np.diff(t)
@@ -197,6 +285,16 @@ def _from_wide(table: pa.Table, path: Path, strict: bool, report: LoadReport) ->
         keep[dup] = False
         t, values = t[keep], values[keep]
     return TelemetryBlock(t, values, tuple(names), source=str(path))
+
+
+class _Names:
+    """The channel name of row ``i`` (``chan[i]``) without a Python string per row."""
+
+    def __init__(self, names: list[str], codes: np.ndarray) -> None:
+        self.names, self.codes = names, codes
+
+    def __getitem__(self, i) -> str:
+        return self.names[int(self.codes[i])]
 
 
 def _check_values(v, c_idx, names, path: Path, strict: bool, report: LoadReport, width: int | None = None) -> None:

@@ -3,13 +3,15 @@
 A record whose time is far ahead of the stream clock is not believed on its own, nor because a
 second record of the same (corrupt) frame carries the same time. It is *quarantined*: held until
 either the stream moves on with it (records at :data:`CONFIRM_TIMES` distinct, increasing times
-near it, and no record at the old clock in between: a real jump, after a loss of signal say, so
+from it on, and no record at the old clock in between: a real jump, after a loss of signal say, so
 the held records are released in arrival order and the clock moves) or a record at the old clock
 arrives (the held records are refuted and counted; the clock never moved).
 
-How far ahead is "far": in a replay, ``max_jump_s``; live (reception wall time known), also no
-more than the wall time elapsed since the clock last advanced, times the stream's rate, plus
-``slack_s``: a live stream cannot run ahead of the wall clock.
+How far ahead is "far": in a replay, ``max_jump_s``, or :data:`JUMP_STEPS` times the stream's own
+typical step if that is more (a stream with one record per hour is not jumping at every record);
+live (reception wall time known), also no more than the wall time elapsed since the clock last
+advanced, times the stream's rate, plus ``slack_s``: a live stream cannot run ahead of the wall
+clock.
 
 >>> clock = StreamClock(max_jump_s=100.0)
 >>> t, j, v = clock.screen(np.array([1.0, 2.0, 9e9, 9e9, 3.0]), np.array([0, 0, 0, 1, 0]), np.zeros(5))
@@ -26,6 +28,9 @@ import numpy as np
 
 #: Distinct, increasing times a jump must show (with nothing at the old clock between) to be real.
 CONFIRM_TIMES = 3
+#: The stream's own rate: the median of the clock's first RATE_STEPS increments (learned once, so
+#: the rule never depends on how the stream was chunked); a jump must exceed JUMP_STEPS of them.
+RATE_STEPS, JUMP_STEPS = 16, 100
 
 
 @dataclass
@@ -42,11 +47,19 @@ class StreamClock:
     )
     #: Records refuted since the caller last took them: ``(time, channel index, jump seconds)``.
     refuted: list[tuple[float, int, float]] = field(default_factory=list)
+    #: The clock's first increments, and their median once there are :data:`RATE_STEPS` of them.
+    steps: list[float] = field(default_factory=list)
+    step: float | None = None
     _in_batch: list[int] = field(default_factory=list, repr=False)  # batch indices of held records
+
+    def replay_allowance(self) -> float:
+        """How far ahead of the clock a record may be, without a wall clock."""
+        base = math.inf if self.max_jump_s is None else self.max_jump_s
+        return base if self.step is None else max(base, JUMP_STEPS * self.step)
 
     def allowance(self, wall: float | None) -> float:
         """How far ahead of the clock a record may be before it is held."""
-        allow = math.inf if self.max_jump_s is None else self.max_jump_s
+        allow = self.replay_allowance()
         if wall is not None and math.isfinite(self.wall):
             allow = min(allow, max(0.0, wall - self.wall) * self.rate + self.slack_s)
         return allow
@@ -70,11 +83,15 @@ class StreamClock:
             allow = self.allowance(wall)
             if not self.held[0].size:
                 # Vectorised: the first record past the clock (as it advances) by more than allow.
-                prev = np.maximum.accumulate(np.r_[self.time, t[k:]])[:-1]
-                ahead = np.flatnonzero(np.isfinite(prev) & (t[k:] > prev + allow))  # the first record sets it
-                stop = t.size if ahead.size == 0 else k + int(ahead[0])
+                prev = np.maximum.accumulate(np.r_[self.time, t[k:]])
+                ahead = np.flatnonzero(np.isfinite(prev[:-1]) & (t[k:] > prev[:-1] + allow))  # the first sets it
+                ahead_at = t.size if ahead.size == 0 else k + int(ahead[0])
+                stop = ahead_at if self.step is not None else self._learn(prev, k, ahead_at)
                 if stop > k:
                     self.advance(float(t[k:stop].max()), wall)
+                if stop < ahead_at:  # the rate was just learned: screen the rest with it
+                    k = stop
+                    continue
                 if stop == t.size:
                     break
                 self._hold(t, j, v, stop, keep)
@@ -84,7 +101,7 @@ class StreamClock:
                 self._refute()
                 continue
             ht = self.held[0]
-            if abs(t[k] - ht.max()) > allow:  # far from the held ones too: refute them, hold this one
+            if t[k] < ht.min():  # ahead of the clock but behind the held ones: refute them, hold this one
                 self._refute()
                 self._hold(t, j, v, k, keep)
             else:
@@ -97,6 +114,20 @@ class StreamClock:
             rt, rj, rv = released
             out = (np.r_[rt, out[0]], np.r_[rj, out[1]].astype(np.int64), np.r_[rv, out[2]])
         return out
+
+    def _learn(self, prev: np.ndarray, k: int, stop: int) -> int:
+        """Take the clock's increments from records ``k:stop`` (``prev``: the clock before each record
+        from ``k``, then after the last) until :data:`RATE_STEPS` are known; returns where the
+        segment must end so that the records after the learning are screened with it."""
+        seg = prev[: stop - k + 1]
+        rises = np.flatnonzero((seg[1:] > seg[:-1]) & np.isfinite(seg[:-1]))
+        need = RATE_STEPS - len(self.steps)
+        rises = rises[:need]
+        self.steps += (seg[rises + 1] - seg[rises]).tolist()
+        if len(self.steps) < RATE_STEPS:
+            return stop
+        self.step = float(np.median(self.steps))
+        return k + int(rises[-1]) + 1
 
     def _hold(self, t, j, v, k: int, keep: np.ndarray) -> None:
         keep[k] = False
@@ -113,6 +144,10 @@ class StreamClock:
         keep[self._in_batch] = True
         self.held, self._in_batch = (ht[:0], hj[:0], hv[:0]), []
         self.advance(float(ht.max()), wall)
+        if self.step is None:  # the steps between the held times are the stream's (the jump is not)
+            self.steps += np.diff(np.unique(ht))[: RATE_STEPS - len(self.steps)].tolist()
+            if len(self.steps) >= RATE_STEPS:
+                self.step = float(np.median(self.steps))
         return [ht[:earlier], hj[:earlier], hv[:earlier]] if earlier else []
 
     def _refute(self) -> None:
@@ -127,10 +162,11 @@ class StreamClock:
 
     # -- checkpoint --------------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"time": self.time, "wall": self.wall, "held": self.held}
+        return {"time": self.time, "wall": self.wall, "held": self.held, "steps": self.steps, "step": self.step}
 
     def set_state(self, state: dict) -> None:
         self.time, self.wall, self.held = state["time"], state["wall"], state["held"]
+        self.steps, self.step = list(state["steps"]), state["step"]
 
 
 def _confirms(held: np.ndarray) -> bool:

@@ -49,6 +49,7 @@ CHECKPOINT_VERSION = 2
 class CheckpointMismatch(ValueError):
     """The store's checkpoint was written under another configuration, model or checkpoint version."""
 
+
 log = logging.getLogger(__name__)
 
 
@@ -60,7 +61,8 @@ class Monitor:
         detector: any fitted :class:`~vigil.detect.base.Detector`; its channels are the monitor's.
         manager: the alarm manager (``update(block, scores)``, ``report_stale``, ``report_fresh``).
         history_s: seconds of history :meth:`history` returns (older samples are left out).
-        history_points: ring length per channel (samples kept at most).
+        history_points: ring length per channel (samples kept at most): the live plot; older spans
+            come from the archive (vigil.archive) when one is kept.
         lateness_s: how long after a later record a row still accepts records.
         max_jump_s: a record more than this far ahead of the stream clock is quarantined until the
             stream confirms the jump (see :mod:`vigil.monitor.clock`); ``None`` trusts every time.
@@ -80,7 +82,7 @@ class Monitor:
         detector: Detector,
         manager,
         history_s: float = 3600.0,
-        history_points: int = 1024,
+        history_points: int = 256,
         lateness_s: float = 0.0,
         max_jump_s: float | None = 3600.0,
         store=None,
@@ -106,7 +108,9 @@ class Monitor:
         self.store = store
         self.checkpoint_key = checkpoint_key
         self.identity = dict(identity or {})
-        self.position_ = 0  # input items consumed (records and bad records), for resuming a replay
+        # Input consumed, for resuming a replay: records and unreadable lines (BadRecord), each in
+        # the order the source gave them.
+        self.position_ = {"records": 0, "bad": 0}
         self.channels: tuple[str, ...] = tuple(channels)
         self._index = {name: j for j, name in enumerate(self.channels)}
         c = len(self.channels)
@@ -130,8 +134,10 @@ class Monitor:
         self.replayed = 0
         self.errors = 0
         self.rows = 0
+        self.rows_at_resume = 0  # rows scored before the checkpoint this monitor resumed from
         self.recent_errors: deque[str] = deque(maxlen=20)
         self._subscribers: list[Callable[[dict], None]] = []
+        self._block_sinks: list[Callable] = []
 
     # -- input -------------------------------------------------------------------------------------
     def feed_records(self, items: Iterable, received: float | None = None) -> list:
@@ -142,7 +148,11 @@ class Monitor:
         Returns the alarm events raised while scoring (manager events and staleness reports).
         """
         items = items if isinstance(items, list | tuple) else list(items)
-        self.position_ += len(items)
+        n_bad = sum(1 for item in items if isinstance(item, BadRecord))
+        self.position_ = {
+            "records": self.position_["records"] + len(items) - n_bad,
+            "bad": self.position_["bad"] + n_bad,
+        }
         ts: list[float] = []
         js: list[int] = []
         vs: list[float] = []
@@ -166,6 +176,40 @@ class Monitor:
         return self._ingest(
             np.asarray(ts, dtype=np.float64), np.asarray(js, dtype=np.int64), np.asarray(vs, dtype=np.float64), received
         )
+
+    def feed_columns(self, time, channel, value, names=None, received: float | None = None) -> list:
+        """Take records as columns (the bulk form of :meth:`feed_records`); returns alarm events.
+
+        ``channel`` holds names, or, with ``names``, codes indexing ``names`` (as
+        :class:`~vigil.ingest.bulk.RecordBatch` carries them). Names are mapped to channels once
+        per distinct name; unknown ones are counted by name, a non-finite time as malformed.
+        ``received`` as in :meth:`feed_records`.
+        """
+        t = np.asarray(time, dtype=np.float64)
+        self.position_ = {**self.position_, "records": self.position_["records"] + int(t.size)}
+        v = np.asarray(value, dtype=np.float64)
+        if names is None:
+            names, codes = np.unique(np.asarray(channel, dtype=object).astype(str), return_inverse=True)
+            names = names.tolist()
+        else:
+            codes = np.asarray(channel, dtype=np.int64)
+        if not (t.shape == v.shape == codes.shape):
+            raise ValueError(f"time, channel and value differ in length: {t.shape}, {codes.shape}, {v.shape}")
+        lut = np.fromiter((self._index.get(n, -1) for n in names), np.int64, len(names))
+        j = lut[codes] if codes.size else codes
+        known = j >= 0
+        if not known.all():
+            per_name = np.bincount(codes[~known], minlength=len(names))
+            for k in np.flatnonzero(per_name).tolist():
+                self._count_unknown(names[k], int(per_name[k]))
+            t, j, v = t[known], j[known], v[known]
+        bad_t = ~np.isfinite(t)
+        if bad_t.any():
+            for k in np.flatnonzero(bad_t)[:5].tolist():
+                self.recent_errors.append(f"channel {self.channels[j[k]]}: time {t[k]!r} is not finite")
+            np.add.at(self.counts_["malformed"], j[bad_t], 1)
+            t, j, v = t[~bad_t], j[~bad_t], v[~bad_t]
+        return self._ingest(t, j, v, received)
 
     def feed_block(self, block: TelemetryBlock) -> list:
         """Score a block of rows (after flushing pending records before it). Returns alarm events.
@@ -352,6 +396,8 @@ class Monitor:
             events = self._apply(block, scores, has, playback)
         if self._subscribers:
             self._publish(time, np.isfinite(values))
+        for sink in self._block_sinks:
+            sink(time, values, scores)
         return events
 
     def _apply(self, block: TelemetryBlock, scores: Scores | None, has: np.ndarray | None, playback=None) -> list:
@@ -514,7 +560,8 @@ class Monitor:
                 "version": CHECKPOINT_VERSION,
                 "time": None if math.isinf(self._emitted) else self._emitted,
                 "rows": self.rows,
-                "items": self.position_,
+                "items": self.position_["records"] + self.position_["bad"],
+                "input": dict(self.position_),
                 "identity": self.identity,
             }
             self.store.save_checkpoint(self.checkpoint_key, position, state=checkpoint.capture(self))
@@ -562,6 +609,7 @@ class Monitor:
         blob = self.store.load_stream_state(self.checkpoint_key)
         if blob is not None:
             checkpoint.restore(self, blob)
+            self.rows_at_resume = self.rows
         if not replayable and position.get("time") is not None:
             self._resume_t = float(position["time"])
         return position
@@ -570,6 +618,11 @@ class Monitor:
     def subscribe(self, callback: Callable[[dict], None]) -> None:
         """Call ``callback`` after every scored block with a ``{"type": "values", ...}`` dict."""
         self._subscribers.append(callback)
+
+    def add_block_sink(self, sink: Callable) -> None:
+        """Call ``sink(time, values, scores)`` with every scored block (``scores`` None if the detector
+        failed), after its alarms are committed: the archive keeps every accepted sample this way."""
+        self._block_sinks.append(sink)
 
     def _publish(self, time: np.ndarray, finite: np.ndarray) -> None:
         idx = np.flatnonzero(finite.any(axis=0))
@@ -635,7 +688,7 @@ class Monitor:
             "rows": self.rows,
             "pending": int(self._pend_t.size),
             "quarantine_held": int(self.clock_.held[0].size),
-            "position": self.position_,
+            "position": dict(self.position_),
             "last_time": None if math.isinf(self._emitted) else self._emitted,
             "recent_errors": list(self.recent_errors),
         }
@@ -688,6 +741,7 @@ def _stale_limits(config, channels: tuple[str, ...]) -> np.ndarray:
 def _in_time_order(changes: list, time: np.ndarray, limit: np.ndarray) -> list:
     """Staleness changes by event time (stale: last sample + limit; fresh: the row's time), then
     fresh before stale at one time, then channel: the order a replay at any pace reports them in."""
+
     def key(ch):
         kind, i, j, seen = ch
         return (float(seen + limit[j]) if kind else float(time[i]), kind, int(j))

@@ -61,7 +61,11 @@ def fit_default(config, nominal: TelemetryBlock) -> tuple[Detector, list[str]]:
     from vigil.detect.limits import LimitCheck
 
     channels = tuple(config.channels)
-    absent = [c for c in channels if c not in nominal.channels or not np.isfinite(nominal.values[:, nominal.index_of(c)]).any()]
+    absent = [
+        c
+        for c in channels
+        if c not in nominal.channels or not np.isfinite(nominal.values[:, nominal.index_of(c)]).any()
+    ]
     while True:
         present = [c for c in channels if c not in absent]
         if not absent:

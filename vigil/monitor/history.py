@@ -3,7 +3,8 @@
 After a block is scored, :func:`absorb` walks it once (numba, row by row) and, for every
 finite sample, writes value/expected/band/level into the channel's ring, updates the channel's
 latest value and last-seen time, and tracks staleness row by row: a channel is stale at a row
-when the row's time is more than its limit past the channel's last sample. Staleness is therefore
+when the row's time is more than its limit past the channel's last sample (also when that row
+brings its next sample: the gap is reported, stale then fresh at once). Staleness is therefore
 decided on the stream's own clock, so it does not depend on how the stream was chunked.
 """
 
@@ -123,6 +124,9 @@ def absorb(
                 count[j] += 1
                 last_value[j] = x
                 last_level[j] = level[i, j]
+                if not stale[j] and t - last_seen[j] > limit[j]:  # a gap no row fell in: stale, then fresh
+                    stale[j] = True
+                    changes.append((np.int64(1), np.int64(i), np.int64(j), last_seen[j]))
                 if stale[j]:
                     stale[j] = False
                     changes.append((np.int64(0), np.int64(i), np.int64(j), last_seen[j]))

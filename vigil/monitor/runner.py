@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from vigil.errors import ConfigError
+from vigil.ingest.bulk import RecordBatch
 from vigil.ingest.records import FileSource, Source
-from vigil.model import TelemetryBlock
+from vigil.model import TelemetryBlock, format_time, printable
 from vigil.monitor.engine import Monitor
 
 
@@ -33,6 +34,9 @@ class Session:
     manager: object
     store: object
     lock: threading.RLock
+    #: What reading the nominal history (``--fit``) counted and changed; ``None`` without one, or
+    #: when the saved model was loaded (its fit's report lines are printed then).
+    fit_report: object = None
 
 
 def build_session(
@@ -44,13 +48,16 @@ def build_session(
     max_jump_s: float | None = 3600.0,
     refit: bool = False,
     echo: Callable[[str], None] = lambda line: None,
+    strict: bool = False,
 ) -> Session:
     """Load the configuration, load (or fit and save) the model, open the store, make the monitor.
 
     Without ``fit_path`` only the configured limits are checked (the learned detector needs
     nominal history to fit on). With it, the model saved beside the store (``<store>.model``) is
     loaded when it was fitted on the same history and configuration; else a :class:`ConfigError`
-    says what changed; ``refit`` fits again and replaces it. ``echo`` hears what was done.
+    says what changed; ``refit`` fits again and replaces it. ``echo`` hears what was done. The
+    history's problems are counted in ``Session.fit_report`` (``strict``: refused, a
+    :class:`~vigil.errors.DataError`).
     """
     from vigil.alarms import AlarmManager
     from vigil.config import load_config
@@ -63,8 +70,11 @@ def build_session(
     if not channels:
         raise ConfigError("no channels configured", key="channels", source=str(config_path))
     identity = {"configuration": config_sha256(config)}
+    fit_report = None
     if fit_path is not None:
-        detector, identity["model"] = _model(config, identity["configuration"], fit_path, store_path, refit, echo)
+        detector, identity["model"], fit_report = _model(
+            config, identity["configuration"], fit_path, store_path, refit, echo, strict
+        )
     else:
         if not config.limits():
             raise ConfigError("no limits configured and no --fit data: nothing to check", key="channels")
@@ -77,11 +87,12 @@ def build_session(
         config, detector, manager, history_s=history_s, lateness_s=lateness_s, max_jump_s=max_jump_s, store=store,
         identity=identity,
     )  # fmt: skip
-    return Session(monitor, manager, store, threading.RLock())
+    return Session(monitor, manager, store, threading.RLock(), fit_report)
 
 
-def _model(config, config_hash: str, fit_path, store_path, refit: bool, echo) -> tuple[object, str]:
-    """The fitted model and its id: loaded from beside the store if it fits, else fitted and saved."""
+def _model(config, config_hash: str, fit_path, store_path, refit: bool, echo, strict: bool) -> tuple:
+    """The fitted model, its id and the history's load report (``None`` when loaded): loaded from
+    beside the store if it fits, else fitted and saved."""
     from vigil.ingest.tabular import read_table
     from vigil.monitor.fitting import fit_default
     from vigil.store.model_file import file_sha256, load_model, model_path, save_model
@@ -106,16 +117,21 @@ def _model(config, config_hash: str, fit_path, store_path, refit: bool, echo) ->
                 source=str(path),
             )
         echo(f"model loaded from {path} (fitted on {info['history']['file']}; --refit to fit again)")
+        for line in info.get("history_report", []):
+            echo(f"[fit] (when the model was fitted) {line}")
         _report_unfitted(info.get("unfitted", []), echo)
-        return detector, info["model_id"]
+        return detector, info["model_id"], None
     started = _time.monotonic()
-    nominal, _report = read_table(fit_path, strict=False)
+    nominal, report = read_table(fit_path, strict=strict)
     detector, unfitted = fit_default(config, nominal)
-    info = {"history": history, "config": config_hash, "channels": list(config.channels), "unfitted": unfitted}
+    info = {
+        "history": history, "config": config_hash, "channels": list(config.channels), "unfitted": unfitted,
+        "history_report": list(report.lines()),
+    }  # fmt: skip
     model_id = save_model(path, detector, info)
     echo(f"model fitted on {fit_path} in {_time.monotonic() - started:.1f} s, saved to {path}")
     _report_unfitted(unfitted, echo)
-    return detector, model_id
+    return detector, model_id, report
 
 
 def _report_unfitted(unfitted: list[str], echo) -> None:
@@ -125,6 +141,17 @@ def _report_unfitted(unfitted: list[str], echo) -> None:
             f"[fit] {len(unfitted)} configured channels have no usable nominal history: {shown}; they are checked "
             f"against their limits only until a --refit on history that has them"
         )
+
+
+def resume(session: Session, source: Source) -> dict | None:
+    """Restore the store's checkpoint into the session's monitor (``None``: there is none); a file
+    replay then passes over the input the checkpoint covers. Raises
+    :class:`~vigil.monitor.engine.CheckpointMismatch` when it was written under another
+    configuration or model."""
+    start = session.monitor.resume(replayable=isinstance(source, FileSource))
+    if start is not None and isinstance(source, FileSource):
+        source.skip_records, source.skip_bad = start["input"]["records"], start["input"]["bad"]
+    return start
 
 
 def is_replay(source: Source) -> bool:
@@ -173,7 +200,7 @@ def run(
             received = None if replay else _time.time()
             with session.lock:
                 if batch:
-                    m.feed_records(batch, received=received)
+                    _feed(m, batch, received)
                     if paced:  # a paced replay releases one whole time step per batch
                         m.flush(before=_cutoff(now(), m.lateness_s))
                 elif math.isfinite(m.clock_.time):
@@ -200,6 +227,16 @@ def run(
     return summary
 
 
+def _feed(m: Monitor, batch, received: float | None) -> None:
+    """Feed a batch: a :class:`RecordBatch` of columns (its bad lines first), or a list of items."""
+    if isinstance(batch, RecordBatch):
+        if batch.bad:
+            m.feed_records(batch.bad, received=received)
+        m.feed_columns(batch.time, batch.code, batch.value, names=batch.names, received=received)
+    else:
+        m.feed_records(batch, received=received)
+
+
 def problem_lines(counters: dict, limit: int = 20) -> list[str]:
     """Per channel with bad input, its non-zero counts (the worst ``limit`` channels), then the
     unknown channels and the latest problem messages."""
@@ -214,7 +251,7 @@ def problem_lines(counters: dict, limit: int = 20) -> list[str]:
         top = sorted(counters["unknown"].items(), key=lambda kv: -kv[1])[:limit]
         lines.append("[unknown] " + " ".join(f"{name}={n}" for name, n in top))
     lines += [f"[error] {msg}" for msg in counters["recent_errors"][-5:]]
-    return lines
+    return [printable(line) for line in lines]  # channel names and messages come from the network
 
 
 def _cutoff(now: float, lateness_s: float) -> float | None:
@@ -228,7 +265,7 @@ def counter_line(m: Monitor) -> str:
     tot = c["totals"]
     stale_now = sum(1 for ch in c["channels"].values() if ch["is_stale"])
     return (
-        f"[counters] t={c['last_time']} rows={c['rows']} scored={tot['scored']} missing={tot['missing']} "
+        f"[counters] {format_time(c['last_time'])} rows={c['rows']} scored={tot['scored']} missing={tot['missing']} "
         f"out_of_order={tot['out_of_order']} duplicate={tot['duplicate']} malformed={tot['malformed']} "
         f"quarantined={tot['quarantined']} "
         f"unparsable={c['unparsable']} unknown={sum(c['unknown'].values())} replayed={c['replayed']} "
@@ -239,10 +276,11 @@ def counter_line(m: Monitor) -> str:
 def event_line(event: dict) -> str:
     """One alarm or incident change, readable: time, kind, id, then the alarm's own explanation."""
     p = event.get("payload") or {}
+    when = format_time(event.get("time"))
     if event.get("type") == "incident":
-        names = ",".join(c.get("channel", "?") for c in p.get("channels", []))
-        return f"[incident] t={event.get('time')} #{p.get('id')} {p.get('subsystem', '')}: {names}"
+        names = ",".join(str(c.get("channel", "?")) for c in p.get("channels", []))
+        return printable(f"[incident] {when} #{p.get('id')} {p.get('subsystem', '')}: {names}")
     text = p.get("explanation") or json.dumps(p, default=str)
     quiet = "" if event.get("notify", True) else " (shelved)"
     quiet += " (playback)" if p.get("playback") else ""
-    return f"[alarm] t={event.get('time')} {event.get('kind')} #{event.get('alarm_id')} {p.get('state', '')}{quiet}: {text}"
+    return printable(f"[alarm] {when} {event.get('kind')} #{event.get('alarm_id')} {p.get('state', '')}{quiet}: {text}")

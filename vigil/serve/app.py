@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from vigil.alarms import AlarmError
 from vigil.detect.base import SEVERITIES
 from vigil.serve.auth import token_guard, token_middleware
+from vigil.serve.guard import MAX_BODY, FiniteJson, HostPolicy, RequestGuard
 from vigil.serve.hub import Hub
 from vigil.serve.jsonable import floats, jsonable
 
@@ -171,22 +172,33 @@ def create_app(
     title: str = "Vigil operator console",
     events: list[dict[str, Any]] | None = None,
     allowed_hosts: list[str] | None = None,
+    extras: Any = None,
 ) -> FastAPI:
     """The API and web console. ``lock`` must be the lock held by the thread that feeds ``monitor``.
 
     ``events`` is an optional reference timeline (``time``, ``kind``, ``label``) drawn on the plots,
     for example the calls made in mission control during a replayed scenario. ``allowed_hosts``
     limits the ``Host`` header (see :func:`loopback_hosts`), so a web page cannot reach a console
-    bound to this machine through DNS rebinding.
+    bound to this machine through DNS rebinding; :func:`vigil.serve.runner.bind` sets it from the
+    address it binds when it was not given. Every request also passes :mod:`vigil.serve.guard`
+    (Origin, body size, finite JSON numbers).
+    ``extras`` (:func:`vigil.monitor.extras.attach`) brings the archive behind the history route and
+    the time-until-limit forecasts.
     """
+    from vigil.monitor.extras import Extras
+
     console = Console(monitor, manager, store, lock)
+    console.extras = extras if extras is not None else Extras()
     hub = hub or Hub()
     require_token = token_guard(token)
     # No Swagger UI: it loads scripts from a CDN into this origin, where the page keeps the token.
     app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
+    # Last added runs first: Host/Origin/size, then the token, then finite JSON numbers.
+    app.add_middleware(FiniteJson)
     app.middleware("http")(token_middleware(token))
-    if allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    app.state.host_policy = HostPolicy(allowed_hosts)
+    app.add_middleware(RequestGuard, policy=app.state.host_policy, max_body=MAX_BODY)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.state.console = console
     app.state.hub = hub
     app.state.feeders = []  # background threads feeding the monitor; their status shows at /api/health
@@ -195,6 +207,7 @@ def create_app(
 
     timeline = sorted(jsonable(events or []), key=lambda e: e.get("time") or 0)
     _add_read_routes(app, console, hub)
+    _add_ops_routes(app, console)
 
     @app.get("/api/events", tags=["status"])
     def reference_events() -> list[dict[str, Any]]:
@@ -212,6 +225,13 @@ def create_app(
     return app
 
 
+async def _invalid_request(_request: Request, err: Exception) -> JSONResponse:
+    """422 naming each problem's place and reason, never echoing what was sent (it may be huge)."""
+    errors = err.errors() if isinstance(err, RequestValidationError) else []
+    detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type", "")} for e in errors]
+    return JSONResponse({"detail": detail[:20]}, status_code=422)
+
+
 def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
     @app.get("/api/health", tags=["status"])
     def health() -> dict[str, Any]:
@@ -220,16 +240,22 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
             latest = console.monitor.latest()
         times = [t for t, _v, _l in latest.values()]
         store = console.store
+        feeders = [f.status() for f in app.state.feeders]
+        # A listener that could not accept (out of file descriptors) may have lost clients: say so.
+        deaf = any((f.get("source") or {}).get("accept_errors") for f in feeders)
         return jsonable(
             {
-                "status": "ok",
+                "status": "degraded" if deaf else "ok",
                 "version": __version__,
                 "channels": len(console.channel_names()),
                 "data_time": max(times) if times else None,
                 "store": getattr(store, "path", None) if store is not None else None,
                 "live_clients": hub.n_clients,
                 "live_dropped": hub.dropped_total,
-                "feeders": [f.status() for f in app.state.feeders],
+                "live_dropped_by_client": hub.client_drops()[:20],
+                "live_refused": hub.refused,
+                "feeders": feeders,
+                **console.extras.status(),
             }
         )
 
@@ -270,6 +296,7 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
             "alarm": [alarm_levels.get(n, 0) for n in names],
             "age": floats(age),
             "stale": stale.tolist(),
+            "time_to_limit": _time_to_limit_column(console, names),
         }
 
     @app.get("/api/channels/{name}/history", tags=["channels"], responses=NOT_FOUND)
@@ -278,17 +305,26 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
         t0: Annotated[float | None, Query(allow_inf_nan=False)] = None,
         t1: Annotated[float | None, Query(allow_inf_nan=False)] = None,
         max_points: Annotated[int, Query(ge=10, le=20000)] = 2000,
+        start: Annotated[float | None, Query(allow_inf_nan=False, description="same as t0")] = None,
+        end: Annotated[float | None, Query(allow_inf_nan=False, description="same as t1")] = None,
     ) -> dict[str, Any]:
-        """A channel's recent samples in ``[t0, t1]`` (empty when ``t1 < t0``), decimated (min/max) to about
-        ``max_points``, with its expected value, nominal band, detector level, limits and alarm periods."""
+        """A channel's samples in ``[start, end]`` (``t0``/``t1``; empty when the end is before the start),
+        decimated (min/max per bucket, so spikes survive) to about ``max_points``, with its expected value,
+        nominal band, detector level, limits and alarm periods. Recent spans come from memory; older ones
+        from the archive when the server keeps one (``source`` says which)."""
+        t0, t1 = (t0 if t0 is not None else start), (t1 if t1 is not None else end)
         with console.lock:
             try:
                 series = console.monitor.history(name, t0=t0, t1=t1, max_points=max_points)
             except KeyError:
                 raise HTTPException(404, f"no channel {name!r} in the monitor") from None
             periods = [_period(a) for a in console.manager.alarms(state="all") if a.channel == name]
+        source, t0 = "memory", _span_start(console, t0)
+        if _needs_archive(console, series, t0):
+            series = {k: v.tolist() for k, v in console.extras.reader.history(name, t0, t1, max_points).items()}
+            source = "archive"
         out: dict[str, Any] = {k: floats(v) if k != "level" else [int(x) for x in v] for k, v in series.items()}
-        out.update(name=name, limits=console.channel_info(name)["limits"], alarms=periods)
+        out.update(name=name, limits=console.channel_info(name)["limits"], alarms=periods, source=source)
         return out
 
     @app.get("/api/subsystems", tags=["channels"])
@@ -358,6 +394,50 @@ def _add_read_routes(app: FastAPI, console: Console, hub: Hub) -> None:
             return jsonable(console.monitor.counters())
 
 
+def _span_start(console: Console, t0: float | None) -> float | None:
+    """Where a span starts: ``t0``, or the live view's default (``history_s`` before the latest row)."""
+    if t0 is not None:
+        return t0
+    latest = getattr(console.monitor, "_emitted", -np.inf)
+    return float(latest - console.monitor.history_s) if np.isfinite(latest) else None
+
+
+def _needs_archive(console: Console, series: dict[str, list], t0: float | None) -> bool:
+    """Whether a span reaches back before what the live ring holds (and an archive can serve it)."""
+    if console.extras.reader is None or t0 is None:
+        return False
+    return not series["time"] or series["time"][0] > t0 + 1e-9
+
+
+def _time_to_limit_column(console: Console, names: list[str]) -> list[dict[str, Any] | None]:
+    trend = console.extras.trend
+    if trend is None:
+        return [None] * len(names)
+    with console.lock:
+        return [jsonable(trend.time_to_limit(n)) for n in names]
+
+
+def _add_ops_routes(app: FastAPI, console: Console) -> None:
+    @app.get("/api/channels/{name}/latest", tags=["channels"], responses=NOT_FOUND)
+    def channel_latest(name: NAME) -> dict[str, Any]:
+        """A channel's latest state: time, value, detector level, open-alarm level, staleness, and
+        ``time_to_limit`` (``limit``, ``severity``, ``seconds``, ``seconds_low``, ``seconds_high``; null
+        when the channel is not heading for a limit) with its sentence for an operator."""
+        from vigil.detect.trend import describe
+
+        if name not in console.monitor._index:
+            raise HTTPException(404, f"no channel {name!r} in the monitor")
+        with console.lock:
+            time_, value, level = console.monitor.latest().get(name, (np.nan, np.nan, 0))
+            alarm = console.open_alarm_levels().get(name, 0)
+            stale = name in console.stale_channels()
+            trend = console.extras.trend
+            ttl = trend.time_to_limit(name) if trend is not None else None
+        units = console.channel_info(name)["units"]
+        return jsonable({"name": name, "time": time_, "value": value, "level": level, "alarm": alarm,
+                         "stale": stale, "time_to_limit": ttl, "time_to_limit_text": describe(name, ttl, units)})  # fmt: skip
+
+
 def _add_alarm_verbs(app: FastAPI, console: Console, require_token: Any) -> None:
     def apply(alarm_id: int, verb: str, **kwargs: Any) -> dict[str, Any]:
         with console.lock:
@@ -401,21 +481,25 @@ def _add_live_feed(app: FastAPI, hub: Hub) -> None:
     @app.websocket("/api/live")
     async def live(ws: WebSocket) -> None:
         """Live feed: ``{"type": "values", ...}`` ticks, alarm events, and ``resync`` after overflow."""
-        await ws.accept()
         client = hub.connect()
+        if client is None:  # too many live clients: refuse the upgrade (counted in health)
+            await ws.close(code=1013)
+            return
+        await ws.accept()
         receiver = asyncio.create_task(_drain(ws))
         try:
             await ws.send_json({"type": "hello", "version": __version__})
             while not receiver.done():
-                getter = asyncio.ensure_future(client.queue.get())
+                getter = asyncio.ensure_future(client.next())
                 done, _pending = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
                     break
-                await ws.send_json(client.resolve(getter.result()))
+                await ws.send_text(getter.result())  # serialised once by the hub, for every client
+                client.sent += 1
                 note = client.take_resync()
                 if note:
-                    await ws.send_json(note)
+                    await ws.send_text(note)
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:

@@ -3,7 +3,9 @@
 ``python -m vigil.serve.loadtest --channels 10000`` builds a monitor with that many channels (limit
 checks, about 1% of channels pushed out of limits so there are alarms to list), serves the
 console on a free local port and prints a JSON report: median API response times and, with
-``--browser``, the page's load, filter and scroll timings measured in the page itself.
+``--browser``, the page's load, filter and scroll timings measured in the page itself; with
+``--slow-clients N``, how fast one reading WebSocket client gets value ticks (and ``/api/health``
+answers) while N clients that never read hold the live feed.
 """
 
 from __future__ import annotations
@@ -113,10 +115,65 @@ def browser_timings(url: str) -> dict[str, float]:
     }
 
 
+def live_feed_timings(app: Any, port: int, slow: int, ticks: int = 60, period_s: float = 0.25) -> dict[str, Any]:
+    """Tick latency for one reading client and ``/api/health`` latency, with ``slow`` clients that
+    never read connected to ``/api/live``; each tick carries every channel of the monitor."""
+    import http.client
+
+    from websockets.sync.client import connect
+
+    upgrade = (
+        f"GET /api/live HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    hub, channels = app.state.hub, list(app.state.console.monitor.channels)
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(slow)]
+    for s in held:
+        s.sendall(upgrade)
+    tick_ms: list[float] = []
+    health_ms: list[float] = []
+
+    def health() -> None:
+        for _ in range(int(ticks * period_s / 0.5)):
+            t = time.perf_counter()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("GET", "/api/health", headers={"Host": f"localhost:{port}"})
+            conn.getresponse().read()
+            health_ms.append((time.perf_counter() - t) * 1e3)
+            time.sleep(0.5)
+
+    with connect(f"ws://127.0.0.1:{port}/api/live", max_size=None, open_timeout=60) as good:
+        good.recv(timeout=60)
+        while hub.n_clients < slow + 1:
+            time.sleep(0.01)
+        checker = threading.Thread(target=health)
+        checker.start()
+        for i in range(ticks):
+            sent = time.perf_counter()
+            hub.publish({"type": "values", "time": float(i), "channels": channels, "value": [1.0] * len(channels)})
+            while (msg := json.loads(good.recv(timeout=60))).get("type") != "values" or msg["time"] != i:
+                pass
+            tick_ms.append((time.perf_counter() - sent) * 1e3)
+            time.sleep(period_s)
+        checker.join()
+    for s in held:
+        s.close()
+    return {
+        "slow clients": slow,
+        "ticks": ticks,
+        "tick latency median / max (ms)": [round(statistics.median(tick_ms), 1), round(max(tick_ms), 1)],
+        "health latency median / max (ms)": [round(statistics.median(health_ms), 1), round(max(health_ms), 1)],
+        "dropped for slow clients": hub.dropped_total,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, default=10_000)
     parser.add_argument("--browser", action="store_true", help="also time the page in headless Chromium")
+    parser.add_argument(
+        "--slow-clients", type=int, default=0, help="also time the live feed with N non-reading clients"
+    )
     args = parser.parse_args(argv)
 
     from vigil.serve.app import create_app
@@ -127,18 +184,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["open alarms"] = len(manager.alarms())
     app = create_app(monitor, manager, None, "loadtest-token-0123456789")
     report["api median (ms)"] = api_timings(app, monitor.channels[0])
-    if args.browser:
-        import uvicorn
+    if args.browser or args.slow_clients:
+        from vigil.serve.runner import bind, serve_in_background
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.05)
-        report["browser"] = browser_timings(f"http://127.0.0.1:{port}/")
-        server.should_exit = True
+        sock = bind("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        serve_in_background(app, "127.0.0.1", port, sock)
+        if args.browser:
+            report["browser"] = browser_timings(f"http://127.0.0.1:{port}/")
+        if args.slow_clients:
+            report["live feed"] = live_feed_timings(app, port, args.slow_clients)
     print(json.dumps(report, indent=1))
     return report
 

@@ -7,7 +7,9 @@ the server: a running console stays up and says what went wrong at ``/api/health
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from vigil.model import TelemetryBlock
+from vigil.serve.guard import MAX_BODY
 
 log = logging.getLogger("vigil.serve")
 
@@ -107,12 +110,63 @@ class SessionPump(Feeder):
     def status(self) -> dict[str, Any]:
         out = super().status()
         out["rows"] = int(getattr(self.monitor, "rows", 0))  # scored rows, counted by the monitor
+        stats = getattr(self.source, "stats", None)
+        if callable(stats):  # a listener: connections, refusals, accept errors
+            out["source"] = stats()
         return out
 
 
-def serve_app(app: Any, host: str, port: int) -> None:
-    """Run ``app`` with uvicorn until interrupted (Ctrl-C)."""
+class PortInUse(OSError):
+    """The HTTP port cannot be bound (in use, or not permitted): said at once, before any work."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the server's socket now, so that a busy port is an error before anything else starts.
+
+    Raises :class:`PortInUse` with a message naming the port and what to do.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart within TIME_WAIT works
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        why = "is in use" if err.errno == errno.EADDRINUSE else f"cannot be bound: {err.strerror or err}"
+        raise PortInUse(err.errno, f"port {port} on {host} {why}; choose another with --port") from None
+    return sock
+
+
+def restrict_hosts(app: Any, host: str) -> None:
+    """Limit the app's ``Host`` header to this machine's names when it serves on a loopback address
+    (unless it was given its own list): no DNS rebinding onto a console bound to this machine."""
+    from vigil.serve.app import loopback_hosts
+
+    policy = getattr(app.state, "host_policy", None)
+    if policy is not None and policy.allowed is None:
+        policy.allowed = loopback_hosts(host)
+
+
+def serve_app(app: Any, host: str, port: int, sock: socket.socket | None = None) -> None:
+    """Run ``app`` with uvicorn on ``sock`` (bound here if not given) until interrupted."""
+    restrict_hosts(app, host)
+    _server(app, host, port).run(sockets=[sock or bind(host, port)])
+
+
+def serve_in_background(app: Any, host: str, port: int, sock: socket.socket | None = None) -> threading.Thread:
+    """Bind now (a busy port raises :class:`PortInUse` here), then serve from a daemon thread."""
+    restrict_hosts(app, host)
+    sock = sock or bind(host, port)
+    server = _server(app, host, port)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="vigil-api", daemon=True)
+    thread.start()
+    return thread
+
+
+def _server(app: Any, host: str, port: int) -> Any:
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_ping_interval=20.0)
-    uvicorn.Server(config).run()
+    # WebSocket frames from clients are only read to notice a disconnect: keep them small.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_ping_interval=20.0, ws_max_size=MAX_BODY)
+    return uvicorn.Server(config)

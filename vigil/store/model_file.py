@@ -91,7 +91,9 @@ def load_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
         try:
             saved = pickle.load(fh)  # noqa: S301 - a file this Vigil wrote beside its own store
         except Exception as err:
-            raise ConfigError(f"unreadable model file ({type(err).__name__}: {err}): refit with --refit", source=str(path)) from None
+            raise ConfigError(
+                f"unreadable model file ({type(err).__name__}: {err}): refit with --refit", source=str(path)
+            ) from None
     return pickle.loads(saved["detector"]), saved["info"]  # noqa: S301 - as above
 
 

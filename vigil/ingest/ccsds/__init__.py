@@ -1,10 +1,11 @@
 """CCSDS space packets (CCSDS 133.0-B) described by XTCE (CCSDS 660.0) or ccsdspy CSV definitions.
 
-``load_xtce`` reads the mission database, ``PacketStream`` turns bytes into telemetry blocks and
+``load_xtce`` reads the mission database (packet time per :class:`TimeSpec`), ``PacketStream`` turns bytes into telemetry blocks and
 counts every stream problem per APID, ``read_xtce_alarms`` imports the mission's alarm limits.
 """
 
 from vigil.ingest.ccsds.mdb import Mission, load_csv_definitions, load_xtce
-from vigil.ingest.ccsds.stream import PacketStream, block_records
+from vigil.ingest.ccsds.stream import PacketStream
+from vigil.ingest.ccsds.timespec import TimeSpec
 
-__all__ = ["Mission", "PacketStream", "block_records", "load_csv_definitions", "load_xtce"]
+__all__ = ["Mission", "PacketStream", "TimeSpec", "load_csv_definitions", "load_xtce"]

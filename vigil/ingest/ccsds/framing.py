@@ -4,10 +4,14 @@ The framer walks the primary headers (6 bytes: version, type, secondary-header f
 sequence flags, sequence count, data length) in a numba kernel, so framing costs tens of
 nanoseconds a packet. It never trusts a header blindly:
 
-* a known APID whose length field disagrees with the mission database is a *bad length*;
-* a header with a version other than 0 is a *bad header*;
+* the header's length decides where the next packet starts: a packet longer than its fixed layout
+  is framed whole (its described prefix is decoded) and counted *longer_than_layout*, a shorter one
+  is counted *shorter_than_layout* and skipped; both keep sync, as long as a plausible header
+  (version 0, known APID) follows;
+* a length that leads to no plausible header, or one above ``max_length``, is a *bad length*;
+  a header with a version other than 0 is a *bad header*;
 * after either, the framer has lost sync and scans forward byte by byte for the next header that
-  has version 0, a known APID and that APID's expected length (*resync*; skipped bytes counted);
+  has version 0, a known APID and a length that fits (*resync*; skipped bytes counted);
 * an unknown APID met while in sync is counted and skipped by its length field (idle packets,
   APID 2047, or packets the database does not describe);
 * a packet cut short by the end of the data is kept for the next call, or, at the end of a
@@ -39,6 +43,8 @@ class FrameCounters:
     unknown_apid: np.ndarray = field(default_factory=lambda: np.zeros(N_APIDS, np.int64))
     bad_length: np.ndarray = field(default_factory=lambda: np.zeros(N_APIDS, np.int64))
     truncated: np.ndarray = field(default_factory=lambda: np.zeros(N_APIDS, np.int64))
+    longer_than_layout: np.ndarray = field(default_factory=lambda: np.zeros(N_APIDS, np.int64))
+    shorter_than_layout: np.ndarray = field(default_factory=lambda: np.zeros(N_APIDS, np.int64))
     bad_header: int = 0
     resyncs: int = 0
     skipped_bytes: int = 0
@@ -58,7 +64,7 @@ class Frames:
 
 
 class Framer:
-    """Stateful packet framer for files, TCP streams (``feed``) and UDP datagrams (``frame_datagram``).
+    """Stateful packet framer for files, TCP streams (``feed``) and UDP datagrams (``frame_datagrams``).
 
     Args:
         expected_length: int array ``[2048]``: total packet length in bytes per APID,
@@ -87,13 +93,32 @@ class Framer:
         self._pending = bytes(buf[consumed:])
         return buf, frames
 
-    def frame_datagram(self, datagram: bytes) -> tuple[np.ndarray, Frames]:
-        """Frame one UDP datagram on its own: packets never span datagrams."""
-        buf = np.frombuffer(bytes(datagram), dtype=np.uint8)
-        self._in_sync = True
-        frames, _ = self._run(buf, True)
-        self._in_sync = True
-        return buf, frames
+    def frame_datagrams(self, datagrams: list[bytes]) -> tuple[np.ndarray, Frames]:
+        """Frame many UDP datagrams at once, each on its own (one compiled pass over all of them)."""
+        if not datagrams:
+            return np.empty(0, np.uint8), Frames(*(np.empty(0, np.int64) for _ in range(4)))
+        buf = np.frombuffer(b"".join(datagrams), dtype=np.uint8)
+        bounds = np.zeros(len(datagrams) + 1, dtype=np.int64)
+        np.cumsum([len(d) for d in datagrams], out=bounds[1:])
+        c = self.counters
+        out = np.empty((4, buf.shape[0] // 7 + len(datagrams)), dtype=np.int64)
+        stats = np.array([c.bad_header, c.resyncs, c.skipped_bytes, 1], dtype=np.int64)
+        n = _frame_many(
+            buf,
+            bounds,
+            self.expected_length,
+            self.max_length,
+            out,
+            c.packets,
+            c.unknown_apid,
+            c.bad_length,
+            c.truncated,
+            c.longer_than_layout,
+            c.shorter_than_layout,
+            stats,
+        )
+        c.bad_header, c.resyncs, c.skipped_bytes = int(stats[0]), int(stats[1]), int(stats[2])
+        return buf, Frames(out[0, :n].copy(), out[1, :n].copy(), out[2, :n].copy(), out[3, :n].copy())
 
     def flush(self) -> None:
         """End of stream: whatever is left over is truncated."""
@@ -118,6 +143,8 @@ class Framer:
             c.unknown_apid,
             c.bad_length,
             c.truncated,
+            c.longer_than_layout,
+            c.shorter_than_layout,
             stats,
         )
         c.bad_header, c.resyncs, c.skipped_bytes = int(stats[0]), int(stats[1]), int(stats[2])
@@ -127,24 +154,49 @@ class Framer:
 
 
 @numba.njit(cache=True)
-def _plausible(buf, pos, expected, max_length):  # pragma: no cover - numba
-    """A header at ``pos`` worth resyncing on: version 0, known APID, its expected length."""
+def _header_ok(buf, pos, expected, max_length):  # pragma: no cover - numba
+    """0: no header here; 1: version 0, known APID, the length it should have; 2: same, other length;
+    3: version 0, an APID the database does not describe."""
     b0 = buf[pos]
     if (b0 >> 5) != 0:
-        return False
+        return 0
     apid = ((b0 & 0x07) << 8) | buf[pos + 1]
-    length = ((buf[pos + 4] << 8) | buf[pos + 5]) + 7
+    length = ((np.int64(buf[pos + 4]) << 8) | buf[pos + 5]) + 7
     exp = expected[apid]
     if exp == -1:
-        return False
-    if exp == 0:
-        return length <= max_length
-    return length == exp
+        return 3
+    if length > max_length:
+        return 0
+    if exp == 0 or length == exp:
+        return 1
+    return 2
+
+
+@numba.njit(cache=True)
+def _followed(buf, pos, length, expected, max_length, final):  # pragma: no cover - numba
+    """Whether a header that fits follows the packet at ``pos`` (-1: not enough data to tell)."""
+    nxt = pos + length
+    n_bytes = buf.shape[0]
+    if nxt == n_bytes and final:
+        return 1
+    if nxt + 6 > n_bytes:
+        return 1 if final and nxt <= n_bytes else -1
+    code = _header_ok(buf, nxt, expected, max_length)
+    if code != 3:
+        return 1 if code != 0 else 0
+    # An APID the database does not describe (idle or other instruments' packets): believe it when
+    # its own length leads to another version-0 header (or to the end of the data).
+    after = nxt + ((np.int64(buf[nxt + 4]) << 8) | buf[nxt + 5]) + 7
+    if after + 6 > n_bytes:
+        if not final:
+            return -1
+        return 1 if after <= n_bytes else 0
+    return 1 if (buf[after] >> 5) == 0 else 0
 
 
 @numba.njit(cache=True)
 def _frame_kernel(
-    buf, expected, max_length, final, out, packets, unknown, bad_length, truncated, stats
+    buf, expected, max_length, final, out, packets, unknown, bad_length, truncated, longer, shorter, stats
 ):  # pragma: no cover - numba
     n_bytes = buf.shape[0]
     pos = 0
@@ -152,7 +204,15 @@ def _frame_kernel(
     in_sync = stats[3] == 1
     while pos + 6 <= n_bytes:
         if not in_sync:
-            if _plausible(buf, pos, expected, max_length):
+            ok = _header_ok(buf, pos, expected, max_length)
+            if ok == 3:
+                ok = 0
+            if ok == 2:
+                f = _followed(buf, pos, ((np.int64(buf[pos + 4]) << 8) | buf[pos + 5]) + 7, expected, max_length, final)
+                if f == -1:
+                    break
+                ok = 1 if f == 1 else 0
+            if ok == 1:
                 in_sync = True
             else:
                 pos += 1
@@ -167,16 +227,21 @@ def _frame_kernel(
             stats[1] += 1
             in_sync = False
             continue
-        if exp > 0 and length != exp:
+        if exp >= 0 and length > max_length:
             bad_length[apid] += 1
             stats[1] += 1
             in_sync = False
             continue
-        if exp == 0 and length > max_length:
-            bad_length[apid] += 1
-            stats[1] += 1
-            in_sync = False
-            continue
+        mismatch = exp > 0 and length != exp
+        if mismatch:
+            f = _followed(buf, pos, length, expected, max_length, final)
+            if f == -1:
+                break
+            if f == 0:
+                bad_length[apid] += 1
+                stats[1] += 1
+                in_sync = False
+                continue
         if pos + length > n_bytes:
             if final:
                 truncated[apid] += 1
@@ -185,7 +250,11 @@ def _frame_kernel(
             break
         if exp == -1:
             unknown[apid] += 1
+        elif mismatch and length < exp:
+            shorter[apid] += 1
         else:
+            if mismatch:
+                longer[apid] += 1
             out[0, n] = pos
             out[1, n] = length
             out[2, n] = apid
@@ -199,3 +268,22 @@ def _frame_kernel(
         pos = n_bytes
     stats[3] = 1 if in_sync else 0
     return n, pos
+
+
+@numba.njit(cache=True)
+def _frame_many(
+    buf, bounds, expected, max_length, out, packets, unknown, bad_length, truncated, longer, shorter, stats
+):  # pragma: no cover - numba
+    """Frame each ``buf[bounds[i]:bounds[i + 1]]`` as a whole datagram; offsets into ``buf``."""
+    total = 0
+    for i in range(bounds.shape[0] - 1):
+        a, b = bounds[i], bounds[i + 1]
+        stats[3] = 1
+        part = out[:, total:]
+        n, _ = _frame_kernel(
+            buf[a:b], expected, max_length, True, part, packets, unknown, bad_length, truncated, longer, shorter, stats
+        )
+        for k in range(n):
+            part[0, k] += a
+        total += n
+    return total

@@ -6,9 +6,13 @@ A source spec names the transport, the address and the mission database::
     tcp+ccsds://127.0.0.1:10026?xtce=mission.xml        a packet byte stream (listens, one peer at a time)
     file+ccsds://recorded.bin?xtce=mission.xml&speed=10  a recorded packet file, replayed
 
-``xtce=demo`` selects the packaged DEMOSAT database; ``engine=spp`` decodes with
-space_packet_parser instead of ccsdspy. Instead of XTCE, ccsdspy packet definition tables can
-describe the packets: ``csv=100:power.csv,101:thermal.csv&time=SC_TIME&time_scale=1.52587890625e-05``.
+``xtce=demo`` selects the packaged DEMOSAT database; ``engine=spp`` decodes every packet with
+space_packet_parser. Packet time, when the database has no single absolute time parameter:
+``time=SHCOARSE`` (repeatable or comma-separated; ``CONTAINER.PARAM`` for one packet type),
+``time_fine=SHFINE``, ``time_fine_scale=``, ``time_scale=SECONDS_PER_UNIT``, ``epoch=ISO8601``
+(see :class:`~vigil.ingest.ccsds.timespec.TimeSpec`). Instead of XTCE, ccsdspy packet definition
+tables can describe the packets:
+``csv=100:power.csv,101:thermal.csv&time=SC_TIME&time_scale=1.52587890625e-05``.
 Sockets bind where the spec says (127.0.0.1 in these examples).
 
 :class:`PacketSource` yields telemetry blocks (:meth:`~PacketSource.blocks`) or, for the record
@@ -30,13 +34,21 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from vigil.errors import ConfigError
+from vigil.ingest.bulk import RecordBatch
+from vigil.ingest.ccsds.decode import ENGINES
 from vigil.ingest.ccsds.mdb import Mission, load_csv_definitions, load_xtce
-from vigil.ingest.ccsds.stream import PacketStream, block_records
-from vigil.ingest.records import BadRecord, Record, register_source
+from vigil.ingest.ccsds.stream import PacketStream
+from vigil.ingest.ccsds.timespec import TimeSpec
+from vigil.ingest.records import BadRecord, register_source
 from vigil.model import TelemetryBlock
 
 SCHEMES = ("udp+ccsds", "tcp+ccsds", "file+ccsds")
+#: source-spec (and ``vigil packets`` option) names of the packet time settings.
+TIME_OPTIONS = ("time", "time_fine", "time_scale", "time_fine_scale", "epoch")
 _CHUNK = 1 << 20
+#: counters of packets decoded and kept in full: not reported to the monitor as bad input.
+_KEPT = ("packets", "longer_than_layout", "same_time")
+_UDP_RCVBUF = 16 << 20
 
 
 class PacketSource:
@@ -69,6 +81,7 @@ class PacketSource:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=100_000)
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
+        self.accept_errors, self.last_accept_error = 0, None  # a TCP listener's (EMFILE...), shown in health
         if transport == "file":
             self.path = Path(address)
             if not self.path.is_file():
@@ -81,6 +94,8 @@ class PacketSource:
             self._sock = socket.socket(family, kind)
             if transport == "tcp":
                 self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            else:  # room for bursts while the decoder works (the kernel may cap it: net.core.rmem_max)
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF)
             self._sock.bind((host, port))
             if transport == "tcp":
                 self._sock.listen(1)
@@ -90,6 +105,10 @@ class PacketSource:
             reader = self._receive_udp if transport == "udp" else self._accept_tcp
             threading.Thread(target=reader, name=f"vigil-{transport}-ccsds", daemon=True).start()
         stream.source = self.name
+
+    def stats(self) -> dict[str, object]:
+        """Accept errors of a TCP listener (EMFILE...), for ``/api/health``."""
+        return {"accept_errors": self.accept_errors, "last_accept_error": self.last_accept_error}
 
     # -- consuming ----------------------------------------------------------------------------
     def blocks(self) -> Iterator[TelemetryBlock | None]:
@@ -121,21 +140,36 @@ class PacketSource:
             if segment:
                 yield self._decode(segment)
 
-    def batches(self) -> Iterator[list[Record | BadRecord]]:
-        """The records protocol of :mod:`vigil.ingest.records`: present samples as records.
+    def batches(self) -> Iterator[RecordBatch]:
+        """The records protocol of :mod:`vigil.ingest.records`, as columns (a
+        :class:`~vigil.ingest.bulk.RecordBatch`: no object per sample): present samples of each block.
 
         Packet problems counted since the previous batch come as :class:`BadRecord` items (one
-        per APID and counter, the count in the reason), so the monitor counts and shows them.
+        per APID and counter, the count in the reason), so the monitor counts and shows them as
+        they happen. Packets decoded in full (``longer_than_layout``: the described prefix;
+        ``same_time``) are not problems of the input the monitor gets: they stay in the report.
         """
         seen: dict[tuple[int | str, str], int] = {}
+        names = list(self.stream.channels)
         for block in self.blocks():
-            batch: list[Record | BadRecord] = [] if block is None else [Record(*r) for r in block_records(block)]
-            batch += self._new_problems(seen)
-            yield batch
+            if block is None:
+                batch = RecordBatch.empty()
+            else:
+                rows, cols = np.nonzero(~np.isnan(block.values))
+                batch = RecordBatch(
+                    block.time[rows],
+                    cols.astype(np.int64),
+                    names,
+                    block.values[rows, cols],
+                    np.zeros(rows.size, np.int64),
+                )
+            batch.bad = self._new_problems(seen)
+            if len(batch) or self.transport != "file":  # an empty batch means "the source is quiet"
+                yield batch
 
     def _new_problems(self, seen: dict[tuple[int | str, str], int]) -> list[BadRecord]:
         c = self.stream.counters()
-        now = {(apid, k): v for apid, counts in c["apid"].items() for k, v in counts.items() if k != "packets"}
+        now = {(apid, k): v for apid, counts in c["apid"].items() for k, v in counts.items() if k not in _KEPT}
         now.update({("stream", k): v for k, v in c["stream"].items() if v})
         out = []
         for (apid, key), value in now.items():
@@ -172,12 +206,13 @@ class PacketSource:
             while not self._stop.is_set():
                 data = fh.read(_CHUNK)
                 block = self.stream.feed(data, final=not data)
-                if block is not None:
-                    if self.speed is None:
-                        yield block
-                    else:
-                        first = block.time[0] if first is None else first
-                        yield from _paced(block, first, start_wall, self.speed)
+                if block is None:
+                    yield None  # nothing decoded from this chunk: the counters still report its losses
+                elif self.speed is None:
+                    yield block
+                else:
+                    first = block.time[0] if first is None else first
+                    yield from _paced(block, first, start_wall, self.speed)
                 if not data:
                     break
 
@@ -189,16 +224,28 @@ class PacketSource:
                 continue
             except OSError:
                 break
-            self._queue.put(data)
+            try:
+                self._queue.put_nowait(data)
+            except queue.Full:  # never block: the kernel would then drop datagrams uncounted
+                self.stream.count_stream("queue_full")
 
     def _accept_tcp(self) -> None:
+        backoff = 0.0
         while not self._stop.is_set():
             try:
                 conn, _peer = self._sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                break
+            except OSError as err:
+                if self._stop.is_set() or self._sock.fileno() < 0:
+                    break  # closed
+                # Out of file descriptors (EMFILE) or another transient failure: back off, count, go on.
+                self.accept_errors += 1
+                self.last_accept_error = f"{type(err).__name__}: {err.strerror or err}"
+                backoff = min(1.0, max(0.01, backoff * 2))
+                self._stop.wait(backoff)
+                continue
+            backoff = 0.0
             with conn:
                 conn.settimeout(0.2)
                 while not self._stop.is_set():
@@ -230,12 +277,15 @@ def open_packet_source(spec: str, speed: float | None = None, idle_s: float = 0.
     parts = urlsplit(spec)
     if parts.scheme not in SCHEMES:
         raise ConfigError(f"unknown packet source {spec!r}; use one of {[s + '://...' for s in SCHEMES]}", key="source")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = set(query) - {"xtce", "csv", "time", "time_scale", "engine", "speed"}
+    query: dict = {k: (v if k in ("time", "time_fine") else v[-1]) for k, v in parse_qs(parts.query).items()}
+    unknown = set(query) - {*TIME_OPTIONS, "xtce", "csv", "engine", "speed"}
     if unknown:
         raise ConfigError(f"unknown options {sorted(unknown)} in {spec!r}", key="source")
     mission = mission_from_options(query, spec)
-    stream = PacketStream(mission, engine=query.get("engine", "ccsdspy"))
+    engine = query.get("engine", "bulk")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine {engine!r}: use one of {list(ENGINES)}", key="source.engine")
+    stream = PacketStream(mission, engine=engine)
     transport = parts.scheme.split("+")[0]
     if "speed" in query and query["speed"] != "max":
         try:
@@ -254,22 +304,29 @@ def open_packet_source(spec: str, speed: float | None = None, idle_s: float = 0.
     return PacketSource(stream, transport, (parts.hostname or "127.0.0.1", port), idle_s=idle_s)
 
 
-def mission_from_options(options: dict[str, str], where: str = "source") -> Mission:
+def mission_from_options(options: dict, where: str = "source") -> Mission:
     """The mission named by source options: ``xtce=FILE`` (or ``demo``), or ccsdspy CSV tables
-    ``csv=APID:FILE,APID:FILE`` with ``time=FIELD`` and optional ``time_scale=SECONDS_PER_COUNT``.
+    ``csv=APID:FILE,APID:FILE``; with the time options of :data:`TIME_OPTIONS`.
     """
     xtce, csv = options.get("xtce"), options.get("csv")
     if bool(xtce) == bool(csv):
         raise ConfigError(
             f"{where!r} needs exactly one of ?xtce=FILE (or xtce=demo) and ?csv=APID:FILE,...", key="source"
         )
+    spec = TimeSpec.from_strings(
+        options.get("time"),
+        options.get("time_fine"),
+        options.get("time_scale"),
+        options.get("time_fine_scale"),
+        options.get("epoch"),
+    )
     if xtce:
         if xtce == "demo":
             from vigil.ingest.ccsds.demo.generator import xtce_path
 
             xtce = xtce_path()
-        return load_xtce(xtce)
-    if not options.get("time"):
+        return load_xtce(xtce, time=spec)
+    if not spec.names:
         raise ConfigError(f"{where!r}: csv definitions need time=FIELD", key="source.time")
     tables = {}
     for item in csv.split(","):
@@ -277,11 +334,7 @@ def mission_from_options(options: dict[str, str], where: str = "source") -> Miss
         if not apid.strip().isdigit() or not path:
             raise ConfigError(f"csv entry {item!r} is not APID:FILE", key="source.csv")
         tables[int(apid)] = path
-    try:
-        scale = float(options.get("time_scale", "1"))
-    except ValueError:
-        raise ConfigError(f"time_scale {options['time_scale']!r} is not a number", key="source.time_scale") from None
-    return load_csv_definitions(tables, time_parameter=options["time"], time_scale=scale)
+    return load_csv_definitions(tables, time=spec)
 
 
 def _factory(spec: str, speed: float | None = None, skip_until: float | None = None) -> PacketSource:

@@ -10,7 +10,11 @@ counter            meaning
 ``seq_gaps``       packets missing according to the 14-bit source sequence count
 ``out_of_order``   packets whose sequence count is behind the highest seen (they arrived late)
 ``duplicates``     same APID, sequence count and time as a recent packet: dropped
-``bad_length``     length field disagrees with the mission database (framer resyncs)
+``longer_than_layout``   longer than its layout: the described prefix is decoded (kept)
+``shorter_than_layout``  shorter than its fixed layout: skipped (framing stays in sync)
+``same_time``      same packet type and time as an earlier packet: kept, as its own block row
+                   one float step (ulp) later, so no value overwrites another
+``bad_length``     length field leads to no plausible next header (framer resyncs)
 ``truncated``      packet cut short by the end of the data or of its datagram
 ``unknown_apid``   APID not in the mission database: skipped
 ``decode_errors``  the decoder rejected the packet
@@ -23,11 +27,14 @@ counter            meaning
 plus stream-wide ``bad_header`` (version not 0), ``resyncs`` and ``skipped_bytes``. Rows of a
 block are the distinct packet times; channels are every parameter of the mission, NaN where no
 packet at that time carried them (so detectors see missing, never invented, samples).
+
+A packet type without a time field (see :attr:`Mission.untimed`) takes the time of the latest
+timed packet before it in the stream (reception order); in a database with no time at all, the
+packet's position in the stream is its time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numba
@@ -45,6 +52,9 @@ from vigil.model import TelemetryBlock
 _HISTORY = 16  # recent (sequence count, time) pairs kept per APID to spot duplicates
 PER_APID = (
     "packets",
+    "longer_than_layout",
+    "shorter_than_layout",
+    "same_time",
     "seq_gaps",
     "out_of_order",
     "duplicates",
@@ -57,7 +67,7 @@ PER_APID = (
     "bad_time",
     "late",
 )
-STREAM_WIDE = ("bad_header", "resyncs", "skipped_bytes")
+STREAM_WIDE = ("bad_header", "resyncs", "skipped_bytes", "queue_full")
 
 
 class PacketStream:
@@ -72,7 +82,7 @@ class PacketStream:
     """
 
     def __init__(
-        self, mission: Mission, engine: str = "ccsdspy", source: str = "<packets>", max_time_jump_s: float = 86400.0
+        self, mission: Mission, engine: str = "bulk", source: str = "<packets>", max_time_jump_s: float = 86400.0
     ) -> None:
         self.mission = mission
         self.source = source
@@ -82,7 +92,7 @@ class PacketStream:
         self.channels = self.decoder.channels
         self._counts = {
             name: np.zeros(N_APIDS, dtype=np.int64)
-            for name in ("seq_gaps", "out_of_order", "duplicates", "bad_time", "late")
+            for name in ("seq_gaps", "out_of_order", "duplicates", "bad_time", "late", "same_time")
         }
         self._high_seq = np.full(N_APIDS, -1, dtype=np.int64)
         self._hist_seq = np.full((N_APIDS, _HISTORY), -1, dtype=np.int64)
@@ -91,6 +101,15 @@ class PacketStream:
         self.last_time_ = -np.inf
         self._latest = np.full(1, np.nan)  # latest accepted packet time (the jump check's reference)
         self._held: DecodedPackets | None = None
+        self._last_timed = np.nan  # time of the latest timed packet (for packet types without time)
+        self._queue_full = 0
+        #: packets the decoder accepted (before the stream checks).
+        self.decoded_packets = 0
+        self._n_seen = 0  # packets decoded so far (the time of packets in a database without time)
+        self._all_untimed = len(mission.untimed) == len(mission.layouts)
+        self._untimed_kinds = np.array(
+            [k for k, lay in enumerate(self.decoder.layouts) if lay.time_field is None], dtype=np.int64
+        )
 
     # -- input --------------------------------------------------------------------------------
     def feed(self, data: bytes, final: bool = False) -> TelemetryBlock | None:
@@ -99,14 +118,21 @@ class PacketStream:
         The latest time step is held back until a later packet (or ``final``) shows it complete,
         since packets of several APIDs stamped with one time may straddle two calls.
         """
+        return self._to_block(self.feed_packets(data, final), final)
+
+    def feed_packets(self, data: bytes, final: bool = False) -> DecodedPackets:
+        """Bytes of a file or TCP stream to the packets they hold that pass the stream checks.
+
+        Every one of them is returned, late ones included (``decode`` writes them all); what is
+        dropped (duplicates, bad times, rejects) is counted.
+        """
         buf, frames = self.framer.feed(data, final=final)
-        return self._to_block(self.decoder.decode(buf, frames), final)
+        return self._accept(self.decoder.decode(buf, frames))
 
     def feed_datagrams(self, datagrams: list[bytes], final: bool = False) -> TelemetryBlock | None:
         """UDP datagrams, each holding whole packets. ``None`` when no new rows."""
-        parts = [self.framer.frame_datagram(d) for d in datagrams]
-        decoded = [self.decoder.decode(buf, frames) for buf, frames in parts if len(frames)]
-        return self._to_block(_concat(decoded) if decoded else None, final)
+        buf, frames = self.framer.frame_datagrams(datagrams)
+        return self._to_block(self._accept(self.decoder.decode(buf, frames)), final)
 
     def flush(self) -> TelemetryBlock | None:
         """Release the held-back time step (the source went quiet: it is complete)."""
@@ -122,10 +148,15 @@ class PacketStream:
         per = self._per_apid()
         apids = sorted({int(a) for arr in per.values() for a in np.flatnonzero(arr)})
         fc = self.framer.counters
-        return {
-            "apid": {a: {k: int(per[k][a]) for k in PER_APID if per[k][a]} for a in apids},
-            "stream": {k: int(getattr(fc, k)) for k in STREAM_WIDE},
-        }
+        stream = {k: int(getattr(fc, k)) for k in STREAM_WIDE[:3]}
+        stream["queue_full"] = self._queue_full
+        return {"apid": {a: {k: int(per[k][a]) for k in PER_APID if per[k][a]} for a in apids}, "stream": stream}
+
+    def count_stream(self, what: str) -> None:
+        """Count a stream-wide problem seen by the transport (``queue_full``: a datagram not queued)."""
+        if what != "queue_full":
+            raise ValueError(f"unknown stream counter {what!r}")
+        self._queue_full += 1
 
     def problems(self) -> dict[str, int]:
         """Totals of every problem counter (all APIDs), zero included."""
@@ -137,7 +168,10 @@ class PacketStream:
     def report(self) -> str:
         """Counters as lines an operator can read."""
         c = self.counters()
-        names = {lay.apid: lay.name for lay in self.mission.layouts.values()}
+        names: dict[int, str] = {}
+        for lay in self.mission.layouts.values():
+            for a in lay.apids:
+                names[a] = f"{names[a]}, {lay.name}" if a in names else lay.name
         lines = [f"{self.source}: stream " + ", ".join(f"{k}={v}" for k, v in c["stream"].items())]
         for apid, counts in c["apid"].items():
             label = names.get(apid, "not in the mission database")
@@ -151,6 +185,8 @@ class PacketStream:
             "packets": fc.packets,
             "bad_length": fc.bad_length,
             "truncated": fc.truncated,
+            "longer_than_layout": fc.longer_than_layout + self.decoder.longer_than_layout,
+            "shorter_than_layout": fc.shorter_than_layout + self.decoder.shorter_than_layout,
             "unknown_apid": fc.unknown_apid,
             "decode_errors": self.decoder.decode_errors,
             "bad_enum": self.decoder.bad_enum,
@@ -158,44 +194,81 @@ class PacketStream:
             **self._counts,
         }
 
+    def _accept(self, pk: DecodedPackets) -> DecodedPackets:
+        """Times for packet types without one, then the stream checks; the packets that pass."""
+        if not len(pk):
+            return pk
+        self.decoded_packets += int(pk.ok.sum())
+        self._fill_untimed(pk)
+        keep = pk.ok & ~_stream_checks(
+            pk.apid,
+            pk.seq,
+            pk.time,
+            pk.ok,
+            self._seed_time(pk),
+            self.max_time_jump_s,
+            self._latest,
+            self._high_seq,
+            self._hist_seq,
+            self._hist_time,
+            self._hist_pos,
+            self._counts["seq_gaps"],
+            self._counts["out_of_order"],
+            self._counts["duplicates"],
+            self._counts["bad_time"],
+        )
+        return pk.take(keep)
+
+    def _fill_untimed(self, pk: DecodedPackets) -> None:
+        """Reception order for packet types without a time field (see the module docstring)."""
+        n = len(pk)
+        if self._all_untimed:
+            pk.time[:] = self._n_seen + np.arange(n, dtype=np.float64)
+        elif self._untimed_kinds.size:
+            untimed = np.isin(pk.kind, self._untimed_kinds) & pk.ok
+            if untimed.any():
+                src = np.where(untimed | ~pk.ok, np.nan, pk.time)
+                src = np.concatenate([[self._last_timed], src])
+                idx = np.where(np.isnan(src), 0, np.arange(n + 1))
+                filled = src[np.maximum.accumulate(idx)][1:]
+                if np.isnan(filled).any() and (~np.isnan(src)).any():  # before any timed packet: the first one
+                    filled[np.isnan(filled)] = src[~np.isnan(src)][0]
+                pk.time[untimed] = filled[untimed]
+        timed = pk.ok & np.isfinite(pk.time)
+        if timed.any():
+            self._last_timed = float(pk.time[np.flatnonzero(timed)[-1]])
+        self._n_seen += n
+
     def _to_block(self, pk: DecodedPackets | None, final: bool) -> TelemetryBlock | None:
         parts = [self._held] if self._held is not None else []
         if pk is not None and len(pk):
-            keep = pk.ok & ~_stream_checks(
-                pk.apid,
-                pk.seq,
-                pk.time,
-                pk.ok,
-                self._seed_time(pk),
-                self.max_time_jump_s,
-                self._latest,
-                self._high_seq,
-                self._hist_seq,
-                self._hist_time,
-                self._hist_pos,
-                self._counts["seq_gaps"],
-                self._counts["out_of_order"],
-                self._counts["duplicates"],
-                self._counts["bad_time"],
-            )
-            late = keep & (pk.time <= self.last_time_)
+            late = pk.time <= self.last_time_
             np.add.at(self._counts["late"], pk.apid[late], 1)
-            parts.append(_take(pk, keep & ~late))
+            parts.append(pk.take(~late))
         self._held = None
         if not parts:
             return None
-        pk = _concat(parts)
+        pk = DecodedPackets.concat(parts)
         if not final and len(pk):
             cut = pk.time.max()
-            self._held = _take(pk, pk.time == cut)
-            pk = _take(pk, pk.time < cut)
+            self._held = pk.take(pk.time == cut)
+            pk = pk.take(pk.time < cut)
         if not len(pk):
             return None
-        time, inverse = np.unique(pk.time, return_inverse=True)
+        if pk.time.shape[0] < 2 or bool(np.all(pk.time[1:] > pk.time[:-1])):
+            # Strictly increasing times (one packet per time): the packets are the rows.
+            self.last_time_ = float(pk.time[-1])
+            return TelemetryBlock(pk.time, pk.values, self.channels, None, self.source)
+        rank = _rank_within(pk.time, pk.kind)
+        np.add.at(self._counts["same_time"], pk.apid[rank > 0], 1)
+        # The k-th packet of one type at one time gets its own row, k float steps later: kept, not overwritten.
+        row_time = pk.time + rank * np.spacing(pk.time)
+        time, inverse = np.unique(row_time, return_inverse=True)
         values = np.full((time.shape[0], len(self.channels)), np.nan)
-        # Several packets at one time fill different columns; NaN never overwrites a value.
-        r, c = np.nonzero(~np.isnan(pk.values))
-        values[inverse[r], c] = pk.values[r, c]
+        for kd in np.unique(pk.kind).tolist():
+            rows = np.flatnonzero(pk.kind == kd)
+            cols = self.decoder.columns(kd)
+            values[inverse[rows][:, None], cols[None, :]] = pk.values[rows[:, None], cols[None, :]]
         self.last_time_ = float(time[-1])
         return TelemetryBlock(time, values, self.channels, None, self.source)
 
@@ -208,47 +281,77 @@ class PacketStream:
         return float(self._latest[0])
 
 
-def block_records(block: TelemetryBlock) -> Iterator[tuple[float, str, float]]:
-    """``(time, channel, value)`` records of a block's present (non-NaN) samples, in time order."""
-    rows, cols = np.nonzero(~np.isnan(block.values))
-    for i, j in zip(rows.tolist(), cols.tolist()):
-        yield float(block.time[i]), block.channels[j], float(block.values[i, j])
+def write_long(packets: DecodedPackets, decoder: PacketDecoder, path: str | Path, first_index: int = 0) -> int:
+    """Write every decoded value, one row each: ``time, channel, value, apid, sequence_count, packet``.
 
-
-def write_long(block: TelemetryBlock, path: str | Path) -> int:
-    """Write a block's present samples as a long ``time,channel,value`` table (.parquet or .csv).
-
-    The form :func:`vigil.ingest.tabular.read_table` reads, e.g. as nominal history for ``--fit``.
-    Returns the number of records written.
+    ``packet`` is the packet's position among the decoded packets (from ``first_index``), so values
+    of packets with the same time stay apart. Rows come in packet order, then the packet's channel
+    order. The form :func:`vigil.ingest.tabular.read_table` reads (e.g. as nominal history for
+    ``--fit``). Returns the number of rows written.
     """
-    path = Path(path)
-    rows, cols = np.nonzero(~np.isnan(block.values))
+    parts = []
+    index = first_index + np.arange(len(packets), dtype=np.int64)
+    for kd in np.unique(packets.kind).tolist():
+        rows = np.flatnonzero(packets.kind == kd)
+        cols = decoder.columns(kd)
+        if not cols.size:
+            continue
+        m = cols.size
+        parts.append(
+            (
+                np.repeat(index[rows], m),
+                np.tile(cols, rows.size),
+                np.repeat(packets.time[rows], m),
+                packets.values[rows[:, None], cols[None, :]].ravel(),
+                np.repeat(packets.apid[rows], m),
+                np.repeat(packets.seq[rows], m),
+            )
+        )
+    cat = [np.concatenate([p[i] for p in parts]) if parts else np.empty(0) for i in range(6)]
+    order = np.lexsort((np.arange(cat[0].size), cat[0])) if parts else np.empty(0, dtype=np.int64)
+    names = np.asarray(decoder.channels, dtype=object)
     table = pa.table(
         {
-            "time": block.time[rows],
-            "channel": pa.array(np.asarray(block.channels, dtype=object)[cols], pa.string()),
-            "value": block.values[rows, cols],
+            "time": pa.array(cat[2][order], pa.float64()),
+            "channel": pa.array(names[cat[1][order].astype(np.int64)], pa.string()),
+            "value": pa.array(cat[3][order], pa.float64()),
+            "apid": pa.array(cat[4][order].astype(np.int32), pa.int32()),
+            "sequence_count": pa.array(cat[5][order].astype(np.int32), pa.int32()),
+            "packet": pa.array(cat[0][order].astype(np.int64), pa.int64()),
         }
     )
+    _write(table, path)
+    return table.num_rows
+
+
+def write_wide(block: TelemetryBlock, path: str | Path) -> int:
+    """Write a block as one column per channel (``time`` first). Returns the number of rows."""
+    table = pa.table({"time": block.time, **{c: block.values[:, j] for j, c in enumerate(block.channels)}})
+    _write(table, path)
+    return table.num_rows
+
+
+def _write(table: pa.Table, path: str | Path) -> None:
+    path = Path(path)
     if path.suffix.lower() == ".parquet":
         pq.write_table(table, path)
     elif path.suffix.lower() == ".csv":
         pacsv.write_csv(table, path)
     else:
         raise ConfigError(f"unknown table format {path.suffix!r}: use .parquet or .csv", key="out", source=str(path))
-    return int(rows.shape[0])
 
 
-def _take(pk: DecodedPackets, mask: np.ndarray) -> DecodedPackets:
-    return DecodedPackets(pk.apid[mask], pk.seq[mask], pk.time[mask], pk.values[mask], pk.ok[mask])
-
-
-def _concat(parts: list[DecodedPackets]) -> DecodedPackets:
-    if len(parts) == 1:
-        return parts[0]
-    return DecodedPackets(
-        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("apid", "seq", "time", "values", "ok"))
-    )
+def _rank_within(time: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """For each packet, how many packets of its type with the same time came before it."""
+    n = time.shape[0]
+    order = np.lexsort((np.arange(n), kind, time))
+    t, k = time[order], kind[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (t[1:] != t[:-1]) | (k[1:] != k[:-1])
+    starts = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    rank = np.empty(n, dtype=np.float64)
+    rank[order] = np.arange(n) - starts
+    return rank
 
 
 @numba.njit(cache=True)

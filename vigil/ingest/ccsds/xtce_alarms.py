@@ -5,16 +5,22 @@ Mapped (per parameter, from its parameter type):
 * ``DefaultAlarm/StaticAlarmRanges``: ``WatchRange`` .. ``SevereRange`` become nested ranges per
   Yamcs level; exclusive bounds become the nearest inclusive float64 bound.
 * ``DefaultAlarm@minViolations`` / ``@minConformance``: debounce counts.
-* ``ContextAlarmList/ContextAlarm``: ranges used instead of the default ones while the context
-  matches (``Comparison`` or ``ComparisonList`` of ``==, !=, <, <=, >, >=``; enumeration labels
-  converted to their raw numbers, which are the channel values).
+* ``ContextAlarmList/ContextAlarm``: ranges and enumeration states used instead of the default
+  ones while the context matches (``Comparison`` or ``ComparisonList`` of ``==, !=, <, <=, >, >=``;
+  enumeration labels and boolean state strings (``oneStringValue``/``zeroStringValue``) converted
+  to their raw numbers, which are the channel values).
 * ``EnumerationAlarmList/EnumerationAlarm`` (+ ``defaultAlarmLevel``): a level per state.
 * ``SequenceContainer/DefaultRateInStream@minimumValue`` (basis ``perSecond``): expected rate and
-  staleness check (stale when no packet for ``max(1 / minimumValue, 1)`` seconds).
+  staleness check (stale when no packet for ``max(1 / minimumValue, 1)`` seconds);
+  ``@maximumValue``: more samples than that within one second raise a warning.
+
+:func:`read_xtce_alarms` reads them for a decoded mission's channels, or, given only a file,
+for every parameter the file declares (no packet layout needed: databases whose parameter types
+space_packet_parser cannot read still give their alarms).
 
 Everything else that defines an alarm (``ChangePerSecondAlarmRanges``, ``AlarmMultiRanges``,
 ``CustomAlarm``, ``rangeForm="inside"``, ``BooleanExpression`` contexts, alarms on string or
-binary parameters, ``maximumValue`` rates ...) is listed in :attr:`XtceAlarms.unmapped` by
+binary parameters ...) is listed in :attr:`XtceAlarms.unmapped` by
 parameter and element name, never silently ignored.
 """
 
@@ -24,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomli_w
 from lxml import etree
 
 from vigil.errors import ConfigError
@@ -50,10 +57,17 @@ class Condition:
 
 @dataclass(frozen=True)
 class ContextRanges:
-    """Ranges in force while every condition holds."""
+    """Ranges and enumeration states in force while every condition holds."""
 
     conditions: tuple[Condition, ...]
     ranges: dict[str, Range]
+    enum_levels: dict[int, int] = field(default_factory=dict)
+    #: level of states not listed; -1: the context has no enumeration alarm.
+    enum_default: int = -1
+
+    @property
+    def is_enum(self) -> bool:
+        return bool(self.enum_levels) or self.enum_default >= 0
 
 
 @dataclass
@@ -96,9 +110,13 @@ class XtceAlarms:
     #: parameter -> minimum rate in Hz from its container's DefaultRateInStream.
     rate_hz: dict[str, float]
     unmapped: list[Unmapped]
+    #: parameter -> maximum rate in Hz (``DefaultRateInStream@maximumValue``).
+    rate_max_hz: dict[str, float] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)
     descriptions: dict[str, str] = field(default_factory=dict)
     subsystems: dict[str, str] = field(default_factory=dict)
+    #: parameter -> its enumeration labels by raw value (explanations name the state).
+    states: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def stale_after_s(self, parameter: str) -> float | None:
         """Seconds without a sample after which the parameter is stale.
@@ -112,51 +130,78 @@ class XtceAlarms:
     def to_toml(self) -> str:
         """The channel configuration ``vigil monitor --config`` reads: ranges, debounce, rates.
 
+        Written with a TOML library, so any text in descriptions or names stays valid TOML.
         Context and enumeration alarms have no place there; ``vigil packets monitor`` checks them.
         """
-        lines = [f"# Generated from {self.source} by vigil packets config.", ""]
+        channels = {}
         for name in self.units:
             a = self.alarms.get(name)
-            lines.append(f"[channels.{_toml_key(name)}]")
-            lines.append(f"subsystem = {_toml_str(self.subsystems.get(name) or 'mission')}")
+            ch: dict = {"subsystem": self.subsystems.get(name) or "mission"}
             for key, table in (("units", self.units), ("description", self.descriptions)):
                 if table.get(name):
-                    lines.append(f"{key} = {_toml_str(table[name])}")
+                    ch[key] = table[name]
+            if self.states.get(name):  # state names, so explanations read FAULT rather than 3
+                ch["states"] = {str(raw): label for raw, label in sorted(self.states[name].items())}
             if name in self.rate_hz:
-                lines.append(f"rate_hz = {self.rate_hz[name]!r}")
-                lines.append(f"stale_after_s = {self.stale_after_s(name)!r}")
+                ch["rate_hz"] = self.rate_hz[name]
+                ch["stale_after_s"] = self.stale_after_s(name)
             if a is not None:
-                lines.append(f"min_violations = {a.min_violations}")
-                lines.append(f"min_conformance = {a.min_conformance}")
-            if a is not None and a.ranges:
-                lines.append(f"[channels.{_toml_key(name)}.limits]")
-                for level in LEVELS:
-                    if level in a.ranges:
-                        lo, hi = a.ranges[level]
-                        lines.append(f"{level} = [{_toml_float(lo, '-inf')}, {_toml_float(hi, 'inf')}]")
-            lines.append("")
-        return "\n".join(lines)
+                ch["min_violations"] = a.min_violations
+                ch["min_conformance"] = a.min_conformance
+                if a.ranges:
+                    ch["limits"] = {
+                        level: [_bound_value(lo, -math.inf), _bound_value(hi, math.inf)]
+                        for level in LEVELS
+                        if level in a.ranges
+                        for lo, hi in (a.ranges[level],)
+                    }
+            channels[name] = ch
+        return f"# Generated from {self.source} by vigil packets config.\n\n" + tomli_w.dumps({"channels": channels})
 
     def report(self) -> str:
         """What was imported and what was not, one line each."""
         n_ranges = sum(1 for a in self.alarms.values() if a.ranges)
         n_ctx = sum(len(a.contexts) for a in self.alarms.values())
         n_enum = sum(1 for a in self.alarms.values() if a.is_enum)
+        n_ctx_enum = sum(1 for a in self.alarms.values() for c in a.contexts if c.is_enum)
         lines = [
-            f"{self.source}: {n_ranges} parameters with limit ranges, {n_ctx} context alarms, "
-            f"{n_enum} enumeration alarms, {len(self.rate_hz)} parameters with a rate check"
+            f"{self.source}: {n_ranges} parameters with limit ranges, {n_ctx} context alarms "
+            f"({n_ctx_enum} with enumeration states), {n_enum} enumeration alarms, "
+            f"{len(self.rate_hz)} parameters with a minimum rate, {len(self.rate_max_hz)} with a maximum rate"
         ]
         lines += [f"  not mapped: {u}" for u in self.unmapped]
         return "\n".join(lines)
 
 
-def read_xtce_alarms(mission: Mission, path: str | Path | None = None) -> XtceAlarms:
-    """Import the alarms of the mission's XTCE file for the mission's channels.
+@dataclass
+class _View:
+    """The channels alarms are read for: XTCE name, enumeration, packet type of each."""
+
+    channels: list[str]
+    xname: dict[str, str]
+    enum: dict[str, dict[int, str]]
+    container: dict[str, str]
+    #: packet type (container) -> its channels, for DefaultRateInStream.
+    by_container: dict[str, list[str]]
+    skipped: dict[str, str]
+
+    def resolve(self, ref: str, near: str) -> str | None:
+        """The channel an XTCE parameter reference names (a path's last part), nearest to ``near``."""
+        ref = ref.rsplit("/", 1)[-1]
+        found = [c for c in self.channels if self.xname[c] == ref]
+        if len(found) > 1:
+            found = [c for c in found if self.container.get(c) == self.container.get(near)]
+        return found[0] if len(found) == 1 else None
+
+
+def read_xtce_alarms(mission: Mission | None, path: str | Path | None = None) -> XtceAlarms:
+    """Import the alarms of an XTCE file: for the mission's channels, or (``mission=None``) for
+    every parameter the file declares, without needing a packet layout.
 
     Raises:
         ConfigError: naming the file and the element, for values that cannot be read.
     """
-    path = Path(path) if path is not None else mission.xtce_path
+    path = Path(path) if path is not None else (mission.xtce_path if mission is not None else None)
     if path is None:
         raise ConfigError("the mission has no XTCE file to read alarms from", source=mission.source)
     src = str(path)
@@ -167,38 +212,95 @@ def read_xtce_alarms(mission: Mission, path: str | Path | None = None) -> XtceAl
     except (OSError, etree.XMLSyntaxError) as err:
         raise ConfigError(f"cannot read XTCE: {err}", source=src) from None
     types = {el.get("name"): el for el in root.iterfind(".//{*}ParameterTypeSet/*")}
-    param_types = {
-        el.get("name"): el.get("parameterTypeRef") for el in root.iterfind(".//{*}ParameterSet/{*}Parameter")
-    }
+    params = {el.get("name"): el for el in root.iterfind(".//{*}ParameterSet/{*}Parameter")}
+    view = _view(mission, root, types, params)
     out = XtceAlarms(src, {}, {}, [])
-    for name in mission.channels:
-        info = mission.parameters[name]
-        out.units[name] = info.units
-        out.descriptions[name] = info.description
-        out.subsystems[name] = info.container
-        ptype = types.get(param_types.get(name))
+    for name in view.channels:
+        el = params.get(view.xname[name])
+        ptype = types.get(_last(el.get("parameterTypeRef", ""))) if el is not None else None
+        out.units[name] = _units(ptype) if mission is None else mission.parameters[name].units
+        out.descriptions[name] = (
+            (el.get("shortDescription", "") if el is not None else "")
+            if mission is None
+            else mission.parameters[name].description
+        )
+        out.subsystems[name] = view.container.get(name, "")
+        if mission is not None and mission.parameters[name].enumeration:
+            out.states[name] = dict(mission.parameters[name].enumeration)
         if ptype is None:
             continue
-        alarm = _parameter_alarms(name, ptype, mission, out.unmapped, src)
+        alarm = _parameter_alarms(name, ptype, view, out.unmapped, src)
         if alarm is not None:
             out.alarms[name] = alarm
-    for name, why in mission.skipped.items():
-        ptype = types.get(param_types.get(name))
+    for name, why in view.skipped.items():
+        owner = next((c for c in view.by_container if name.startswith(c + ".")), "")
+        el = params.get(name) if name in params else params.get(name[len(owner) + 1 :])
+        ptype = types.get(_last(el.get("parameterTypeRef", ""))) if el is not None else None
         if ptype is not None and (
             ptype.find("{*}DefaultAlarm") is not None or ptype.find("{*}ContextAlarmList") is not None
         ):
             out.unmapped.append(Unmapped(name, "DefaultAlarm", f"parameter not monitored ({why})"))
-    _rates(root, mission, out)
+    _rates(root, view, out)
     return out
 
 
-def _parameter_alarms(name: str, ptype, mission: Mission, unmapped: list[Unmapped], src: str) -> ParameterAlarms | None:
+def _view(mission: Mission | None, root, types: dict, params: dict) -> _View:
+    xml_enum = {}
+    for name, el in params.items():
+        ptype = types.get(_last(el.get("parameterTypeRef", "")))
+        if ptype is not None:
+            labels = _labels(ptype)
+            if labels is not None:
+                xml_enum[name] = labels
+    if mission is not None:
+        chans = list(mission.channels)
+        xname = {c: mission.parameters[c].parameter or c for c in chans}
+        enum = {c: xml_enum.get(xname[c]) or mission.parameters[c].enumeration or {} for c in chans}
+        container = {c: mission.parameters[c].container for c in chans}
+        by_container = {lay.name: list(lay.channels) for lay in mission.layouts.values()}
+        return _View(chans, xname, enum, container, by_container, dict(mission.skipped))
+    chans = list(params)
+    by_container = {}
+    for cont in root.iterfind(".//{*}ContainerSet/{*}SequenceContainer"):
+        refs = [_last(e.get("parameterRef", "")) for e in cont.iterfind("{*}EntryList/{*}ParameterRefEntry")]
+        by_container[cont.get("name")] = [r for r in refs if r in params]
+    container = {c: cont for cont, members in by_container.items() for c in members}
+    return _View(chans, {c: c for c in chans}, {c: xml_enum.get(c, {}) for c in chans}, container, by_container, {})
+
+
+def _labels(ptype) -> dict[int, str] | None:
+    """Raw value -> label of an enumerated or boolean parameter type (``None`` for others)."""
+    kind = etree.QName(ptype).localname
+    if kind == "BooleanParameterType":
+        return {0: ptype.get("zeroStringValue", "False"), 1: ptype.get("oneStringValue", "True")}
+    if kind != "EnumeratedParameterType":
+        return None
+    out = {}
+    for item in ptype.iterfind("{*}EnumerationList/{*}Enumeration"):
+        try:
+            out[int(item.get("value"))] = item.get("label")
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _units(ptype) -> str:
+    if ptype is None:
+        return ""
+    return " ".join(u.text or "" for u in ptype.iterfind("{*}UnitSet/{*}Unit")).strip()
+
+
+def _last(ref: str) -> str:
+    return ref.rsplit("/", 1)[-1]
+
+
+def _parameter_alarms(name: str, ptype, view: _View, unmapped: list[Unmapped], src: str) -> ParameterAlarms | None:
     kind = etree.QName(ptype).localname
     default = ptype.find("{*}DefaultAlarm")
     contexts = ptype.findall("{*}ContextAlarmList/{*}ContextAlarm")
     if default is None and not contexts:
         return None
-    if kind not in ("FloatParameterType", "IntegerParameterType", "EnumeratedParameterType"):
+    if kind not in ("FloatParameterType", "IntegerParameterType", "EnumeratedParameterType", "BooleanParameterType"):
         unmapped.append(Unmapped(name, "DefaultAlarm", f"alarms on {kind} are not checked"))
         return None
     where = f"ParameterType {ptype.get('name')}"
@@ -213,11 +315,11 @@ def _parameter_alarms(name: str, ptype, mission: Mission, unmapped: list[Unmappe
             if tag == "StaticAlarmRanges":
                 alarm.ranges = _ranges(child, name, "DefaultAlarm", unmapped, where, src)
             elif tag == "EnumerationAlarmList":
-                _enum_alarms(default, child, name, mission, alarm, unmapped, where, src)
+                alarm.enum_default, alarm.enum_levels = _enum_alarms(default, child, name, view, unmapped, where, src)
             elif tag not in _MAPPED_ALARM_CHILDREN:
                 unmapped.append(Unmapped(name, f"DefaultAlarm/{tag}", "not checked by Vigil"))
     for k, ctx in enumerate(contexts):
-        mapped = _context(ctx, name, k, mission, unmapped, where, src)
+        mapped = _context(ctx, name, k, view, unmapped, where, src)
         if mapped is not None:
             alarm.contexts.append(mapped)
     if not (alarm.ranges or alarm.contexts or alarm.is_enum):
@@ -257,23 +359,25 @@ def _bound(el, inclusive: str, exclusive: str, direction: int, key: str, src: st
     return None
 
 
-def _enum_alarms(default, el, name, mission: Mission, alarm: ParameterAlarms, unmapped, where, src) -> None:
-    enum = mission.parameters[name].enumeration or {}
-    by_label = {label: raw for raw, label in enum.items()}
-    alarm.enum_default = _level(default.get("defaultAlarmLevel", "normal"), f"{where}@defaultAlarmLevel", src)
+def _enum_alarms(holder, el, name, view: _View, unmapped, where, src) -> tuple[int, dict[int, int]]:
+    """(level of unlisted states, raw value -> level) of an ``EnumerationAlarmList``."""
+    by_label = {label: raw for raw, label in view.enum.get(name, {}).items()}
+    default = _level(holder.get("defaultAlarmLevel", "normal"), f"{where}@defaultAlarmLevel", src)
+    levels = {}
     for item in el.iterfind("{*}EnumerationAlarm"):
         label = item.get("enumerationLabel")
         level = _level(item.get("alarmLevel", "normal"), f"{where}/EnumerationAlarm@alarmLevel", src)
         if label not in by_label:
             unmapped.append(Unmapped(name, f"EnumerationAlarm {label}", "label not in the enumeration list"))
             continue
-        alarm.enum_levels[by_label[label]] = level
+        levels[by_label[label]] = level
+    return default, levels
 
 
-def _context(ctx, name, k, mission: Mission, unmapped, where, src) -> ContextRanges | None:
+def _context(ctx, name, k, view: _View, unmapped, where, src) -> ContextRanges | None:
     element = f"ContextAlarm[{k}]"
     for attr in ("minViolations", "minConformance"):
-        if ctx.get(attr) is not None:
+        if ctx.get(attr) not in (None, "1"):
             unmapped.append(Unmapped(name, f"{element}@{attr}", "per-context debounce: the DefaultAlarm's is used"))
     match = ctx.find("{*}ContextMatch")
     if match is None:
@@ -286,66 +390,70 @@ def _context(ctx, name, k, mission: Mission, unmapped, where, src) -> ContextRan
         return None
     conditions = []
     for comp in comparisons:
-        cond, why = _condition(comp, mission)
+        cond, why = _condition(comp, name, view)
         if cond is None:
             unmapped.append(Unmapped(name, element, why))
             return None
         conditions.append(cond)
     static = ctx.find("{*}StaticAlarmRanges")
+    states = ctx.find("{*}EnumerationAlarmList")
     extra = [etree.QName(c).localname for c in ctx if isinstance(c.tag, str)]
-    for tag in set(extra) - {"StaticAlarmRanges", "ContextMatch"}:
+    for tag in set(extra) - {"StaticAlarmRanges", "ContextMatch", "EnumerationAlarmList"}:
         unmapped.append(Unmapped(name, f"{element}/{tag}", "not checked by Vigil"))
-    if static is None:
+    if static is None and states is None:
         return None
-    return ContextRanges(tuple(conditions), _ranges(static, name, element, unmapped, where, src))
+    ranges = {} if static is None else _ranges(static, name, element, unmapped, where, src)
+    if states is None:
+        return ContextRanges(tuple(conditions), ranges)
+    default, levels = _enum_alarms(ctx, states, name, view, unmapped, f"{where}/{element}", src)
+    return ContextRanges(tuple(conditions), ranges, levels, default)
 
 
-def _condition(comp, mission: Mission) -> tuple[Condition | None, str]:
-    ref = comp.get("parameterRef")
+def _condition(comp, near: str, view: _View) -> tuple[Condition | None, str]:
+    ref = comp.get("parameterRef", "")
     op = comp.get("comparisonOperator", "==")
     op = _OP_ALIASES.get(op, op)
     if op not in OPERATORS:
         return None, f"comparison operator {op!r}"
-    if ref not in mission.parameters:
+    channel = view.resolve(ref, near)
+    if channel is None:
         return None, f"context parameter {ref!r} is not a decoded channel"
-    enum = mission.parameters[ref].enumeration
+    enum = view.enum.get(channel)
     raw = comp.get("useCalibratedValue", "true").lower() == "false"
     text = comp.get("value", "")
     if enum:
         by_label = {label: v for v, label in enum.items()}
         if not raw and text in by_label:
-            return Condition(ref, op, float(by_label[text])), ""
+            return Condition(channel, op, float(by_label[text])), ""
         if not raw:
-            return None, f"{ref} has no state {text!r}"
+            return None, f"{ref} has no state {text!r} (states: {', '.join(by_label)})"
     elif raw:
         return None, f"comparison of {ref}'s uncalibrated value (channels hold calibrated values)"
     try:
-        return Condition(ref, op, float(text)), ""
+        return Condition(channel, op, float(text)), ""
     except ValueError:
         return None, f"value {text!r} of {ref} is not a number"
 
 
-def _rates(root, mission: Mission, out: XtceAlarms) -> None:
-    by_name = {lay.name: lay for lay in mission.layouts.values()}
+def _rates(root, view: _View, out: XtceAlarms) -> None:
     for cont in root.iterfind(".//{*}ContainerSet/{*}SequenceContainer"):
-        layout = by_name.get(cont.get("name"))
+        members = view.by_container.get(cont.get("name"))
         rate = cont.find("{*}DefaultRateInStream")
-        if layout is None or rate is None:
+        if members is None or rate is None:
             continue
-        element = f"SequenceContainer {layout.name}/DefaultRateInStream"
+        element = f"SequenceContainer {cont.get('name')}/DefaultRateInStream"
         if rate.get("basis", "perSecond") != "perSecond":
             out.unmapped.append(Unmapped("*", element, f"basis {rate.get('basis')!r}: only perSecond is checked"))
             continue
-        if rate.get("maximumValue") is not None:
-            out.unmapped.append(Unmapped("*", element, "maximumValue: too-fast packets are not checked"))
-        lo = rate.get("minimumValue")
-        if lo is None:
-            continue
-        hz = _float(lo, f"{element}@minimumValue", out.source)
-        if hz <= 0:
-            raise ConfigError("must be positive", key=f"{element}@minimumValue", source=out.source)
-        for p in layout.parameters:
-            out.rate_hz[p] = hz
+        for attr, table in (("minimumValue", out.rate_hz), ("maximumValue", out.rate_max_hz)):
+            text = rate.get(attr)
+            if text is None:
+                continue
+            hz = _float(text, f"{element}@{attr}", out.source)
+            if hz <= 0:
+                raise ConfigError("must be positive", key=f"{element}@{attr}", source=out.source)
+            for p in members:
+                table[p] = hz
 
 
 def _float(text: str, key: str, src: str) -> float:
@@ -375,13 +483,5 @@ def _level(text: str, key: str, src: str) -> int:
     return _XTCE_LEVELS[text]
 
 
-def _toml_str(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _toml_key(name: str) -> str:
-    return name if name.replace("_", "").replace("-", "").isalnum() else _toml_str(name)
-
-
-def _toml_float(value: float | None, open_side: str) -> str:
-    return open_side if value is None else repr(float(value))
+def _bound_value(value: float | None, open_side: float) -> float:
+    return open_side if value is None else float(value)

@@ -412,7 +412,7 @@ async function refreshIncidents() {
 async function refreshAudit() {
   const trail = await getJSON("/api/audit?limit=300");
   $("#audit").innerHTML = trail.reverse().map((e) =>
-    `<li>${esc(Object.entries(e).map(([k, v]) => `${k}=${typeof v === "number" && k.includes("time") ? fmtTime(v) : v}`).join(" "))}</li>`).join("");
+    `<li>${esc(Object.entries(e).filter(([k]) => !k.endsWith("_utc")).map(([k, v]) => `${k}=${typeof v === "number" && k.includes("time") ? fmtTime(v) : v}`).join(" "))}</li>`).join("");
 }
 
 async function refreshCounters() {
@@ -441,6 +441,7 @@ const latestSoon = throttle(refreshLatest, 1000);
 const alarmsSoon = throttle(async () => { await refreshAlarms(); await refreshIncidents(); }, 700);
 const plotSoon = throttle(drawSelected, 1500);
 const countersSoon = throttle(refreshCounters, 5000);
+const resyncSoon = throttle(refreshAll, 1000);  // a client that missed messages re-reads, at most once a second
 
 function connect(delay = 500) {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/live`);
@@ -450,7 +451,7 @@ function connect(delay = 500) {
     const msg = JSON.parse(ev.data);
     if (msg.type === "hello") return;
     if (msg.type === "values") { latestSoon(); if (state.selected) plotSoon(); countersSoon(); return; }
-    if (msg.type === "resync") { refreshAll(); return; }
+    if (msg.type === "resync") { resyncSoon(); return; }
     alarmsSoon(); latestSoon();
   };
   ws.onclose = () => {
