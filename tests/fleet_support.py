@@ -71,14 +71,14 @@ async def publish_constellation(urls, constellation, replicas: int = 3) -> None:
 
 
 def start_worker(urls, config_path: Path, folder: Path, name: str, lease_s=2.0, batch=20, crash=None,
-                 replicas=3) -> subprocess.Popen:  # fmt: skip
+                 replicas=3, extra=()) -> subprocess.Popen:  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("VIGIL_FLEET_CRASH", None)
     if crash:
         env["VIGIL_FLEET_CRASH"] = crash
     cmd = [sys.executable, "-m", "vigil.cli", "fleet", "worker", "--nats", ",".join(urls), "--config",
            str(config_path), "--name", name, "--lease-s", str(lease_s), "--batch", str(batch), "--replicas",
-           str(replicas), "--commit-log", str(folder / "commits.jsonl")]  # fmt: skip
+           str(replicas), "--commit-log", str(folder / "commits.jsonl"), *extra]  # fmt: skip
     log = open(folder / f"{name}.log", "ab")  # noqa: SIM115 - the process writes it
     try:
         return subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=ROOT)

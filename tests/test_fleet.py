@@ -76,8 +76,8 @@ def test_bad_message_is_counted_per_spacecraft_not_fatal():
     assert engine.applied_seq == len(msgs) + 2
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+@pytest.fixture
+def cluster(tmp_path_factory):  # a fresh cluster per test: the same data would be de-duplicated
     fs.need_nats()
     from vigil.fleet.cluster import LocalCluster
 
@@ -87,9 +87,15 @@ def cluster(tmp_path_factory):
     c.stop()
 
 
-def test_worker_killed_between_checkpoint_and_publish_is_taken_over_exactly(cluster, tmp_path):
+@pytest.mark.parametrize(
+    "crash, extra",
+    [("after_checkpoint:6", ()), ("mid_batch:9", ("--checkpoint-every-s", "1000"))],
+    ids=["between-checkpoint-and-publish", "mid-batch-long-after-its-checkpoint"],
+)
+def test_worker_killed_is_taken_over_exactly(cluster, tmp_path, crash, extra):
     """Worker A is SIGKILLed (by its own fault injection) after writing a checkpoint and before
-    publishing that batch's alarm changes; B takes the spacecraft over when A's lease expires,
+    publishing that batch's alarm changes (or, checkpointing rarely, in the middle of a batch long
+    after its last checkpoint, having published since); B takes the spacecraft over when A's lease expires,
     restores the checkpoint, publishes what A did not, and goes on. The alarm stream then holds
     exactly the reference's changes, numbered 1..N, and the checkpoints form one chain."""
     c = Constellation(n_spacecraft=4, n_channels=50, duration_s=150, seed=11)
@@ -101,8 +107,8 @@ def test_worker_killed_between_checkpoint_and_publish_is_taken_over_exactly(clus
     config = load_config(cfg_path)
     det, ident = fs.limits_detector(config), fs.identity_of(config)
     fs.run(fs.publish_constellation(cluster.urls, c))
-    a = fs.start_worker(cluster.urls, cfg_path, tmp_path, "A", crash="after_checkpoint:6")
-    fs.wait_for(lambda: a.poll() is not None, 120, "worker A reaching its 6th batch and killing itself")
+    a = fs.start_worker(cluster.urls, cfg_path, tmp_path, "A", crash=crash, extra=extra)
+    fs.wait_for(lambda: a.poll() is not None, 120, f"worker A reaching its crash point {crash} and killing itself")
     assert a.returncode == -signal.SIGKILL
     b = fs.start_worker(cluster.urls, cfg_path, tmp_path, "B")
     try:
@@ -117,8 +123,8 @@ def test_worker_killed_between_checkpoint_and_publish_is_taken_over_exactly(clus
         b.send_signal(signal.SIGTERM)
         b.wait(timeout=60)
     rows = fs.commits(tmp_path)
-    assert {r["owner"] for r in rows} == {"A", "B"}
-    assert fs.check_single_owner(rows) >= 1
+    assert "B" in {r["owner"] for r in rows}
+    assert fs.check_single_owner(rows) >= (1 if not extra else 0)
     assert b.returncode == 0, (tmp_path / "B.log").read_text()[-2000:]
 
 

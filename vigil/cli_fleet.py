@@ -132,6 +132,7 @@ def worker(
     lease_s: float = typer.Option(10.0, min=0.5, help="lease of a spacecraft: renewed every lease/4"),
     batch: int = typer.Option(100, min=1, max=10_000, help="messages applied per checkpoint"),
     replicas: int = typer.Option(3, min=1, max=5, help="stream and bucket replicas (1 on a single server)"),
+    checkpoint_every_s: float = typer.Option(0.0, min=0.0, help="checkpoint at most this often (0: every batch)"),
     commit_log: Path | None = typer.Option(None, help="append each checkpoint written (for tests)"),
 ) -> None:
     """Own spacecraft (leases), apply their telemetry and commands, checkpoint, publish alarms."""
@@ -142,6 +143,7 @@ def worker(
 
     cfg, detector, identity = load_model_for(config, model)
     opts = WorkerOptions(lease_s=lease_s, batch=batch, replicas=replicas, commit_log=commit_log,
+        checkpoint_every_s=checkpoint_every_s,
                          crash=os.environ.get("VIGIL_FLEET_CRASH"))  # fmt: skip
     w = Worker(_urls(nats), cfg, detector, identity, name=name, options=opts, log=lambda m: typer.echo(m, err=True))
 

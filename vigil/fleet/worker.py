@@ -8,7 +8,8 @@ previous holder's ``until`` has passed) that the owner renews every ``lease_s / 
 The owner, per batch of its spacecraft's messages (telemetry and operator commands, in stream
 order): applies them (:class:`~vigil.fleet.engine.SpacecraftEngine`), writes the checkpoint with
 the applied stream sequence (an update at the checkpoint's expected revision: a stale owner's
-write is refused, and that owner drops the spacecraft), then publishes the outbox to
+write is refused, and that owner drops the spacecraft; with ``checkpoint_every_s`` at most that
+often: replay is exact, so a longer interval only costs replay at a takeover), then publishes the outbox to
 ``vigil.alarms.<SC>`` (each publish names the subject's last sequence it expects, and carries
 ``Vigil-Out-Last``, the last change number it holds; a new owner skips changes already there).
 So a crash anywhere (mid-batch, between checkpoint and publish) loses nothing and repeats nothing.
@@ -43,6 +44,7 @@ class Lost(Exception):
 class WorkerOptions:
     lease_s: float = 10.0
     batch: int = 100
+    checkpoint_every_s: float = 0.0  # 0: after every batch
     idle_flush_s: float = 1.0
     status_every_s: float = 1.0
     replicas: int = 3
@@ -193,6 +195,7 @@ class Worker:
             alarm_seq, out_last = await self._last_published(sc)
             alarm_seq, out_last = await self._publish(sc, engine, alarm_seq, out_last)
             cseq, caught_up, idle_since, last_status = 0, False, time.monotonic(), 0.0
+            ck_first, ck_at = engine.applied_seq + 1, time.monotonic()
             while not own.release:
                 if sub is None:
                     sub, cseq = await self._subscribe(sc, engine.applied_seq + 1), 0
@@ -206,9 +209,8 @@ class Worker:
                         continue
                     if engine.monitor.counters()["pending"] and time.monotonic() - idle_since > self.opt.idle_flush_s:
                         engine.idle()
-                        ck_rev = await self._checkpoint(
-                            sc, own, engine, ck_rev, engine.applied_seq + 1, engine.applied_seq
-                        )
+                        ck_rev = await self._checkpoint(sc, own, engine, ck_rev, ck_first, engine.applied_seq)
+                        ck_first, ck_at = engine.applied_seq + 1, time.monotonic()
                         alarm_seq, out_last = await self._publish(sc, engine, alarm_seq, out_last)
                     continue
                 except Exception as err:  # noqa: BLE001 - consumer lost with a server: start it again
@@ -223,17 +225,20 @@ class Worker:
                 caught_up = msgs[-1].metadata.num_pending == 0
                 idle_since = time.monotonic()
                 batch = [(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
-                first = engine.applied_seq + 1
                 engine.apply(batch)
                 self._batches += 1
                 nth = self._batches
                 self._maybe_crash("mid_batch", nth)
-                ck_rev = await self._checkpoint(sc, own, engine, ck_rev, first, engine.applied_seq)
-                self._maybe_crash("after_checkpoint", nth)
+                if time.monotonic() - ck_at >= self.opt.checkpoint_every_s:
+                    ck_rev = await self._checkpoint(sc, own, engine, ck_rev, ck_first, engine.applied_seq)
+                    ck_first, ck_at = engine.applied_seq + 1, time.monotonic()
+                    self._maybe_crash("after_checkpoint", nth)
                 alarm_seq, out_last = await self._publish(sc, engine, alarm_seq, out_last)
                 if time.monotonic() - last_status > self.opt.status_every_s:
                     last_status = time.monotonic()
                     await self._status(sc, engine)
+            if ck_first <= engine.applied_seq:  # applied since the last checkpoint: write it before handing over
+                ck_rev = await self._checkpoint(sc, own, engine, ck_rev, ck_first, engine.applied_seq)
             await self._status(sc, engine)
             await self.layout.leases.delete(sc, last=own.lease_rev)
             self.log(f"{sc}: handed over at stream sequence {engine.applied_seq}")
