@@ -1,4 +1,5 @@
-"""``vigil bench fleet``: the fleet on this machine: throughput with 1, 2 and 4 workers, failover time.
+"""``vigil bench fleet``: the fleet on this machine: throughput with 1, 2 and 4 workers, alarm
+latency, failover time.
 
 Each run starts a fresh NATS cluster on 127.0.0.1, publishes a generated constellation and starts
 worker processes (``vigil fleet worker``). Figures:
@@ -6,6 +7,10 @@ worker processes (``vigil fleet worker``). Figures:
 * **channel-samples/s**: samples of the constellation divided by the time from the first to the
   last checkpoint any worker wrote (worker start-up excluded); scaling efficiency = rate with k
   workers / (k x rate with 1);
+* **alarm latency**: with 2 workers caught up, frames are published live at 1 Hz (generation
+  time = wall time) with one out-of-limits sample injected per second; latency is from publishing
+  that frame to its ``raised`` change arriving on the alarm stream (what the console reads). A row
+  is final when the next frame (or the 1 s idle flush) arrives, so one frame period is inherent;
 * **failover**: one worker is SIGKILLed mid-run; the time from the kill to the first checkpoint a
   new owner writes for one of its spacecraft (lease expiry + restore + replay of one batch).
 """
@@ -120,6 +125,84 @@ def throughput(c: Constellation, workers: int, servers: int, lease_s: float, bat
             cluster.stop()
 
 
+async def _live(urls, c: Constellation, seconds: int, replicas: int, inject: bool = True) -> list[float]:
+    """Publish ``seconds`` of live frames with one injected limit violation each; latencies (s)."""
+    from vigil.fleet.bus import Layout, connect
+    from vigil.fleet.publish import Publisher
+
+    nc = await connect(urls, "bench-live", lambda m: None, retry=False)
+    js = nc.jetstream(timeout=30)
+    layout = await Layout.ensure(js, replicas)
+    for sc in c.names:
+        await layout.register(sc)
+    sent: dict[tuple[str, float], float] = {}
+    got: list[float] = []
+
+    async def on_change(msg) -> None:
+        body = json.loads(msg.data)
+        for item in body["items"]:
+            e = item.get("entry")
+            if item["kind"] == "audit" and e["action"] == "raised" and (body["sc"], e["time"]) in sent:
+                got.append(time.time() - sent[(body["sc"], e["time"])])
+
+    sub = await nc.subscribe("vigil.alarms.*", cb=on_change)
+    pubs = {sc: Publisher(js, sc) for sc in c.names}
+    hi = c.config().channels[c.channels[1]].limits.critical[1]
+    for i in range(seconds):
+        t = float(int(time.time()))
+        victim = c.names[i % len(c.names)]
+        for sc in c.names:
+            v = c.values(sc)[i % c.duration_s].copy()
+            if inject and sc == victim and i % 2 == 0:  # every other second: an alarm, then back to normal
+                v[1] = hi * 2 + 1
+            ok = np.isfinite(v)
+            await pubs[sc].send(t, np.array(c.channels)[ok].tolist(), v[ok].tolist(), received=time.time())
+            if inject and sc == victim and i % 2 == 0:
+                sent[(sc, t)] = time.time()
+        for p in pubs.values():
+            await p.flush()
+        await asyncio.sleep(max(0.0, t + 1 - time.time()))
+    deadline = time.monotonic() + (15 if inject else 0)
+    while len(got) < len(sent) and time.monotonic() < deadline:  # the last ones still on their way
+        await asyncio.sleep(0.2)
+    await sub.unsubscribe()
+    await nc.close()
+    return got
+
+
+def latency(c: Constellation, servers: int, seconds: int = 40) -> dict:
+    """Alarm latency with 2 workers on live 1 Hz frames (see the module docstring)."""
+    replicas = 3 if servers >= 3 else 1
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-fleet-") as tmp:
+        folder = Path(tmp)
+        (folder / "config.toml").write_text(c.config_toml())
+        cluster = LocalCluster(servers, folder=folder / "nats").start()
+        procs = []
+        try:
+            cluster.wait_ready()
+            procs = [_worker(cluster.urls, folder / "config.toml", folder, f"w{i}", 5.0, 100, replicas)
+                     for i in range(2)]  # fmt: skip
+            for attempt in range(3):  # warm up: the workers own every spacecraft (a new cluster may time out)
+                try:
+                    asyncio.run(_live(cluster.urls, c, 10, replicas, inject=False))
+                    break
+                except Exception:  # noqa: BLE001 - tried again; the third failure is raised
+                    if attempt == 2:
+                        raise
+            _wait(lambda: len({r["sc"] for r in _commits(folder)}) == len(c.names), 300)
+            lat = np.array(asyncio.run(_live(cluster.urls, c, seconds, replicas)))
+            return {"alarms": int(lat.size), "expected": (seconds + 1) // 2,
+                    "p50_s": round(float(np.median(lat)), 3) if lat.size else None,
+                    "p99_s": round(float(np.quantile(lat, 0.99)), 3) if lat.size else None,
+                    "max_s": round(float(lat.max()), 3) if lat.size else None}  # fmt: skip
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+            cluster.stop()
+
+
 def run_benchmark(out: Path, spacecraft: int = 16, channels: int = 200, duration_s: int = 300,
                   workers: tuple[int, ...] = (1, 2, 4), servers: int = 3) -> dict:  # fmt: skip
     """The figures above, written to ``out`` (JSON) and returned."""
@@ -129,10 +212,11 @@ def run_benchmark(out: Path, spacecraft: int = 16, channels: int = 200, duration
     for r in runs:
         r["efficiency"] = round(r["samples_per_s"] / (r["workers"] * base), 2)
     failover = throughput(c, 2, servers, lease_s=5.0, batch=20, kill=True)
+    alarm_latency = latency(c, servers)
     result = {
         "machine": f"{os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d"),
         "constellation": f"{spacecraft} spacecraft x {channels} channels x {duration_s} s at 1 Hz",
-        "servers": servers, "runs": runs, "failover": failover,
+        "servers": servers, "runs": runs, "failover": failover, "alarm_latency": alarm_latency,
     }  # fmt: skip
     out.write_text(json.dumps(result, indent=1))
     return result
