@@ -145,3 +145,58 @@ def test_worker_that_cannot_reach_nats_says_so_and_retries(tmp_path):
         w.kill()
         w.wait()
     time.sleep(0)
+
+
+def _post(url: str, headers: dict, data: bytes) -> tuple[int, dict | None]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310 - 127.0.0.1
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, None
+
+
+def test_console_verbs_need_the_token_same_origin_and_a_small_body(cluster, tmp_path):
+    """``vigil serve --nats``: a verb is 202 once stored (a retry with the same key is stored once);
+    401 without the token, 403 from another origin, 413 for a large body, 400 for a foreign Host."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from vigil.fleet.cluster import free_ports
+
+    c = Constellation(n_spacecraft=2, n_channels=5, duration_s=60, seed=1)
+    fs.run(fs.publish_constellation(cluster.urls, c))
+    port, token = free_ports(1)[0], "console-test-token-0123456789"
+    (tmp_path / "token").write_text(token)
+    cmd = [sys.executable, "-m", "vigil.cli", "serve", "--nats", ",".join(cluster.urls), "--port", str(port),
+           "--token-file", str(tmp_path / "token")]  # fmt: skip
+    with open(tmp_path / "console.log", "wb") as log:
+        console = subprocess.Popen(cmd, stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(fs.ROOT)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def fleet():
+            with urllib.request.urlopen(base + "/api/fleet", timeout=5) as r:  # noqa: S310
+                return [row["spacecraft"] for row in json.loads(r.read())]
+
+        assert fs.wait_for(fleet, 60, "the console listing the fleet") == ["SAT-00", "SAT-01"]
+        url = base + "/api/fleet/SAT-00/alarms/1/acknowledge"
+        body = json.dumps({"comment": "seen"}).encode()
+        auth = {"Authorization": f"Bearer {token}", "Idempotency-Key": "req-1"}
+        assert _post(url, {}, body)[0] == 401
+        assert _post(url, {**auth, "Origin": "http://evil.example"}, body)[0] == 403
+        assert _post(url, auth, json.dumps({"comment": "x" * 20_000}).encode())[0] == 413
+        assert _post(url, {**auth, "Host": "evil.example"}, body)[0] == 400
+        assert _post(base + "/api/fleet/NOPE/alarms/1/acknowledge", auth, body)[0] == 404
+        first, again = _post(url, auth, body), _post(url, {**auth, "Origin": base}, body)
+        assert first[0] == again[0] == 202
+        assert first[1]["duplicate"] is False and again[1]["duplicate"] is True
+        assert first[1]["seq"] == again[1]["seq"]
+    finally:
+        console.terminate()
+        console.wait(timeout=30)

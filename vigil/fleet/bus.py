@@ -82,6 +82,22 @@ async def _bucket(js, replicas: int, bucket: str, **config):
     return await js.key_value(bucket)
 
 
+async def _leader(js, stream: str, timeout_s: float = 30.0) -> None:
+    """Wait until a new replicated stream has elected its leader (it answers no publish before)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            info = await js.stream_info(stream)
+            if info.cluster is None or info.cluster.leader:
+                return
+        except Exception:  # noqa: BLE001 - not answering yet: the election is under way
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.2)
+
+
 class Layout:
     """The fleet's streams and buckets, created when missing (replicated 3 times in a cluster)."""
 
@@ -98,6 +114,8 @@ class Layout:
         await _add_stream(
             js, r, name=p.ALARM_STREAM, subjects=["vigil.alarms.*"], duplicate_window=p.DUPLICATE_WINDOW_S
         )
+        for name in (p.IN_STREAM, p.ALARM_STREAM):
+            await _leader(js, name)
         kv = {
             "leases": await _bucket(js, r, p.LEASES),
             "workers": await _bucket(js, r, p.WORKERS),

@@ -29,6 +29,8 @@ from vigil.fleet.bus import Layout, Mirror, connect
 
 _REQUEST = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 BODY = Body(default_factory=dict)
+#: Largest verb body accepted (bytes).
+MAX_BODY = 16_384
 #: Most command results remembered for ``/results`` (the alarm stream keeps them all).
 MAX_RESULTS = 100_000
 
@@ -137,6 +139,21 @@ def create_fleet_app(urls: list[str], token: str, allowed_hosts: list[str] | Non
 
     app = FastAPI(title="Vigil fleet console", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.middleware("http")(token_middleware(token))
+
+    @app.middleware("http")
+    async def bounded_and_same_origin(request, call_next):
+        """A verb's body is small; a page from another origin may not post verbs (its Origin says so)."""
+        from fastapi.responses import JSONResponse
+
+        if request.method == "POST":
+            if int(request.headers.get("content-length") or 0) > MAX_BODY:
+                return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, status_code=413)
+            origin = request.headers.get("origin")
+            host = request.headers.get("host", "")
+            if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+                return JSONResponse({"detail": f"origin {origin!r} may not change alarms here"}, status_code=403)
+        return await call_next(request)
+
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.state.view = view
