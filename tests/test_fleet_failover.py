@@ -106,10 +106,14 @@ def test_three_workers_under_kills_stalls_and_leader_loss_match_the_reference(tm
                 mine = {r["sc"] for r in rows if r["owner"] == "W3"}
                 if mine:
                     procs["W3"].send_signal(signal.SIGSTOP)
-                    steps["stop"] = (len(rows), mine)
+                    steps["stop"] = (len(rows), mine, time.monotonic())
             elif steps["stop"] is not None and not steps["stopped"]:
-                n, mine = steps["stop"]
-                if any(r["sc"] in mine and r["owner"] != "W3" for r in rows[n:]):
+                n, mine, since = steps["stop"]
+                # Resumed once another owner committed for one of its spacecraft (or, should its
+                # spacecraft have had nothing left to commit, well past its lease).
+                if any(r["sc"] in mine and r["owner"] != "W3" for r in rows[n:]) or (
+                    time.monotonic() - since > 8 * LEASE_S
+                ):
                     procs["W3"].send_signal(signal.SIGCONT)
                     steps["stopped"] = True
             if steps["leader"] is None and len(rows) > 0.35 * expected_commits:
