@@ -71,9 +71,9 @@ def server(
         leader = cluster.wait_ready()
         typer.echo(f"NATS JetStream ({servers} server{'s' if servers > 1 else ''}, leader {leader}): "
                    f"--nats {','.join(cluster.urls)}")  # fmt: skip
-        signal.sigwait({signal.SIGINT, signal.SIGTERM}) if hasattr(signal, "sigwait") else None
-    except KeyboardInterrupt:
-        pass
+        stop = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # the servers started before keep the default mask
+        signal.sigwait(stop)
     finally:
         cluster.stop()
 

@@ -122,6 +122,8 @@ class Layout:
             "ckpt": await _bucket(js, r, p.CHECKPOINTS, max_value_size=p.MAX_CHECKPOINT_BYTES),
             "fleet": await _bucket(js, r, p.FLEET),
         }
+        for bucket in (p.LEASES, p.WORKERS, p.CHECKPOINTS, p.FLEET):
+            await _leader(js, f"KV_{bucket}")
         return cls(js, r, kv)
 
     async def register(self, sc: str, info: dict | None = None) -> None:
