@@ -38,7 +38,7 @@ def _feed(writer: ArchiveWriter, time, values, scores, rows: int) -> None:
 
 @pytest.mark.parametrize("rows,flush_cells", [(7, 50), (100, 10_000_000)])
 def test_every_sample_comes_back_exactly_in_any_chunking(tmp_path, rows, flush_cells):
-    time, values, scores = _stream(9000, 3)  # 2.5 hours: two closed hours get merged
+    time, values, scores = _stream(9000, 3)  # 2.5 hours: three hour files
     names = ("A", "B", "C")
     with ArchiveWriter(tmp_path, names, flush_cells=flush_cells, flush_span_s=1e9) as writer:
         _feed(writer, time, values, scores, rows)
@@ -54,8 +54,7 @@ def test_every_sample_comes_back_exactly_in_any_chunking(tmp_path, rows, flush_c
     block = reader.block()
     assert block.channels == names
     np.testing.assert_array_equal(block.values, values)
-    # the closed hours were merged into one file each; the open hour may still be chunks
-    assert len(reader.chunks(T0, T0 + 7199)) == 2
+    assert len(reader.files()) == 3 and len(reader.files(T0 + 3600, T0 + 3700)) == 1
 
 
 def test_a_span_and_a_decimated_span_keep_the_spike(tmp_path):
@@ -77,7 +76,7 @@ def test_a_reader_given_the_writer_sees_what_is_not_on_disk_yet(tmp_path):
         writer.append(T0 + np.arange(10.0), np.arange(10.0)[:, None])
         writer.append(T0 + 10 + np.arange(5.0), np.arange(5.0)[:, None])
         writer.sync()
-        assert not list(tmp_path.rglob("*.arrow"))
+        assert not list(tmp_path.rglob("*.arrows"))
         assert ArchiveReader(tmp_path).read("X")["time"].size == 0
         got = ArchiveReader(tmp_path, writer).read("X", T0 + 8)
         assert got["time"].tolist() == [T0 + k for k in range(8, 15)]
@@ -94,19 +93,22 @@ def test_retention_deletes_whole_days_older_than_the_limit(tmp_path):
     assert ArchiveReader(tmp_path).read("X")["time"][0] == T0 + 2 * DAY
 
 
-def test_a_merge_cut_short_reads_no_sample_twice(tmp_path):
-    time, values, scores = _stream(4000, 2)
-    with ArchiveWriter(tmp_path / "a", ("A", "B"), flush_cells=400, flush_span_s=1e9) as writer:
+def test_a_file_torn_by_a_crash_is_read_up_to_its_last_whole_chunk_and_a_restart_writes_anew(tmp_path):
+    time, values, scores = _stream(1000, 2)
+    with ArchiveWriter(tmp_path, ("A", "B"), flush_cells=200) as writer:  # chunks of 100 rows
         _feed(writer, time, values, scores, 100)
-    with ArchiveWriter(tmp_path / "b", ("A", "B"), flush_cells=400, flush_span_s=1e9) as writer:
-        writer._merge_closed_hours = lambda path, hour: None  # never merge: chunks only
-        _feed(writer, time, values, scores, 100)
-    # the merged hour file and the chunks it came from, side by side (a crash between rename and unlink)
-    for chunk in (tmp_path / "b" / day_of(T0)).glob("*.arrow"):
-        if float(chunk.stem.split("_")[1]) < T0 + 3600:
-            shutil.copy(chunk, tmp_path / "a" / day_of(T0) / chunk.name)
-    got = ArchiveReader(tmp_path / "a").read("A")
-    np.testing.assert_array_equal(got["time"], time[np.isfinite(values[:, 0])])
+    (path,) = ArchiveReader(tmp_path).files()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 4])  # killed while appending
+    got = ArchiveReader(tmp_path).read("A")
+    kept = int(got["time"][-1] - T0) // 100 * 100 + 100  # whole 100-row chunks
+    assert 500 <= kept < 1000
+    np.testing.assert_array_equal(got["time"], time[:kept][np.isfinite(values[:kept, 0])])
+    later, more, more_scores = _stream(100, 2, seed=1, start=T0 + 1000)
+    with ArchiveWriter(tmp_path, ("A", "B")) as writer:  # the restart: a new file, the torn one untouched
+        _feed(writer, later, more, more_scores, 100)
+    assert len(ArchiveReader(tmp_path).files()) == 2
+    assert ArchiveReader(tmp_path).read("A", T0 + 1000)["time"].size == np.isfinite(more[:, 0]).sum()
 
 
 def test_a_failing_disk_is_counted_not_raised(tmp_path):

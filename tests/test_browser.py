@@ -93,10 +93,14 @@ def test_alarms_appear_live_and_acknowledge_with_token(console, page, tmp_path):
     page.click("#verb-ok")
     page.fill("#token-input", TOKEN)
     page.click("#token-ok")
-    page.locator(f"#alarms tr.state-active[data-id='{alarm_id}']").wait_for(state="detached", timeout=10_000)
-    alarm = demo.manager.get(alarm_id)
-    assert alarm.acknowledged_by == "operator" and alarm.acknowledged_comment == "seen by the browser test"
-    assert alarm.state in ("acknowledged", "cleared", "latched")
+    # The replay runs on (150x): the alarm may return to normal and be raised again (a new occurrence
+    # needs a new acknowledgement), so the audit trail, not the row's state, says what the page did.
+    deadline = time.monotonic() + 10
+    while not [e for e in demo.manager.audit(alarm_id) if e.action == "acknowledged"]:
+        assert time.monotonic() < deadline, "the acknowledgement did not reach the server"
+        time.sleep(0.1)
+    (ack,) = [e for e in demo.manager.audit(alarm_id) if e.action == "acknowledged"]
+    assert (ack.user, ack.comment) == ("operator", "seen by the browser test")
 
     # Select the alarm's channel: its plot (uPlot canvas) appears with the channel's name.
     page.locator("#alarms tbody tr.alarm").first.click()

@@ -157,3 +157,44 @@ def test_fit_from_the_archive_saves_a_model(tmp_path):
     empty = run(app, [*args, "--start", "0", "--end", "10"])
     assert empty.exit_code == 2 and "no archived samples" in empty.output
     assert run(app, [*args, "--start", "yesterday", "--end", "10"]).exit_code == 2
+
+
+def test_monitor_keeps_an_archive_notifies_and_the_archive_refits(tmp_path):
+    """End to end as the README says: vigil monitor (archive by default, [notify]), then vigil fit."""
+    import subprocess
+    import sys
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[channels.P]\nsubsystem = "prop"\nrate_hz = 1.0\n[channels.P.limits]\nwarning = [-1, 1]\n'
+        '[notify]\nurls_env = "TEST_HOOK"\ngroup_window_s = 0\n'
+    )
+    data = tmp_path / "p.csv"
+    data.write_text(
+        "".join(f"{1_764_460_800 + t},P,{5.0 if 100 <= t < 105 else 0.1 * np.sin(t / 9)}\n" for t in range(600))
+    )
+    store = tmp_path / "v.sqlite"
+    env = {**__import__("os").environ, "TEST_HOOK": f"json://127.0.0.1:{hook.server_address[1]}/h"}
+    args = ["--config", str(cfg), "--source", f"file:{data}", "--speed", "max", "--store", str(store)]
+    out = subprocess.run([sys.executable, "-m", "vigil.cli", "monitor", *args], capture_output=True, text=True,
+                         timeout=180, env=env)  # fmt: skip
+    hook.shutdown()
+    assert out.returncode == 0, out.stderr
+    assert [m["title"] for m in received] == ["Vigil: WARNING P"]
+    fitted = run(app, ["fit", "--config", str(cfg), "--archive", f"{store}.archive", "--start", "0",
+                       "--end", "2e9", "--out", str(tmp_path / "m")])  # fmt: skip
+    assert fitted.exit_code == 0 and "1 channels fitted on 600 archived rows" in fitted.output, fitted.output

@@ -136,7 +136,7 @@ def test_tcp_source_reports_a_runaway_line_and_goes_on():
     finally:
         src.close()
     assert got[0] == Record(0.0, "a", 1.0) and got[2] == Record(1.0, "a", 2.0)
-    assert isinstance(got[1], BadRecord) and got[1].reason == f"line longer than {MAX_LINE} characters"
+    assert isinstance(got[1], BadRecord) and got[1].reason == f"line longer than {MAX_LINE} bytes"
     assert got[1].line == 2
 
 

@@ -1,6 +1,7 @@
-"""``vigil alarms``: list, acknowledge, shelve, unshelve, clear and export alarms, against a running
-server (``--server``, the token from ``--token-file`` or ``VIGIL_API_TOKEN``, as the API takes it)
-or a store file that no monitor has open (``--store``)."""
+"""``vigil alarms``: list, acknowledge, shelve, unshelve, clear, comment and export alarms, against a
+running server (``--server``, the token from ``--token-file`` or ``VIGIL_API_TOKEN``, as the API takes
+it) or a store file that no monitor has open (``--store``); mark an alarm's episode nominal (and
+withdraw that) against a running server only, whose monitor holds the samples and judges the stream."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import typer
 
-alarms_app = typer.Typer(help="Alarms: list, acknowledge, shelve, unshelve, clear, export.")
+alarms_app = typer.Typer(help="Alarms: list, acknowledge, shelve, unshelve, clear, comment, mark nominal, export.")
 
 SERVER = typer.Option(None, help="a running server, e.g. http://127.0.0.1:8000 (else the store is used)")
 STORE = typer.Option(Path("vigil.sqlite"), help="alarm store (SQLite file) when no --server is given")
@@ -174,6 +175,53 @@ def clear(
 ) -> None:
     """Clear an alarm whose channel has returned to normal."""
     _verb(alarm_id, "clear", {"user": user}, server, store, token_file)
+
+
+@alarms_app.command("comment")
+def comment(
+    alarm_id: int = typer.Argument(..., min=1),
+    text: str = typer.Argument(..., help="the note"),
+    user: str = USER,
+    server: str | None = SERVER,
+    store: Path = STORE,
+    token_file: Path | None = TOKEN_FILE,
+) -> None:
+    """Add a note to an alarm (kept in its audit trail, shown in the console)."""
+    if not text.strip():
+        _fail("the note is empty")
+    _verb(alarm_id, "comment", {"user": user, "comment": text}, server, store, token_file)
+
+
+@alarms_app.command("mark-nominal")
+def mark_nominal(
+    alarm_id: int = typer.Argument(..., min=1),
+    comment: str = typer.Option(..., help="why the episode is nominal (required, audited)"),
+    user: str = USER,
+    server: str = typer.Option(..., help="the running server whose monitor raised the alarm"),
+    token_file: Path | None = TOKEN_FILE,
+) -> None:
+    """Mark an alarm's episode nominal: when it recurs on that channel it does not alarm (needs the
+    running server: its monitor holds the episode's samples and judges the stream)."""
+    if not comment.strip():
+        _fail("--comment must say why the episode is nominal")
+    mark = _post(server, f"/api/alarms/{alarm_id}:mark-nominal", {"user": user, "comment": comment}, token_file)
+    from vigil.model import printable
+
+    typer.echo(printable(f"pattern {mark['id']} of {mark['channel']} from alarm #{alarm_id}: {mark['explanation']}"))
+
+
+@alarms_app.command("unmark-nominal")
+def unmark_nominal(
+    alarm_id: int = typer.Argument(..., min=1),
+    comment: str = typer.Option("", help="why"),
+    user: str = USER,
+    server: str = typer.Option(..., help="the running server"),
+    token_file: Path | None = TOKEN_FILE,
+) -> None:
+    """Withdraw the nominal pattern marked from an alarm: its episode alarms again when it recurs."""
+    removed = _post(server, f"/api/alarms/{alarm_id}:unmark-nominal", {"user": user, "comment": comment}, token_file)
+    for p in removed:
+        typer.echo(f"pattern {p['id']} of {p['channel']} withdrawn")
 
 
 @alarms_app.command("export")

@@ -240,6 +240,58 @@ class AlarmManager:
         self._publish(publish)
         return alarm
 
+    def comment(self, alarm_id: int, user: str, comment: str) -> Alarm:
+        """Add an operator's note to an alarm, finished or not (kept in the audit trail, like a verb)."""
+        if not comment.strip():
+            raise AlarmError("a note needs text")
+        with self._step():
+            alarm = self._any(alarm_id)
+            self._note(alarm, "commented", user, comment)
+            events, publish = self._commit()
+        self._publish(publish)
+        return alarm
+
+    def mark_nominal(self, alarm_id: int, user: str, comment: str, pattern: dict[str, Any]) -> dict[str, Any]:
+        """The operator judged the alarm's episode nominal: keep ``pattern`` (from
+        :func:`vigil.detect.nominal.episode_pattern`) in the store with the audit entry, in one
+        transaction. Returns the stored pattern (with its ``id``). A comment (why) is required."""
+        if not comment.strip():
+            raise AlarmError("marking an alarm nominal needs a comment saying why")
+        add = getattr(self.store, "add_nominal_pattern", None)
+        if add is None:
+            raise AlarmError("this alarm store does not keep nominal patterns")
+        with self._step():
+            alarm = self._any(alarm_id)
+            now = self.clock()
+            record = {**pattern, "user": user, "wall_time": now, "comment": comment}
+            with self.store.transaction():
+                record["id"] = add(alarm.channel, alarm.id, record)
+                self._note(alarm, "marked nominal", user, f"pattern {record['id']}: {comment}")
+                events, publish = self._commit()
+        self._publish(publish)
+        return {**record, "channel": alarm.channel, "alarm_id": alarm.id, "active": True}
+
+    def unmark_nominal(self, alarm_id: int, user: str, comment: str = "") -> list[dict[str, Any]]:
+        """Withdraw the nominal patterns marked from this alarm (audited). Returns them."""
+        patterns = getattr(self.store, "nominal_patterns", None)
+        if patterns is None:
+            raise AlarmError("this alarm store does not keep nominal patterns")
+        with self._step():
+            alarm = self._any(alarm_id)
+            found = [p for p in patterns() if p["alarm_id"] == alarm.id]
+            if not found:
+                raise AlarmError(f"alarm {alarm_id} is not marked nominal")
+            now = self.clock()
+            with self.store.transaction():
+                for p in found:
+                    p.update(removed_by=user, removed_at=now, active=False)
+                    self.store.set_nominal_active(p["id"], False, p)
+                ids = ", ".join(str(p["id"]) for p in found)
+                self._note(alarm, "unmarked nominal", user, f"pattern {ids}" + (f": {comment}" if comment else ""))
+                events, publish = self._commit()
+        self._publish(publish)
+        return found
+
     # --- queries ------------------------------------------------------------------------------
     def get(self, alarm_id: int) -> Alarm:
         """The alarm with that id, finished or not; raises :class:`UnknownAlarmError`."""
@@ -884,6 +936,21 @@ class AlarmManager:
         if self.store.get_alarm(int(alarm_id)) is not None:
             raise AlarmError(f"cannot {verb} alarm {alarm_id}: it is cleared")
         raise UnknownAlarmError(f"no alarm {alarm_id}")
+
+    def _any(self, alarm_id: int) -> Alarm:
+        """The alarm, finished or not, for a note (nothing of its lifecycle changes)."""
+        alarm = self._alarms.get(int(alarm_id))
+        if alarm is None:
+            alarm = self.store.get_alarm(int(alarm_id))
+        if alarm is None:
+            raise UnknownAlarmError(f"no alarm {alarm_id}")
+        return self._synced(alarm)
+
+    def _note(self, alarm: Alarm, action: str, user: str, comment: str) -> None:
+        """An audit entry and an event that change no state (a note, a nominal mark), not annunciated."""
+        now = self.clock()
+        self._pending.audit.append(AuditEntry(alarm.id, now, user, action, alarm.state, alarm.state, comment, now))
+        self._pending.events.append(AlarmEvent(action, alarm.id, now, alarm.to_dict(), False))
 
     def _stored(self, key: str) -> Alarm | None:
         """The stored alarm with that key (a replay after a restart); ``None`` if the store cannot say."""

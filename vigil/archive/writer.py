@@ -1,17 +1,19 @@
 """Writing the archive from a thread of its own, so the monitor only hands over its scored blocks.
 
-Layout: ``ROOT/YYYY-MM-DD/<t0>_<t1>.arrow``, one folder per UTC day of the stream's clock, one
-Arrow IPC file (Feather v2, uncompressed by default) per *chunk* (the rows buffered between two writes);
-``ROOT/channels-<digest>.json`` lists the channels a chunk's rows follow. A chunk has one row per channel,
-in the monitor's column order, whose list cells hold the chunk's samples in time order: ``value`` (float64, NaN
-where the channel had no sample), ``expected``, ``low``, ``high`` (float32, the detector's band) and
-``level`` (int8). Row 0 (channel ``""``) holds the chunk's times in its ``value`` cell. A reader
-maps the file and touches only the rows it reads. Why Arrow IPC rather than Parquet, DuckDB or SQLite: ``docs/archive.md`` (measured).
+Layout: ``ROOT/YYYY-MM-DD/<hour start>_<writer id>.arrows``: one folder per UTC day of the stream's
+clock, one Arrow IPC *stream* file per hour (and per start of the writer, so a restart never
+appends to a file a crash may have torn), uncompressed by default; ``ROOT/channels-<digest>.json``
+lists the channels the rows follow. The writer buffers blocks and appends them to the hour's file
+as one record batch per *chunk*: one row per channel (row 0, channel ``""``, holds the times), in
+the monitor's column order, whose list cells hold the chunk's samples in time order: ``value``
+(float64, NaN where the channel had no sample), ``expected``, ``low``, ``high`` (float32, the
+detector's band) and ``level`` (int8). Readers map the file and touch only the rows they read.
 
-The monitor's thread only copies the block into a bounded queue (:meth:`ArchiveWriter.append`); when
-the queue is full it waits for the writer (a sample the monitor accepted is never dropped by the
-archive while the writer works). A writer that failed counts what it could not keep (``dropped``)
-and says why (``last_error``); it never raises into the monitor.
+The monitor's thread only copies the block into a queue bounded in cells
+(:meth:`ArchiveWriter.append`); when the queue is full it waits for the writer (a sample the
+monitor accepted is never dropped by the archive while the writer works). A writer that failed
+counts what it could not keep (``dropped``) and says why (``last_error``); it never raises into
+the monitor.
 """
 
 from __future__ import annotations
@@ -39,10 +41,8 @@ TIME_ROW = ""
 #: The per-sample fields and their stored types.
 FIELDS = (("value", pa.float64()), ("expected", pa.float32()), ("low", pa.float32()), ("high", pa.float32()),
           ("level", pa.int8()))  # fmt: skip
-BYTES_PER_SAMPLE = 21  # value 8 + expected/low/high 4 each + level 1, before compression
-#: Bytes of samples per record batch. Uncompressed files are read memory-mapped, so a reader of one
-#: channel touches only its row's pages: big batches cost it nothing and save the writer Python calls.
-BATCH_BYTES = 8_000_000
+#: Most rows in one chunk, whatever the channel count.
+MAX_CHUNK_ROWS = 65_536
 _FLUSH = object()
 _SYNC = object()
 _STOP = object()
@@ -69,7 +69,8 @@ class ArchiveWriter:
         channels: the monitor's channels, in its column order.
         retention_days: day folders ending more than this many days before the latest sample are
             deleted after each write (``None``: keep everything).
-        flush_cells: write a chunk once this many cells (rows x channels) are buffered.
+        flush_cells: write a chunk once this many cells (rows x channels) are buffered (at most
+            :data:`MAX_CHUNK_ROWS` rows); the buffer is allocated at this size, 21 bytes a cell.
         flush_span_s: ... or once the buffer spans this many seconds of stream time, so that a
             killed process loses at most that much of the archive (alarms and the checkpoint are in
             the store, not here).
@@ -86,8 +87,8 @@ class ArchiveWriter:
         channels: tuple[str, ...] | list[str],
         *,
         retention_days: float | None = None,
-        flush_cells: int = 2_000_000,
-        flush_span_s: float = 300.0,
+        flush_cells: int = 8_000_000,
+        flush_span_s: float = 900.0,
         queue_cells: int = 2_000_000,
         compression: str | None = None,
     ) -> None:
@@ -102,7 +103,6 @@ class ArchiveWriter:
         self._list_name = f"channels-{hashlib.sha1(listing).hexdigest()[:16]}.json"
         if not (self.root / self._list_name).exists():
             (self.root / self._list_name).write_bytes(listing)
-        self._grids: dict[str, np.ndarray] = {}  # reused between writes: no page faults on fresh memory
         self.retention_days = retention_days
         self.flush_cells = max(1, int(flush_cells))
         self.flush_span_s = flush_span_s
@@ -113,13 +113,28 @@ class ArchiveWriter:
         self._room = threading.Condition()
         # Guards the buffer and the files' names: a reader holding it sees each sample exactly once.
         self._lock = threading.RLock()
-        self._buffer: list[tuple[np.ndarray, ...]] = []
+        # The buffer is the next chunk itself: [1 + c, cap] per field, filled column by column as
+        # blocks arrive (row 0: the times), written without another copy once full.
+        self._cap = max(1, min(self.flush_cells // max(len(self.channels), 1), MAX_CHUNK_ROWS))
+        self._grids = {
+            name: np.empty((len(self.channels) + 1, self._cap), typ.to_pandas_dtype()) for name, typ in FIELDS
+        }
+        for name, grid in self._grids.items():
+            if name != "value":
+                grid[0] = 0 if name == "level" else np.nan
+        self._filled = 0  # columns of the grids in use
+        self._finite = 0  # samples among them
+        self._hour_of_buffer: int | None = None
         self._cells = 0
         self.samples_written = 0
         self.files_written = 0
         self.bytes_written = 0
-        self.files_merged = 0
-        self._hours: dict[int, list[Path]] = {}  # chunk files of hours not merged yet
+        self._out: ipc.RecordBatchStreamWriter | None = None  # the open hour's file
+        self._sink: Any = None
+        self._out_hour: int | None = None
+        self._started = _time.time_ns()  # names this writer's files: a restart never appends to a torn file
+        fields = [pa.field("channel", pa.string()), *(pa.field(name, pa.list_(typ)) for name, typ in FIELDS)]
+        self._schema = pa.schema(fields, metadata={"channels": self._list_name})
         self.dropped = 0
         self.cpu_s = 0.0  # CPU time of the writer thread's writes and merges
         self.append_cpu_s = 0.0  # CPU time the monitor's thread spent handing blocks over (waits excluded)
@@ -196,10 +211,15 @@ class ArchiveWriter:
             "last_error": self.last_error,
         }
 
-    def buffered(self) -> list[tuple[np.ndarray, ...]]:
-        """The blocks not yet on disk (for readers), oldest first."""
+    def buffered(self, j: int) -> dict[str, np.ndarray] | None:
+        """Channel ``j``'s samples not yet on disk (for readers): time and the fields, copied."""
         with self._lock:
-            return list(self._buffer)
+            n = self._filled
+            if n == 0:
+                return None
+            out = {"time": self._grids["value"][0, :n].copy()}
+            out.update({name: grid[1 + j, :n].copy() for name, grid in self._grids.items()})
+            return out
 
     # -- the writer thread -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -211,23 +231,39 @@ class ArchiveWriter:
             if item[0] is _FLUSH or item[0] is _STOP:
                 self._write_guarded()
                 if item[0] is _STOP:
+                    self._close_hour()
                     return
                 item[1].set()
                 continue
             with self._room:
                 self._queued -= item[1].size
                 self._room.notify_all()
-            if self._buffer and _hour(item[0][0]) != _hour(self._buffer[-1][0][-1]):
-                self._write_guarded()  # a chunk never straddles two hours (an hour is merged once closed)
+            self._take(item)
+
+    def _take(self, item: tuple[np.ndarray, ...]) -> None:
+        """Copy a block into the chunk grids, writing a chunk whenever it is full, the hour changes
+        (a chunk never straddles two hours: one file per hour) or it spans ``flush_span_s``."""
+        time = item[0]
+        a = 0
+        while a < time.size:
+            hour = _hour(time[a])
+            if self._filled and hour != self._hour_of_buffer:
+                self._write_guarded()
+            b = min(time.size, a + self._cap - self._filled, int(np.searchsorted(time, (hour + 1) * 3600.0)))
             with self._lock:
-                self._buffer.append(item)
-                self._cells += item[1].size
-            span = float(item[0][-1]) - float(self._buffer[0][0][0])
-            if self._cells >= self.flush_cells or span >= self.flush_span_s:
+                f, m = self._filled, b - a
+                for k, (name, _typ) in enumerate(FIELDS, start=1):
+                    self._grids[name][1:, f : f + m] = item[k][a:b].T
+                self._grids["value"][0, f : f + m] = time[a:b]
+                self._filled, self._hour_of_buffer, self._cells = f + m, hour, (f + m) * len(self.channels)
+                self._finite += int(np.isfinite(item[1][a:b]).sum())
+            a = b
+            span = float(time[a - 1]) - float(self._grids["value"][0, 0])
+            if self._filled == self._cap or span >= self.flush_span_s:
                 self._write_guarded()
 
     def _write_guarded(self) -> None:
-        if not self._buffer:
+        if not self._filled:
             return
         started = _time.thread_time()
         try:
@@ -237,63 +273,50 @@ class ArchiveWriter:
             self.last_error = f"{type(err).__name__}: {err}"
             log.exception("archive write failed")
             with self._lock:
-                self.dropped += sum(int(np.isfinite(b[1]).sum()) for b in self._buffer)
-                self._buffer, self._cells = [], 0
+                self.dropped += self._finite
+                self._filled = self._finite = self._cells = 0
         finally:
             self.cpu_s += _time.thread_time() - started
 
     def _write(self) -> None:
-        blocks = self._buffer
-        time = np.concatenate([b[0] for b in blocks])
-        n = time.size
-        folder = self.root / day_of(float(time[0]))
-        per = max(1, BATCH_BYTES // (n * BYTES_PER_SAMPLE))  # rows per record batch
-        folder.mkdir(exist_ok=True)
-        columns = {"channel": self._names}
-        for k, (name, typ) in enumerate(FIELDS, start=1):
-            grid = self._grid(name, n, typ.to_pandas_dtype())  # [1 + c, n]: each channel's samples contiguous
-            grid[0] = time if name == "value" else (0 if name == "level" else np.nan)
-            a = 0
-            for b in blocks:
-                grid[1:, a : a + b[0].size] = b[k].T
-                a += b[0].size
-            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(grid.ravel(), typ), n)
-        table = pa.table(columns).replace_schema_metadata({"channels": self._list_name, "rows_per_batch": str(per)})
-        path = folder / f"{float(time[0])!r}_{float(time[-1])!r}.arrow"
-        tmp = path.with_suffix(".tmp")
-        with ipc.new_file(tmp, table.schema, options=ipc.IpcWriteOptions(compression=self.compression)) as out:
-            out.write_table(table, max_chunksize=per)
-        with self._lock:  # the chunk appears on disk as it leaves the buffer
-            tmp.replace(path)
-            self._buffer, self._cells = [], 0
-        finite = int(sum(np.isfinite(b[1]).sum() for b in blocks))
-        self.samples_written += finite
-        self.files_written += 1
-        self.bytes_written += path.stat().st_size
-        self._merge_closed_hours(path, _hour(time[0]))
-        self._expire(float(time[-1]))
+        n = self._filled
+        time0 = float(self._grids["value"][0, 0])
+        columns = [self._names]
+        for name, typ in FIELDS:
+            grid = self._grids[name]  # [1 + c, cap]: each channel's samples contiguous
+            flat = grid.ravel() if n == self._cap else np.ascontiguousarray(grid[:, :n]).ravel()
+            offsets = pa.array(np.arange(0, flat.size + 1, n, dtype=np.int32))
+            columns.append(pa.ListArray.from_arrays(offsets, pa.array(flat, typ)))
+        batch = pa.record_batch(columns, schema=self._schema)
+        out = self._hour_file(_hour(time0), time0)
+        with self._lock:  # the chunk reaches the file as it leaves the buffer: readers see it once
+            before = self._sink.tell()
+            out.write_batch(batch)
+            latest = float(self._grids["value"][0, n - 1])
+            self.samples_written += self._finite
+            self._filled = self._finite = self._cells = 0
+        self.bytes_written += self._sink.tell() - before
+        self._expire(latest)
 
-    def _merge_closed_hours(self, path: Path, hour: int) -> None:
-        """Remember the chunk; once a later hour starts, merge the previous hour's chunks into one file."""
-        from vigil.archive.compact import compact_hour
+    def _hour_file(self, hour: int, t: float) -> ipc.RecordBatchStreamWriter:
+        """The open hour's stream file (a new one for each hour and each start of the writer)."""
+        if self._out is None or self._out_hour != hour:
+            self._close_hour()
+            folder = self.root / day_of(t)
+            folder.mkdir(exist_ok=True)
+            path = folder / f"{hour * 3600}_{self._started}.arrows"
+            self._sink = pa.OSFile(str(path), "wb")
+            options = ipc.IpcWriteOptions(compression=self.compression)
+            self._out, self._out_hour = ipc.new_stream(self._sink, self._schema, options=options), hour
+            self.files_written += 1
+        return self._out
 
-        done = [h for h in self._hours if h < hour]
-        for h in done:
-            try:
-                merged = compact_hour(self._hours.pop(h), self.compression, self._lock)
-            except Exception as err:  # the chunks stay and are read as they are
-                self.errors += 1
-                self.last_error = f"merging hour {h}: {type(err).__name__}: {err}"
-                log.exception("archive merge failed")
-                continue
-            self.files_merged += merged is not None
-        self._hours.setdefault(hour, []).append(path)
-
-    def _grid(self, name: str, n: int, dtype: np.dtype) -> np.ndarray:
-        grid = self._grids.get(name)
-        if grid is None or grid.shape[1] != n:
-            grid = self._grids[name] = np.empty((len(self.channels) + 1, n), dtype=dtype)
-        return grid
+    def _close_hour(self) -> None:
+        if self._out is not None:
+            with self._lock:
+                self._out.close()
+                self._sink.close()
+            self._out = self._sink = None
 
     def _expire(self, latest: float) -> None:
         if self.retention_days is None:

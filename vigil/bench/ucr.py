@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vigil.detect.base import Detector
+from vigil.detect.events import runs
 from vigil.errors import DataError
 from vigil.model import TelemetryBlock
 
@@ -46,6 +47,9 @@ class SeriesResult:
     peak_score: float
     check: str
     correct: bool
+    alarms: int  # runs of flagged test samples (the detector's own hysteresis)
+    alarm_at_anomaly: bool  # one of them overlaps [begin - 100, end + 100]
+    alarm_fraction: float  # share of test samples flagged
     seconds: float
 
 
@@ -83,6 +87,15 @@ def top1(scores: np.ndarray) -> int:
     return int(np.argmax(s))
 
 
+def judged_window(detector: Detector, check: str, channel: int = 0) -> int:
+    """Samples judged by one score of ``check`` (ending at that sample): one period for the shape
+    check, one sample for the pointwise checks."""
+    shape = getattr(detector, "shape_", None)
+    if check.endswith("shape") and shape is not None and shape.block_[channel] > 0:
+        return int(shape.block_[channel] * shape.points)
+    return 1
+
+
 def run_series(path: Path, make_detector: Callable[[], Detector]) -> SeriesResult:
     """Fit on the training prefix, score the rest in one stream, check the top-1 position."""
     values, train_end, begin, end = read_series(path)
@@ -94,9 +107,12 @@ def run_series(path: Path, make_detector: Callable[[], Detector]) -> SeriesResul
     scores = detector.score(block.slice(train_end, values.size))
     seconds = time.perf_counter() - started
     at = top1(scores.score[:, 0])
-    predicted = train_end + at  # 0-based index into the series
-    lo, hi = begin - 1 - TOLERANCE, end - 1 + TOLERANCE
     check = scores.detector[int(scores.by[at, 0])]
+    # A score judges the window that ends at its sample: the location is that window's middle.
+    predicted = train_end + at - (judged_window(detector, check) - 1) // 2  # 0-based index into the series
+    lo, hi = begin - 1 - TOLERANCE, end - 1 + TOLERANCE
+    flagged = runs(scores.level[:, 0] > 0) + train_end
+    at_anomaly = bool(((flagged[:, 0] <= hi) & (flagged[:, 1] >= lo)).any())
     return SeriesResult(
         path.name,
         values.size,
@@ -107,6 +123,9 @@ def run_series(path: Path, make_detector: Callable[[], Detector]) -> SeriesResul
         float(scores.score[at, 0]),
         check,
         bool(lo <= predicted <= hi),
+        len(flagged),
+        at_anomaly,
+        float(np.mean(scores.level[:, 0] > 0)),
         seconds,
     )
 
@@ -140,6 +159,9 @@ def run_benchmark(
         "correct": correct,
         "top1_accuracy": round(correct / len(results), 4) if results else 0.0,
         "seconds": round(sum(r.seconds for r in results), 2),
+        "alarm_at_anomaly": sum(r.alarm_at_anomaly for r in results),
+        "alarms_per_series_mean": round(float(np.mean([r.alarms for r in results])), 2) if results else 0.0,
+        "alarm_fraction_mean": round(float(np.mean([r.alarm_fraction for r in results])), 4) if results else 0.0,
         "errors": errors,
         "detector": type(make_detector()).__name__,
         "tolerance": TOLERANCE,
@@ -160,6 +182,7 @@ def write_per_series(path: str | Path, results: list[SeriesResult]) -> None:
         for r in results:
             row = asdict(r)
             row["seconds"] = round(r.seconds, 4)
+            row["alarm_fraction"] = round(r.alarm_fraction, 4)
             writer.writerow(row)
 
 
@@ -167,5 +190,7 @@ def summary(report: dict) -> str:
     """One line for the terminal."""
     return (
         f"{report['correct']}/{report['series']} series correct, top-1 accuracy {report['top1_accuracy']:.3f}, "
-        f"{report['seconds']:.1f} s fit + score, {len(report['errors'])} unreadable"
+        f"{report['seconds']:.1f} s fit + score, {len(report['errors'])} unreadable; "
+        f"an alarm at the anomaly in {report['alarm_at_anomaly']} series, "
+        f"{report['alarms_per_series_mean']:.1f} alarms per series, {report['alarm_fraction_mean']:.1%} of samples in alarm"
     )

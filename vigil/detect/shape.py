@@ -130,13 +130,14 @@ class ShapeCheck(Detector):
         b = -(-period // self.points)
         spread = float(np.std(x))
         self.center_[j], self.scale_[j] = float(np.mean(x)), spread
-        windows, ends = _windows((x - self.center_[j]) / spread, b, self.points)
+        ends = np.arange(b * self.points - 1, x.size)  # every window's last sample
         held_out = (ends // (2 * period)) % 2 == 1  # alternate stretches of two periods
-        chosen, test = windows[~held_out], windows[held_out]
+        chosen, test = _thin(ends[~held_out]), _thin(ends[held_out])
         if len(chosen) < self.centres or len(test) < 10:
             return
-        dictionary = _k_centres(_thin(chosen), self.centres)
-        dist = _nearest(_thin(test), dictionary)
+        z = (x - self.center_[j]) / spread
+        dictionary = _k_centres(_windows(z, b, self.points, chosen), self.centres)
+        dist = _nearest(_windows(z, b, self.points, test), dictionary)
         thr = pot_threshold(dist[:, None], self.init_quantile, self.risk)[0] * self.threshold_factor
         floor = resolution(x) / spread * np.sqrt(self.points)  # one resolution step on every point
         self.period_[j], self.block_[j] = period, b
@@ -215,18 +216,14 @@ def dominant_period(x: np.ndarray, max_lag: int, min_acf: float = 0.1) -> int:
     return lag if acf[lag] >= min_acf and lag >= 4 else 0
 
 
-def _windows(z: np.ndarray, b: int, points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every window of ``points`` consecutive ``b``-sample block means (any start), mean removed,
-    and the index of each window's last sample."""
+def _windows(z: np.ndarray, b: int, points: int, ends: np.ndarray) -> np.ndarray:
+    """The windows of ``points`` consecutive ``b``-sample block means ending at ``ends``, mean removed
+    (only those: memory follows the thinned count, not the history's length)."""
     csum = np.concatenate(([0.0], np.cumsum(z)))
-    means = (csum[b:] - csum[:-b]) / b  # block mean ending at each sample
-    span = b * points
-    if z.size < span:
-        return np.empty((0, points)), np.empty(0, dtype=np.int64)
-    ends = np.arange(span - 1, z.size)
+    means = (csum[b:] - csum[:-b]) / b  # block mean starting at each sample
     idx = ends[:, None] - b * np.arange(points - 1, -1, -1)[None, :] - (b - 1)
     w = means[idx]
-    return w - w.mean(axis=1, keepdims=True), ends
+    return w - w.mean(axis=1, keepdims=True)
 
 
 def _thin(w: np.ndarray) -> np.ndarray:

@@ -1,15 +1,21 @@
 """Line records ``(time, channel, value)`` and the live sources that carry them.
 
-A record line is CSV ``time,channel,value`` (an optional ``time,channel,value`` header is skipped)
-or a JSON object ``{"time": ..., "channel": ..., "value": ...}``. Record files may instead be wide
-CSV (header ``time,CH1,CH2,...``; an empty cell means that channel did not report then). Times are seconds (a number) or
-ISO 8601 (converted to Unix seconds, UTC unless the text has an offset). A line that cannot be
+A record line is CSV ``time,channel,value`` (an optional header such as ``time,channel,value`` is
+skipped) or a JSON object ``{"time": ..., "channel": ..., "value": ...}``. Record files may instead
+be wide CSV (header ``time,CH1,CH2,...``; an empty cell means that channel did not report then).
+Times are seconds (a number) or ISO 8601 (converted to Unix seconds, UTC unless the text has an offset). A line that cannot be
 read becomes a :class:`BadRecord` naming the source and line, so the consumer can count it; a
 source never raises on bad input.
 
-Sources yield *batches* (lists of records and bad records). Live sources (stdin, TCP, UDP) yield
-an empty batch when nothing arrived for ``idle_s`` seconds, so the consumer can check staleness
-while the stream is quiet. :func:`open_source` turns a spec such as ``file:data.csv``,
+:func:`parse_line` is the per-line parser and the reference: files (:mod:`vigil.ingest.files`),
+standard input and TCP connections are parsed in blocks by :mod:`vigil.ingest.bulk`, which gives
+every line the same verdict. The header's column names may vary (:data:`TIME_NAMES`,
+:data:`CHANNEL_NAMES`, :data:`VALUE_NAMES`).
+
+Sources yield *batches*: lists of records and bad records, or one
+:class:`~vigil.ingest.bulk.RecordBatch` of columns (iterating it gives the same objects). Live
+sources (stdin, TCP, UDP) yield an empty batch when nothing arrived for ``idle_s`` seconds, so the
+consumer can check staleness while the stream is quiet. :func:`open_source` turns a spec such as ``file:data.csv``,
 ``stdin``, ``tcp://127.0.0.1:7000`` or ``udp://127.0.0.1:7000`` into a source; other packages add
 schemes with :func:`register_source`.
 
@@ -33,11 +39,8 @@ import time as _time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
-
-import numpy as np
 
 from vigil.errors import ConfigError
 
@@ -242,190 +245,6 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-class FileSource:
-    """Replay a record file at ``speed`` times real time (``None``: as fast as possible).
-
-    Long files (``time,channel,value``) are parsed in blocks of ``block_bytes`` by
-    :func:`vigil.ingest.bulk.parse_block` and yielded as :class:`~vigil.ingest.bulk.RecordBatch`
-    columns (at most ``batch_size`` records each); wide files go line by line. Pacing follows the
-    record times: a record is released ``(time - first_time) / speed`` seconds after the replay
-    started (a record earlier than one already released goes out at once), whole time steps at a
-    time and at most one batch per ``tick_s`` of wall time (steps due meanwhile go out together, at
-    most ``tick_s`` late: a fast replay is not one store transaction per step); while waiting
-    longer than ``idle_s``, empty batches are yielded. Records whose time is at
-    or before ``skip_until`` are passed over (used to resume after a restart) and counted in
-    :attr:`skipped`.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        speed: float | None = None,
-        batch_size: int = 200_000,
-        skip_until: float | None = None,
-        idle_s: float = 0.2,
-        block_bytes: int = 4 << 20,
-        tick_s: float = 0.02,
-    ) -> None:
-        if speed is not None and not speed > 0:
-            raise ConfigError(f"speed must be > 0 or None (as fast as possible), got {speed}", key="speed")
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ConfigError(f"no such record file {str(self.path)!r}", key="source")
-        self.name = str(self.path)
-        self.speed = speed
-        self.batch_size = batch_size
-        self.block_bytes = block_bytes
-        self.skip_until = skip_until
-        self.idle_s = idle_s
-        self.tick_s = tick_s
-        self._next_release = -math.inf
-        self.skipped = 0
-        #: What the reader assumed about the file (printed by ``vigil monitor``).
-        self.notes: list[str] = []
-        #: Records and unreadable lines to pass over first (each in file order): where a restarted
-        #: monitor resumes (its checkpoint's ``input`` position).
-        self.skip_records = self.skip_bad = 0
-        #: Paced replay: the time of the record being waited for (every earlier one was released).
-        self.horizon = math.inf
-
-    def _parsed(self) -> Iterator:
-        """The file as :class:`RecordBatch` blocks, ``skip_until`` applied."""
-        from vigil.ingest.bulk import parse_block, parse_wide_block
-
-        with open(self.path, "rb") as fh:
-            head, second = fh.readline(), fh.readline()
-            text = head.decode("utf-8", errors="replace")
-            if _is_wide_header(text) or self._unnamed_wide(text, second.decode("utf-8", errors="replace")):
-                channels = _WideParser(text).channels
-                line, rest = 2, second
-
-                def parse(block: bytes, line: int):
-                    return parse_wide_block(block, channels, self.name, line)
-            else:
-                line, rest = 1, head + second
-
-                def parse(block: bytes, line: int):
-                    return parse_block(block, self.name, line)
-
-            while True:
-                data = fh.read(self.block_bytes)
-                buf = rest + data
-                cut = buf.rfind(b"\n") + 1 if data else len(buf)  # whole lines (all at the end)
-                block, rest = buf[:cut], buf[cut:]
-                if block:
-                    yield self._skip(parse(block, line))
-                    line += block.count(b"\n")
-                if not data:
-                    return
-
-    def _unnamed_wide(self, head: str, second: str) -> bool:
-        """A header whose first column is not named like a time, over lines that are not records:
-        a wide file after all, its first column taken as time (and a note saying so)."""
-        parts = [p.strip() for p in head.strip().split(",")]
-        if len(parts) < 2 or head.lstrip()[:1] in ("{", "#") or _is_long_header(parts):
-            return False
-        try:
-            _time_value(parts[0])
-            return False  # a record line, not a header
-        except ValueError:
-            pass
-        record = parse_line(second)
-        if isinstance(record, Record) and not _numeric(record.channel):
-            return False  # a bad first line over long records: counted as malformed like any other
-        self.notes.append(
-            f"{self.name}: no column is named like a time ({', '.join(sorted(TIME_NAMES)[:6])}, ...): "
-            f"the first column, {parts[0]!r}, was taken as time"
-        )
-        return True
-
-    def _skip(self, batch):
-        if self.skip_records or self.skip_bad:
-            n, b = min(self.skip_records, batch.size), min(self.skip_bad, len(batch.bad))
-            self.skip_records, self.skip_bad, self.skipped = self.skip_records - n, self.skip_bad - b, self.skipped + n + b
-            rest = batch.take(n, batch.size)
-            rest.bad = batch.bad[b:]
-            batch = rest
-        if self.skip_until is None or not batch.size:
-            return batch
-        keep = batch.time > self.skip_until
-        self.skipped += int(batch.size - keep.sum())
-        return batch if keep.all() else batch.select(keep)
-
-    def batches(self) -> Iterator:
-        if self.speed is None:
-            yield from self._fast()
-        else:
-            yield from self._paced(self.speed)
-
-    def _fast(self) -> Iterator:
-        for batch in self._parsed():
-            for a in range(0, max(batch.size, 1), self.batch_size):
-                part = batch.take(a, a + self.batch_size)
-                if a == 0:
-                    part.bad = batch.bad
-                if len(part):
-                    yield part
-
-    def _paced(self, speed: float) -> Iterator:
-        from vigil.ingest.bulk import RecordBatch
-
-        start_wall = _time.monotonic()
-        first: float | None = None
-        due_t = -math.inf
-        held = None  # a block's last time step: it may go on in the next block
-        for batch, final in _with_last(self._parsed()):
-            if held is not None:
-                batch, held = RecordBatch.concat([held, batch]), None
-            if not batch.size:
-                if batch.bad:
-                    yield batch
-                continue
-            if first is None:
-                first = float(batch.time[0])
-            # A record earlier than the latest time released goes out with the step it arrives in.
-            step = np.maximum.accumulate(np.r_[due_t, batch.time])[1:]
-            n = batch.size if final else int(np.searchsorted(step, step[-1], side="left"))
-            if n < batch.size:
-                held = batch.take(n, batch.size)
-            now = batch.take(0, n)
-            now.bad = batch.bad
-            if n:
-                due_t = float(step[n - 1])
-            yield from self._release(now, start_wall + (step[:n] - first) / speed)
-
-    def _release(self, batch, due: np.ndarray) -> Iterator:
-        """Yield ``batch`` in slices as their due (monotonic) times pass, at most one slice per
-        ``tick_s`` (records due meanwhile go together: late by at most ``tick_s``, never early);
-        idle ticks while waiting."""
-        pos, bad = 0, batch.bad
-        while pos < batch.size:
-            now = _time.monotonic()
-            end = int(np.searchsorted(due, now, side="right"))
-            if end > pos and now >= self._next_release:
-                part = batch.take(pos, end)
-                part.bad, bad = bad, []
-                yield part
-                pos, self._next_release = end, now + self.tick_s
-                continue
-            wait = max(due[pos], self._next_release) - _time.monotonic()
-            self.horizon = float(batch.time[pos])
-            if wait > self.idle_s:
-                # Empty batches while waiting: the consumer checks staleness during gaps in the
-                # data, as it would live.
-                _time.sleep(self.idle_s)
-                yield []
-            elif wait > 0:
-                _time.sleep(wait)
-        if bad:
-            part = batch.take(0, 0)
-            part.bad = bad
-            yield part
-
-    def close(self) -> None:
-        """Nothing to release: the file is closed when the replay ends."""
-
-
 def _joined(parts: list):
     """Queued items as a list, or as one RecordBatch when bulk-parsed blocks are among them."""
     if not any(hasattr(p, "code") for p in parts):
@@ -433,19 +252,6 @@ def _joined(parts: list):
     from vigil.ingest.bulk import RecordBatch
 
     return RecordBatch.concat(parts)
-
-
-def _with_last(items: Iterable) -> Iterator[tuple]:
-    """``(item, is_last)`` pairs."""
-    it = iter(items)
-    try:
-        prev = next(it)
-    except StopIteration:
-        return
-    for item in it:
-        yield prev, False
-        prev = item
-    yield prev, True
 
 
 class _QueueSource:
@@ -458,6 +264,36 @@ class _QueueSource:
         self._queue: queue.Queue[Item | None] = queue.Queue(maxsize=1_000_000)
         self._stop = threading.Event()
         self._ended = threading.Event()
+
+    def _read_blocks(self, read: Callable[[int], bytes], origin: str, counter: list[int]) -> None:
+        """Whatever has arrived (``read(n)``: up to ``n`` bytes, ``b""`` at the end), parsed in
+        bulk up to its last whole line (:func:`vigil.ingest.bulk.parse_block`); ``counter[0]``:
+        the lines read so far. A line longer than :data:`MAX_LINE` bytes is reported and skipped."""
+        from vigil.ingest.bulk import parse_block
+
+        rest, runaway = b"", False
+        while not self._stop.is_set():
+            data = read(1 << 20)
+            eof = not data
+            if runaway and not eof:  # skip to the end of a line too long to hold
+                nl = data.find(b"\n")
+                if nl < 0:
+                    continue
+                data, runaway = data[nl + 1 :], False
+            buf = rest + data
+            cut = len(buf) if eof else buf.rfind(b"\n") + 1  # whole lines (all of it at the end)
+            block, rest = buf[:cut], buf[cut:]
+            if block:
+                while self._queue.qsize() > 64 and not self._stop.is_set():  # bounded memory
+                    _time.sleep(0.01)
+                self._queue.put(parse_block(block, origin, counter[0] + 1))
+                counter[0] += block.count(b"\n") + (not block.endswith(b"\n"))
+            if len(rest) > MAX_LINE:
+                counter[0] += 1
+                self._queue.put(BadRecord(origin, counter[0], f"line longer than {MAX_LINE} bytes"))
+                rest, runaway = b"", True
+            if eof:
+                return
 
     def _put_lines(self, text: str, origin: str, counter: list[int]) -> None:
         for line in text.splitlines():
@@ -514,7 +350,7 @@ class StreamSource(_QueueSource):
         try:
             raw = getattr(self._stream, "buffer", None)
             if raw is not None and hasattr(raw, "read1"):
-                self._read_blocks(raw)
+                self._read_blocks(raw.read1, self.name, [0])
             else:
                 counter = [0]
                 for text in iter(self._stream.readline, ""):  # line by line, as each arrives
@@ -523,33 +359,6 @@ class StreamSource(_QueueSource):
                     self._put_lines(text, self.name, counter)
         finally:
             self._finish()
-
-    def _read_blocks(self, raw) -> None:
-        """Whatever has arrived (up to 1 MiB), parsed in bulk up to its last whole line."""
-        from vigil.ingest.bulk import parse_block
-
-        line, rest, runaway = 1, b"", False
-        while not self._stop.is_set():
-            data = raw.read1(1 << 20)
-            eof = not data
-            if runaway and not eof:  # skip to the end of a line too long to hold
-                nl = data.find(b"\n")
-                if nl < 0:
-                    continue
-                data, runaway, line = data[nl + 1 :], False, line + 1
-            buf = rest + data
-            cut = len(buf) if eof else buf.rfind(b"\n") + 1  # whole lines (all of it at the end)
-            block, rest = buf[:cut], buf[cut:]
-            if block:
-                while self._queue.qsize() > 64 and not self._stop.is_set():  # bounded memory
-                    _time.sleep(0.01)
-                self._queue.put(parse_block(block, self.name, line))
-                line += block.count(b"\n")
-            if len(rest) > MAX_LINE:
-                self._queue.put(BadRecord(self.name, line, f"line longer than {MAX_LINE} bytes"))
-                rest, runaway = b"", True
-            if eof:
-                return
 
 
 class TcpSource(_QueueSource):
@@ -643,28 +452,14 @@ class TcpSource(_QueueSource):
         origin = f"{self.name} from {peer[0]}:{peer[1]}"
         counter = [0]
         try:
-            with conn, conn.makefile("r", encoding="utf-8", errors="replace", newline="") as fh:
+            with conn, conn.makefile("rb") as fh:
                 try:
-                    self._read_lines(fh, origin, counter)
+                    self._read_blocks(fh.read1, origin, counter)
                 except OSError as err:  # reset by the peer, say: what it sent is in; the loss is reported
                     counter[0] += 1
                     self._queue.put(BadRecord(origin, counter[0], f"connection ended abnormally: {err}"))
         finally:
             self._release()
-
-    def _read_lines(self, fh, origin: str, counter: list[int]) -> None:
-        while not self._stop.is_set():
-            text = fh.readline(MAX_LINE)
-            if not text:
-                return
-            if len(text) == MAX_LINE and not text.endswith("\n"):
-                # A runaway line: report it and skip to its end rather than hold it in memory.
-                while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
-                    pass
-                counter[0] += 1
-                self._queue.put(BadRecord(origin, counter[0], f"line longer than {MAX_LINE} characters"))
-                continue
-            self._put_lines(text, origin, counter)
 
     def close(self) -> None:
         super().close()
@@ -741,9 +536,20 @@ def _host_port(spec: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", port
 
 
-def _file(spec: str, speed: float | None = None, skip_until: float | None = None) -> FileSource:
+def _file(spec: str, speed: float | None = None, skip_until: float | None = None):
+    from vigil.ingest.files import FileSource
+
     path = urlsplit(spec).path if spec.startswith("file://") else spec[len("file:") :]
     return FileSource(path, speed, skip_until=skip_until)
+
+
+def __getattr__(name: str):
+    """``FileSource`` lives in :mod:`vigil.ingest.files` (file replays); importable from here too."""
+    if name == "FileSource":
+        from vigil.ingest.files import FileSource
+
+        return FileSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 register_source("file", _file)

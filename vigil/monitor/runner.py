@@ -21,7 +21,8 @@ import numpy as np
 
 from vigil.errors import ConfigError
 from vigil.ingest.bulk import RecordBatch
-from vigil.ingest.records import FileSource, Source
+from vigil.ingest.files import FileSource
+from vigil.ingest.records import Source
 from vigil.model import TelemetryBlock, format_time, printable
 from vigil.monitor.engine import Monitor
 
@@ -62,6 +63,7 @@ def build_session(
     from vigil.alarms import AlarmManager
     from vigil.config import load_config
     from vigil.detect.limits import LimitCheck
+    from vigil.monitor.operator import with_operator_state
     from vigil.store.model_file import config_sha256
     from vigil.store.sqlite import SqliteStore
 
@@ -82,6 +84,7 @@ def build_session(
         detector = LimitCheck(config.limits()).fit(empty)
         identity["model"] = "limits only"
     store = SqliteStore(store_path)
+    detector = with_operator_state(detector, config, store)  # run-time limits, operator-nominal patterns
     manager = AlarmManager(config, store=store)
     monitor = Monitor(
         config, detector, manager, history_s=history_s, lateness_s=lateness_s, max_jump_s=max_jump_s, store=store,

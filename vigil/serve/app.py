@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vigil.alarms import AlarmError
 from vigil.detect.base import SEVERITIES
 from vigil.serve.auth import token_guard, token_middleware
+from vigil.serve.feedback import add_feedback_routes
 from vigil.serve.guard import MAX_BODY, FiniteJson, HostPolicy, RequestGuard
 from vigil.serve.hub import Hub
 from vigil.serve.jsonable import floats, jsonable
@@ -190,6 +191,7 @@ def create_app(
     console = Console(monitor, manager, store, lock)
     console.extras = extras if extras is not None else Extras()
     hub = hub or Hub()
+    console.hub = hub
     require_token = token_guard(token)
     # No Swagger UI: it loads scripts from a CDN into this origin, where the page keeps the token.
     app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
@@ -215,6 +217,7 @@ def create_app(
         return timeline
 
     _add_alarm_verbs(app, console, require_token)
+    add_feedback_routes(app, console, require_token)  # notes, nominal marks, run-time limits
     _add_live_feed(app, hub)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -114,6 +114,8 @@ def build_demo(
     from vigil.alarms import AlarmManager
     from vigil.detect import build_detector
     from vigil.monitor import Monitor
+    from vigil.monitor.extras import attach
+    from vigil.monitor.operator import with_operator_state
     from vigil.serve.app import create_app
     from vigil.serve.runner import BlockReplay
     from vigil.store.sqlite import SqliteStore
@@ -123,13 +125,13 @@ def build_demo(
         store_path = Path(tempfile.mkdtemp(prefix="vigil-demo-")) / "alarms.sqlite"
     store = SqliteStore(store_path)
     manager = AlarmManager(data.config, store=store)
-    detector = build_detector(data.config).fit(data.training)
+    detector = with_operator_state(build_detector(data.config).fit(data.training), data.config, store)
     span = float(data.replay.time[-1] - data.replay.time[0]) + 60.0
     monitor = Monitor(data.config, detector, manager, history_s=span, history_points=4096, store=store)
     lock = threading.RLock()
     app = create_app(
         monitor, manager, store, token, lock=lock, title="Vigil demo: STS-107 entry", events=data.events,
-        allowed_hosts=allowed_hosts,
+        allowed_hosts=allowed_hosts, extras=attach(monitor, manager),  # time until limit beside each channel
     )  # fmt: skip
     replay = BlockReplay(monitor, lock, data.replay, speed=speed)
     app.state.feeders.append(replay)

@@ -79,6 +79,23 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_alarm ON audit (alarm_id);
 CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, position TEXT NOT NULL, wall_time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS nominal_patterns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    alarm_id INTEGER NOT NULL,
+    active INTEGER NOT NULL DEFAULT 1,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS limit_changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    wall_time REAL NOT NULL,
+    data_time REAL,
+    user TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    old TEXT NOT NULL,
+    new TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS stream_state (key TEXT PRIMARY KEY, state BLOB NOT NULL);
 """
 
@@ -334,6 +351,62 @@ class SqliteStore:
             )
             for r in reversed(rows)
         ]
+
+    # --- operator feedback: nominal patterns and run-time limit changes ------------------------
+    def add_nominal_pattern(self, channel: str, alarm_id: int, data: dict[str, Any]) -> int:
+        """Keep a pattern an operator marked nominal (``data``: JSON-ready); returns its id."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO nominal_patterns (channel, alarm_id, active, data) VALUES (?, ?, 1, ?)",
+                (channel, int(alarm_id), _dumps(data)),
+            )
+            return int(cur.lastrowid)
+
+    def set_nominal_active(self, pattern_id: int, active: bool, data: dict[str, Any]) -> None:
+        """Withdraw (or restore) a nominal pattern, with its updated record (who, when)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE nominal_patterns SET active = ?, data = ? WHERE id = ?",
+                (int(active), _dumps(data), int(pattern_id)),
+            )
+
+    def nominal_patterns(self, active_only: bool = True) -> list[dict[str, Any]]:
+        """Nominal patterns by id: ``{"id", "channel", "alarm_id", "active", **data}``."""
+        sql = "SELECT id, channel, alarm_id, active, data FROM nominal_patterns"
+        sql += " WHERE active = 1 ORDER BY id" if active_only else " ORDER BY id"
+        with self.lock:
+            rows = self._conn.execute(sql).fetchall()
+        return [{**json.loads(d), "id": i, "channel": c, "alarm_id": a, "active": bool(on)} for i, c, a, on, d in rows]
+
+    def add_limit_change(
+        self,
+        channel: str,
+        wall_time: float,
+        user: str,
+        comment: str,
+        old: Any,
+        new: Any,
+        data_time: float | None = None,
+    ) -> int:
+        """Record a run-time change of a channel's limits (``old``/``new``: JSON-ready), made at ``wall_time``
+        and in force from the sample after ``data_time`` (the stream's clock then); returns its id."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO limit_changes (channel, wall_time, data_time, user, comment, old, new) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (channel, float(wall_time), _real(data_time), user, comment, _dumps(old), _dumps(new)),
+            )
+            return int(cur.lastrowid)
+
+    def limit_changes(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Run-time limit changes, oldest first (of one channel when given)."""
+        sql, args = "SELECT id, channel, wall_time, data_time, user, comment, old, new FROM limit_changes", ()
+        if channel is not None:
+            sql, args = sql + " WHERE channel = ?", (channel,)
+        with self.lock:
+            rows = self._conn.execute(sql + " ORDER BY id", args).fetchall()
+        keys = ("id", "channel", "wall_time", "data_time", "user", "comment")
+        return [{**dict(zip(keys, r[:6])), "old": json.loads(r[6]), "new": json.loads(r[7])} for r in rows]
 
     # --- stream checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self, key: str, position: Any, state: bytes | None = None) -> None:
