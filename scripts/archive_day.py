@@ -53,7 +53,7 @@ def main() -> None:
         writer.flush(timeout=None)
         backlog = time.perf_counter() - w0
         status = writer.status()
-    files = sorted(root.rglob("*.arrow"))
+    files = sorted(root.rglob("*.arrows"))
     reader = ArchiveReader(root)
     channel = names[len(names) // 2]
     raw, decimated = [], []

@@ -261,7 +261,7 @@ def test_one_sub_type_is_still_checked_packet_by_packet(tmp_path):
     p = tmp_path / "one.xml"
     p.write_text(text)
     m = load_xtce(p, time=TimeSpec(names=("MET",)))
-    assert m.shared_apids == {20: ("A_ONE",)} and m.layout_for(20) is None
+    assert m.shared_apids == {} and m.layout_for(20).selector is not None  # SUBTYPE == 1 checked on columns
     stream = PacketStream(m)
     pk = stream.feed_packets(one(0, 100, 7, 1) + two(1, 101, 9, 3, 0), final=True)
     assert pk.values[:, stream.channels.index("X")].tolist() == [7.0]

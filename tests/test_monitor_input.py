@@ -44,7 +44,7 @@ def test_rerun_after_the_checkpoint_says_why_nothing_was_scored(tmp_path):
     assert monitor(tmp_path, "file:r.csv").returncode == 0
     again = monitor(tmp_path, "file:r.csv")
     assert again.returncode == 3
-    assert "[note] passed over 10 records at or before the checkpoint t=4.0" in again.stdout
+    assert "[note] passed over 10 input items the checkpoint (t=4.0) already covers" in again.stdout
     assert "nothing scored: all 10 records were at or before the checkpoint t=4.0" in again.stdout
     assert "--no-resume scores them again" in again.stdout
 

@@ -74,6 +74,14 @@ def _with_time(spec: str, time, time_fine, time_scale, time_fine_scale, epoch) -
     return spec + ("&" if "?" in spec else "?") + urlencode(pairs)
 
 
+def _xtce_file(xtce: str) -> str:
+    if xtce == "demo":
+        from vigil.ingest.ccsds.demo.generator import xtce_path
+
+        return xtce_path()
+    return xtce
+
+
 def _describe(mission, stream) -> list[str]:
     """What an operator must know about the database: untimed types, unsupported, not monitored."""
     lines = [stream.report()]
@@ -184,12 +192,21 @@ def packets_config(
     time: list[str] | None = typer.Option(None, "--time", help=TIME_HELP),
     time_fine: list[str] | None = typer.Option(None, "--time-fine", help="sub-second time parameter"),
 ) -> None:
-    """Write the XTCE limits, debounce counts and rates as a channel configuration (valid TOML)."""
+    """Write the XTCE limits, debounce counts and rates as a channel configuration (valid TOML).
+
+    A database without a usable packet layout gives the alarms of every parameter it declares.
+    """
+    from vigil.errors import ConfigError
     from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
 
     with _clean_errors():
-        mission = _mission(xtce, None, time, time_fine, None, None, None, "vigil packets config")
-        alarms = read_xtce_alarms(mission)
+        try:
+            alarms = read_xtce_alarms(_mission(xtce, None, time, time_fine, None, None, None, "vigil packets config"))
+        except ConfigError as err:
+            if err.key != "ContainerSet":
+                raise
+            typer.echo(f"no packet layout ({err.reason}); alarms read from the file alone, by parameter name")
+            alarms = read_xtce_alarms(None, _xtce_file(xtce))
         out.write_text(alarms.to_toml(), encoding="utf-8")
     typer.echo(alarms.report())
     typer.echo(f"wrote {out}")

@@ -40,8 +40,9 @@ class DecodedPackets:
     def __len__(self) -> int:
         return int(self.apid.shape[0])
 
-    def take(self, mask: np.ndarray) -> DecodedPackets:
-        if mask.all():
+    def take(self, mask: np.ndarray | slice) -> DecodedPackets:
+        """The packets a boolean mask (or a slice: views) selects."""
+        if isinstance(mask, np.ndarray) and mask.all():
             return self
         return DecodedPackets(*(getattr(self, f)[mask] for f in _FIELDS))
 
@@ -110,8 +111,13 @@ class PacketDecoder:
             rows = np.flatnonzero(frames.apid == apid)
             lay = self.mission.layout_for(apid)
             if lay is not None and lay.plan is not None and self.engine == "bulk":
-                self._bulk_rows(buf, frames, rows, apid, lay, time, values, ok, kind)
-                continue
+                if lay.selector is not None:  # criteria beyond the APID (e.g. TYPE == 0): the rest to spp
+                    hit = lay.selector.match(buf, frames.offset[rows], frames.length[rows])
+                    self._bulk_rows(buf, frames, rows[hit], apid, lay, time, values, ok, kind)
+                    rows = rows[~hit]
+                else:
+                    self._bulk_rows(buf, frames, rows, apid, lay, time, values, ok, kind)
+                    continue
             if lay is None and self.engine == "bulk":
                 rows = self._by_selectors(buf, frames, rows, apid, time, values, ok, kind)
             done = self._per_packet(buf, frames, rows, apid, time, values, ok, kind)

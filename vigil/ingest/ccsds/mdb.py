@@ -6,7 +6,8 @@ whole inheritance chain (any criteria space_packet_parser evaluates: APID equali
 APIDs, sub-type fields under an APID container, Boolean expressions). For each packet type:
 
 * the APIDs that can select it (criteria evaluated on each of the 2048 APIDs); an APID that
-  selects exactly one type by its header alone is decoded in bulk when the layout is fixed,
+  selects exactly one type is decoded in bulk when the layout is fixed (its other criteria, such as
+  the packet type bit, checked on columns),
   otherwise space_packet_parser picks the type packet by packet;
 * its channels: numeric parameters after the header, named ``PARAM``, or ``TYPE.PARAM`` when
   the parameter is in several packet types (the same name everywhere: decode, config, monitor);
@@ -205,7 +206,7 @@ def load_xtce(
         layouts[name] = lay
         for p, ch in zip(data[name], chans):
             infos[ch] = _info(p, ch, name)
-    shared = _shared_apids(types)
+    shared = _shared_apids(types, layouts)
     return Mission(src, layouts, infos, time, definition, path, skipped, unsupported, shared)
 
 
@@ -329,9 +330,8 @@ def _packet_types(definition, root, header: list, apid_param: str) -> tuple[dict
         elif len(apids) == N_APIDS:
             unsupported[name] = "its restriction criteria do not select an APID"
         else:
-            # Decided by the header alone when no criterion needs a field beyond it.
-            exact = all(_decided(rc, probes[apids[0]]) for rc in rest)
-            types[name] = (apids, tuple(chain), exact)
+            # Criteria on more than the APID (a sub-type field, the packet type bit) must be checked per packet.
+            types[name] = (apids, tuple(chain), not all(_on_apid_only(rc, apid_param, apids[0]) for rc in rest))
     return types, unsupported
 
 
@@ -355,24 +355,24 @@ def _maybe(criterion, probe: dict) -> bool:
         return True
 
 
-def _decided(criterion, probe: dict) -> bool:
-    """Whether the criterion can be evaluated on the header alone."""
+def _on_apid_only(criterion, apid_param: str, apid: int) -> bool:
+    """Whether the criterion can be evaluated knowing only the APID."""
     try:
-        criterion.evaluate(probe)
-    except Exception:  # noqa: BLE001 - it needs a field beyond the header
+        criterion.evaluate({apid_param: common.IntParameter(apid, apid)})
+    except Exception:  # noqa: BLE001 - it needs another field
         return False
     return True
 
 
-def _shared_apids(types: dict) -> dict[int, tuple[str, ...]]:
-    """APIDs that several types can take, or whose one type needs more than the header to select:
-    their packets go through space_packet_parser, which checks every criterion packet by packet."""
+def _shared_apids(types: dict, layouts: dict[str, PacketLayout]) -> dict[int, tuple[str, ...]]:
+    """APIDs that several types can take, or whose one type has criteria beyond the APID that
+    cannot be checked on columns: their packets are told apart packet by packet."""
     by_apid: dict[int, list[str]] = {}
     loose: set[int] = set()
-    for name, (apids, _, exact) in types.items():
+    for name, (apids, _, more) in types.items():
         for a in apids:
             by_apid.setdefault(a, []).append(name)
-            if not exact:
+            if more and layouts[name].selector is None:
                 loose.add(a)
     return {a: tuple(names) for a, names in by_apid.items() if len(names) > 1 or a in loose}
 

@@ -26,7 +26,8 @@ _MAX_ROUNDS = 200
 
 
 def read_definition(path: Path, root_container: str) -> tuple[spp.XtcePacketDefinition, dict[str, str]]:
-    """The space_packet_parser definition and ``{container: why it was left out}``.
+    """The space_packet_parser definition and what was left out: ``{container, "parameter type T"
+    or "parameter P": why}``.
 
     Raises:
         ConfigError: when the file is not XML, or when what fails cannot be pinned to an element.
@@ -81,10 +82,13 @@ def _drop_named(tree, message: str, unsupported: dict[str, str]) -> bool:
             types[name].getparent().remove(types[name])
             for p in gone:
                 params[p].getparent().remove(params[p])
+            which = f" (parameters {', '.join(sorted(gone))})" if gone else ""
+            unsupported[f"parameter type {name}"] = f"left out{which}: {reason}"
             _drop_users(tree, gone, f"parameter type {name}: {reason}", unsupported)
             return True
         if name in params:
             params[name].getparent().remove(params[name])
+            unsupported[f"parameter {name}"] = f"left out: {reason}"
             _drop_users(tree, {name}, f"parameter {name}: {reason}", unsupported)
             return True
         if name in conts:

@@ -251,8 +251,12 @@ class PacketStream:
         pk = DecodedPackets.concat(parts)
         if not final and len(pk):
             cut = pk.time.max()
-            self._held = pk.take(pk.time == cut)
-            pk = pk.take(pk.time < cut)
+            if pk.time[-1] == cut and np.all(pk.time[1:] >= pk.time[:-1]):  # in order: views, no copies
+                k = int(np.searchsorted(pk.time, cut, side="left"))
+                self._held, pk = pk.take(slice(k, None)), pk.take(slice(0, k))
+            else:
+                self._held = pk.take(pk.time == cut)
+                pk = pk.take(pk.time < cut)
         if not len(pk):
             return None
         if pk.time.shape[0] < 2 or bool(np.all(pk.time[1:] > pk.time[:-1])):
