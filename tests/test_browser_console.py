@@ -4,6 +4,8 @@ UTC axes, time until limit, alarm details with notes, mark-nominal, incidents th
 conductor over the archive, limits changed from the page.
 
 The browser runs in New York's time zone, so a local-time axis would show 19:xx where UTC is 00:xx.
+The tests share one server, page and stream, in file order (the stream moves on as they go): run the
+file, not one test alone.
 """
 
 from __future__ import annotations
@@ -272,6 +274,17 @@ def test_time_conductor_spans_scroll_zoom_and_the_archive(page, stack):
     wait_js(page, f"__vigil.state.plots[0] && __vigil.state.plots[0].scales.x.max < {scale[1] - width * 0.4}")
     page.click("#conductor button[data-zoom='0.5']")
     wait_js(page, f"(p => p.scales.x.max - p.scales.x.min < {width * 0.6})(__vigil.state.plots[0])")
+    before = page.evaluate("(p => p.scales.x.max - p.scales.x.min)(__vigil.state.plots[0])")
+    over = page.locator("#plots .u-over").first.bounding_box()  # drag over a quarter of the plot: zoom to it
+    y = over["y"] + over["height"] / 2
+    page.mouse.move(over["x"] + over["width"] * 0.25, y)
+    page.mouse.down()
+    page.mouse.move(over["x"] + over["width"] * 0.5, y, steps=5)
+    page.mouse.up()
+    wait_js(page, f"!__vigil.conductor.live && Math.abs(__vigil.conductor.width - {before / 4}) < {before / 20}")
+    page.mouse.move(over["x"] + over["width"] * 0.5, y)
+    page.mouse.wheel(0, 300)  # the wheel zooms out
+    wait_js(page, f"__vigil.conductor.width > {before / 4 * 1.2}")
     page.click("#conductor button[data-width='3600']")
     wait_js(page, "__vigil.conductor.live && __vigil.conductor.width === 3600")
     assert page.locator("#live-btn.on").count() == 1

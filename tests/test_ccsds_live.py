@@ -16,9 +16,11 @@ from vigil.ingest.ccsds.source import open_packet_source
 from vigil.ingest.records import Record, open_source
 
 
-def _collect(src, want_rows: int, timeout_s: float = 10.0) -> list:
+def _collect(src, want_rows: int, hang_s: float = 120.0) -> list:
+    """Blocks until ``want_rows`` rows came (``hang_s`` only guards against a hang: a slow
+    machine waits longer, it never gets fewer rows)."""
     blocks, rows = [], 0
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + hang_s
     for block in src.blocks():
         if block is not None:
             blocks.append(block)
@@ -28,14 +30,24 @@ def _collect(src, want_rows: int, timeout_s: float = 10.0) -> list:
     return blocks
 
 
+def send_paced(src, datagrams: list[bytes], hang_s: float = 120.0) -> None:
+    """Send each datagram once the source's reader has taken the one before off the socket (its
+    queue, not yet consumed, holds one item per datagram): loopback UDP drops a datagram only when
+    the receive buffer is full, so none is lost however slow the receiver is."""
+    deadline = time.monotonic() + hang_s
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for k, data in enumerate(datagrams, 1):
+            tx.sendto(data, src.address)
+            while src._queue.qsize() < k:
+                assert time.monotonic() < deadline, f"the source read {src._queue.qsize()} of {k} datagrams"
+                time.sleep(0.001)
+
+
 def test_udp_source_decodes_datagrams_and_counts_problems():
     src = open_packet_source("udp+ccsds://127.0.0.1:0?xtce=demo")
     packets = split(DemoSpacecraft().packets(2.0))  # 20 + 2 + 20 packets, 42 distinct times
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-            tx.sendto(packets[0][0][:-4], src.address)  # a cut datagram
-            for raw, _ in packets:
-                tx.sendto(raw, src.address)
+        send_paced(src, [packets[0][0][:-4]] + [raw for raw, _ in packets])  # a cut datagram first
         blocks = _collect(src, want_rows=42)
     finally:
         src.close()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from restart_scenario import write_inputs
 
 
@@ -58,3 +59,17 @@ def test_limits_only_rerun_after_a_config_change_is_refused_with_a_hint(tmp_path
     assert out.returncode == 1 and "rows=" not in out.stdout
     assert "the configuration changed since the checkpoint" in out.stderr
     assert "(after 2980 records, t=10599.0)" in out.stderr
+
+
+def test_fit_without_limits_skips_a_channel_the_history_lacks():
+    from vigil.config import MonitorConfig
+    from vigil.model import TelemetryBlock
+    from vigil.monitor.fitting import fit_default
+
+    config = MonitorConfig.from_dict({"channels": {"A": {"subsystem": "s"}, "B": {"subsystem": "s"}}})
+    t = np.arange(3000.0)
+    history = TelemetryBlock.from_arrays(t, np.c_[np.sin(t / 30), np.full(t.size, np.nan)], ["A", "B"])
+    detector, absent = fit_default(config, history)
+    assert absent == ["B"] and detector.channels_ == ("A", "B")
+    scores = detector.score(TelemetryBlock.from_arrays([3000.0], [[0.1, 5.0]], ["A", "B"]))
+    assert scores.level.shape == (1, 2) and scores.level[0, 1] == 0  # B: no learned check, no limits

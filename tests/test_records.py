@@ -100,7 +100,16 @@ def test_stream_source_reads_until_end_and_idles():
     assert items == [Record(0.0, "a", 1.0), Record(1.0, "a", 2.0)]
 
 
-def collect(src, n: int, timeout: float = 5.0) -> tuple[list, int]:
+def wait_until(condition, hang_s: float = 120.0) -> None:
+    """Wait for ``condition()`` (``hang_s`` only guards against a hang)."""
+    deadline = time.monotonic() + hang_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.001)
+
+
+def collect(src, n: int, timeout: float = 120.0) -> tuple[list, int]:
+    """Items until ``n`` came; ``timeout`` guards against a hang (or bounds a wait for idle ticks)."""
     got, idle = [], 0
     deadline = time.monotonic() + timeout
     for batch in src.batches():
@@ -167,7 +176,7 @@ def test_udp_source_counts_records_it_had_no_room_for():
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"0,a,1\n1,a,2\n2,a,3\n3,a,4\n4,a,5", src.address)
-            time.sleep(0.3)  # the reader fills the queue and drops the other three
+            wait_until(lambda: src._dropped == 3)  # the reader filled the queue and dropped the other three
             first, _ = collect(src, 2)
             s.sendto(b"5,a,6", src.address)
             then, _ = collect(src, 2)
@@ -183,6 +192,7 @@ def test_udp_source_datagrams_and_idle_ticks():
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"0,a,1\n0,b,2", src.address)
+            wait_until(lambda: src._queue.qsize() == 2)  # read before the next is sent: none can be dropped
             s.sendto(b"1,a,\xff", src.address)
         got, _ = collect(src, 3)
         _, idle = collect(src, 1, timeout=0.2)

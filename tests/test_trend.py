@@ -42,6 +42,20 @@ def test_a_noiseless_line_gives_the_exact_time_and_the_next_limit():
     assert det.time_to_limit("N") is None and det.time_to_limit("nope") is None
 
 
+def test_a_range_the_level_is_already_outside_has_no_time_until_it():
+    det = _fitted(tau_s=600)
+    t = np.arange(2000.0)
+    # T rises from -60 to -40: below the warning (0) and the critical (-10) ranges already, rising
+    # toward them; U climbs from 32 to 36: beyond nothing for U (critical only) and T's warning 30 is
+    # not U's. Only limits the level is still inside of may be forecast.
+    det.score(TelemetryBlock.from_arrays(t, np.c_[-60 + t / 100, 20 + t / 100, t], ["T", "U", "N"]))
+    assert det.time_to_limit("T") is None
+    det = _fitted(tau_s=600)
+    det.score(TelemetryBlock.from_arrays(t, np.c_[31 + t / 400, 20 + t / 100, t], ["T", "U", "N"]))
+    t_ttl = det.time_to_limit("T")  # past warning 30 already: the next is critical 40
+    assert (t_ttl["limit"], t_ttl["severity"]) == (40.0, "critical")
+
+
 def test_noisy_drift_forecast_brackets_the_truth_and_watches_within_the_horizon():
     det = _fitted(tau_s=600, horizon_s=3600)
     scores = det.score(_drift())

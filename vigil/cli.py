@@ -337,7 +337,7 @@ def fit_model(
 # --- operator console (issue 4) -------------------------------------------------------------------
 @app.command("serve")
 def serve(
-    config: Path = typer.Option(..., help="channel configuration (TOML)"),
+    config: Path | None = typer.Option(None, help="channel configuration (TOML); not with --nats"),
     source: str | None = typer.Option(None, help="file:PATH, stdin, tcp://HOST:PORT or udp://HOST:PORT to monitor"),
     fit: Path | None = typer.Option(None, help="nominal history (CSV/Parquet) to fit the learned detector on"),
     speed: str = typer.Option("1", help="file replay speed: 1, 10, ... or max"),
@@ -348,11 +348,19 @@ def serve(
     archive: Path | None = typer.Option(None, help="archive folder for every accepted sample (default: STORE.archive)"),
     no_archive: bool = typer.Option(False, "--no-archive", help="keep no archive (plots: last 256 samples)"),
     retention_days: float | None = typer.Option(None, min=0.01, help="archive: delete days older than this"),
+    nats: str | None = typer.Option(None, help="serve the whole fleet from these NATS URL(s) (vigil fleet ...)"),
 ) -> None:
     """Serve the operator console and API over a live monitor and its alarm store.
 
     Exit status: 0 clean, 1 fatal error, 3 stopped after reporting data problems.
     """
+    if nats is not None:  # the fleet console (issue 11): vigil/cli_fleet.py
+        from vigil.cli_fleet import serve_fleet
+
+        serve_fleet(nats, host, port, token_file, _announce)
+        return
+    if config is None:
+        raise typer.BadParameter("give --config (or --nats for the fleet console)", param_hint="--config")
     from vigil.errors import VigilError
     from vigil.ingest.records import open_source
     from vigil.monitor.report import EXIT_FATAL, exit_code
@@ -457,6 +465,22 @@ from vigil.cli_packets import packets_app  # noqa: E402
 app.add_typer(packets_app, name="packets")
 
 
+@bench_app.command("fleet")
+def bench_fleet(
+    out: Path = typer.Option(Path("fleet.json"), help="JSON results file"),
+    spacecraft: int = typer.Option(16, min=2),
+    channels: int = typer.Option(200, min=1),
+    duration: int = typer.Option(300, min=60, help="seconds of 1 Hz telemetry per spacecraft"),
+    servers: int = typer.Option(3, help="NATS servers (1, or 3 for a JetStream cluster)"),
+) -> None:
+    """The fleet on NATS: channel-samples/s with 1, 2, 4 workers, scaling efficiency, failover time."""
+    import json
+
+    from vigil.bench.fleet import run_benchmark
+
+    typer.echo(json.dumps(run_benchmark(out, spacecraft, channels, duration, servers=servers), indent=1))
+
+
 @bench_app.command("packets")
 def bench_packets(
     out: Path = typer.Option(Path("packets.json"), help="JSON results file"),
@@ -467,6 +491,12 @@ def bench_packets(
     from vigil.bench.packets import run_benchmark
 
     typer.echo(run_benchmark(out, packets=packets, spp_packets=spp_packets).summary())
+
+
+# --- fleet on NATS JetStream (issue 11): the `vigil fleet ...` commands are in vigil/cli_fleet.py ---
+from vigil.cli_fleet import fleet_app  # noqa: E402
+
+app.add_typer(fleet_app, name="fleet")
 
 
 if __name__ == "__main__":

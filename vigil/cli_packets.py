@@ -258,22 +258,22 @@ def packets_monitor(
     time_scale: str | None = typer.Option(None, help="seconds per unit of the time parameter (default 1)"),
     time_fine_scale: str | None = typer.Option(None, help="seconds per unit of --time-fine (default 2**-bits)"),
     epoch: str | None = typer.Option(None, help="ISO 8601 time of time zero (e.g. 2010-01-01T00:00:00Z)"),
+    resume: bool = typer.Option(True, help="continue from the store's checkpoint, exactly as if never stopped"),
 ) -> None:
     """Monitor a packet stream with the mission's own XTCE alarms (ranges, contexts, states, rates).
 
-    Exit status: 0 clean, 1 fatal error, 3 finished with reported data problems.
+    A stop (SIGTERM, Ctrl-C) or kill and a restart on the same store give the uninterrupted run:
+    a packet file resumes by its input position, a live source counts what is at or before the
+    checkpoint as replayed. Exit status: 0 clean, 1 fatal error, 3 finished with reported data problems.
     """
+    import signal
     import threading
 
-    from vigil.alarms import AlarmManager
-    from vigil.detect.xtce_alarm import XtceAlarmCheck, xtce_monitor_config
-    from vigil.ingest.ccsds.pump import run_blocks
+    from vigil.ingest.ccsds.pump import packet_session, run_blocks
+    from vigil.ingest.ccsds.pump import resume as resume_blocks
     from vigil.ingest.ccsds.source import open_packet_source
     from vigil.ingest.ccsds.xtce_alarms import read_xtce_alarms
-    from vigil.model import TelemetryBlock
-    from vigil.monitor.engine import Monitor
-    from vigil.monitor.runner import Session, event_line
-    from vigil.store.sqlite import SqliteStore
+    from vigil.monitor.runner import event_line
 
     with _clean_errors(status=1):
         src = open_packet_source(_with_time(source, time, time_fine, time_scale, time_fine_scale, epoch))
@@ -282,27 +282,36 @@ def packets_monitor(
     for line in _describe(mission, src.stream)[1:]:
         typer.echo(line)
     typer.echo(alarms.report())
-    config = xtce_monitor_config(alarms)
-    channels = src.stream.channels
-    empty = TelemetryBlock.from_arrays([0.0], [[float("nan")] * len(channels)], channels)
-    detector = XtceAlarmCheck(alarms).fit(empty)
-    db = SqliteStore(store)
-    manager = AlarmManager(config, store=db)
+    session = packet_session(src, alarms, store)
+    db, manager = session.store, session.manager
+    start = None
+    if resume:
+        try:
+            start = resume_blocks(session, src)
+        except ValueError as err:  # CheckpointMismatch: another configuration or database
+            typer.echo(f"error: {err}", err=True)
+            db.close()
+            src.close()
+            raise typer.Exit(1) from None
+        if start is not None:
+            typer.echo(f"resuming after t={start['time']} ({start['items']} input rows; checkpoint in {store})")
     manager.subscribe(lambda event: typer.echo(event_line(event)))
-    session = Session(Monitor(config, detector, manager, store=db), manager, db, threading.RLock())
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # restored after (in-process callers)
     if serve is not None:
         from vigil.cli import _serve_in_background
 
         _serve_in_background(session, host, serve, token_file)
-    typer.echo(f"monitoring {len(channels)} channels from {src.name}")
+    typer.echo(f"monitoring {len(src.stream.channels)} channels from {src.name}")
     try:
-        run_blocks(session, src, echo=typer.echo, report_every_s=report_every)
+        run_blocks(session, src, echo=typer.echo, report_every_s=report_every, stop=stop)
     except KeyboardInterrupt:
         typer.echo("interrupted")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         typer.echo(src.report())
         db.close()
     from vigil.cli import _report_outcome
     from vigil.monitor.report import exit_code
 
-    raise typer.Exit(exit_code(_report_outcome(session, src)))
+    raise typer.Exit(exit_code(_report_outcome(session, src, None if start is None else start["time"])))

@@ -20,9 +20,11 @@ one of them, all three hold:
   (medians of their first halves), lies in the marked episode's value range widened by
   ``tolerance`` times that range on each side (scale-free too: a fraction of the episode's range).
 
-While a recognised episode lasts (at most the marked episode's length plus ``tolerance`` of it,
-plus one window) its flagged samples are nominal as long as each, shifted the same way, stays in
-that widened range; the first that leaves it alarms as usual.
+While a recognised episode lasts (the marked episode's length plus ``tolerance`` of it, plus one
+window: a detector often keeps flagging for a while after the values are back) its flagged samples
+are nominal while each is no more severe than the marked alarm ever was (``level``, its peak
+severity) or lies, shifted the same way, in the widened range; the first that is neither ends the
+episode and alarms as usual.
 
 So the same benign pattern recurring passes, even on a baseline at another level or slope; a
 different shape or a much larger excursion still alarms. Only the learned detectors'
@@ -51,7 +53,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from vigil.detect.base import Detector, Scores
+from vigil.detect.base import SEVERITIES, Detector, Scores
 from vigil.model import TelemetryBlock, format_time
 
 #: Most samples of an episode kept in a pattern (the onset first).
@@ -220,6 +222,7 @@ class NominalFilter(Detector):
     def fit(self, history: TelemetryBlock) -> NominalFilter:
         self.inner.fit(history)
         self.channels_ = self.inner.channels_
+        self._columns: dict[str, int | None] = {}
         self.reset()
         return self
 
@@ -233,6 +236,9 @@ class NominalFilter(Detector):
         return {"inner": self.inner.stream_state(), **super().stream_state()}
 
     def set_stream_state(self, state: dict[str, Any]) -> None:
+        if "inner" not in state:  # a checkpoint written before the detector was wrapped: the inner's alone
+            self.inner.set_stream_state(state)
+            return
         self.inner.set_stream_state(state["inner"])
         # Patterns added after the checkpoint start with an empty window; withdrawn ones are dropped.
         tails, matched = state.get("tails_", {}), state.get("matched_", {})
@@ -253,15 +259,27 @@ class NominalFilter(Detector):
         scores = self.inner.score(block)
         if not self.tails_:
             return scores
-        index = {c: k for k, c in enumerate(block.channels)}
-        hard = np.array([d in HARD for d in scores.detector], dtype=bool)
+        hard = np.array([d.split(".")[0] in HARD for d in scores.detector], dtype=bool)
         for channel in list(self.tails_):
-            k = index.get(channel)
+            k = self._column(channel)
             if k is not None:
                 self._judge(channel, block.time, block.values[:, k], scores, k, hard)
         return scores
 
     # -- internals -----------------------------------------------------------------------------------
+    def _still(self, pattern: dict[str, Any], level: int, shifted: float) -> bool:
+        """A flagged sample of a recognised episode stays nominal while it is no more severe than the
+        marked alarm ever was, or lies in the marked range (shifted, widened)."""
+        return level <= pattern.get("level", len(SEVERITIES)) or in_range(pattern, shifted, self.tolerance)
+
+    def _column(self, channel: str) -> int | None:
+        """The channel's column (blocks carry the fitted channels, checked by the inner detector),
+        looked up once per channel rather than once per block."""
+        columns = self.__dict__.setdefault("_columns", {})
+        if channel not in columns:
+            columns[channel] = self.channels_.index(channel) if channel in self.channels_ else None
+        return columns[channel]
+
     def _width(self, channel: str) -> int:
         return max((int(p["window"]) for p in self.patterns.values() if p["channel"] == channel), default=0)
 
@@ -279,8 +297,8 @@ class NominalFilter(Detector):
                 continue
             end = width + pos + 1
             found = self.patterns.get(inside) if now <= until else None
-            if found is not None and not in_range(found, series[end - 1] - shift, self.tolerance):
-                found, until = None, -1  # out of the marked range: no longer that episode
+            if found is not None and not self._still(found, scores.level[i, k], series[end - 1] - shift):
+                found, until = None, -1  # more severe than the marked alarm and out of its range: not that episode
             if found is None:
                 for p in mine:
                     m = int(p["window"])

@@ -222,9 +222,12 @@ def _forecast(S, x, low, high, z, min_weight, min_spread, max_s, out):  # pragma
     var_b = sigma2 * (vuu - 2 * ubar * vu + ubar * ubar * v) / (suu * suu)
     if not b * b > z * z * var_b:
         return
-    # The next limit in the slope's direction that the level has not crossed yet.
+    # The next limit in the slope's direction that the level has not crossed yet; a range the level
+    # is already outside of (either side) is in alarm already: no time until it.
     target, level = np.nan, 0
     for s in range(low.shape[0]):
+        if a < low[s] or a > high[s]:
+            continue
         bound = high[s] if b > 0 else low[s]
         if np.isfinite(bound) and (bound - a) * b > 0:
             target, level = bound, s + 1

@@ -216,23 +216,26 @@ class Monitor:
 
         Rows at or before the last scored time are counted as out-of-order and skipped; channels
         the detector does not know are counted under ``unknown``; NaN/inf cells count as missing.
+        The block's rows count as input consumed (``position_["records"]``: where a replay of
+        blocks, e.g. ``vigil packets monitor`` on a file, resumes).
         """
         values, present = self._aligned(block)
         if block.n_samples == 0:
             return []
+        self.position_ = {**self.position_, "records": self.position_["records"] + block.n_samples}
         events = self.flush(before=float(block.time[0]))
         if self._pend_t.size:  # records for times the block now covers arrived too early to fit in
             np.add.at(self.counts_["out_of_order"], self._pend_j, 1)
             self._pend_t, self._pend_j, self._pend_v = self._pend_t[:0], self._pend_j[:0], self._pend_v[:0]
         time = block.time
+        if self._resume_t is not None:  # before the lateness check: the checkpoint's rows are replays
+            done = time <= self._resume_t
+            self.replayed += int(np.isfinite(values[done]).sum())
+            time, values = time[~done], values[~done]
         late = time <= self._emitted
         if late.any():
             self.counts_["out_of_order"] += np.isfinite(values[late]).sum(axis=0)
             time, values = time[~late], values[~late]
-        if self._resume_t is not None:
-            done = time <= self._resume_t
-            self.replayed += int(np.isfinite(values[done]).sum())
-            time, values = time[~done], values[~done]
         if time.size == 0:
             return events
         finite = np.isfinite(values)

@@ -76,7 +76,8 @@ def fit_default(config, nominal: TelemetryBlock) -> tuple[Detector, list[str]]:
                     raise
                 absent.append(err.channel)
                 continue
-        learned = [d for d in build_detector(config).detectors if d.name != "limits"]
+        default = build_detector(config)  # an Ensemble, or the forecast alone when no limits are set
+        learned = [d for d in getattr(default, "detectors", [default]) if d.name != "limits"]
         try:
             fitted = [Columns(d.fit(nominal.select(present)), channels) for d in learned] if present else []
         except DataError as err:

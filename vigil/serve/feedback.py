@@ -98,6 +98,7 @@ def add_feedback_routes(app: FastAPI, console: Console, require_token: Any) -> N
             times, values = _samples(console, alarm.channel, alarm.first_time, end)
             try:
                 pattern = episode_pattern(times, values, alarm.first_time, end, WINDOW)
+                pattern["level"] = int(alarm.level)  # the marked alarm's peak severity
             except ValueError as err:
                 raise HTTPException(409, f"alarm {alarm_id}: {err} (neither memory nor archive holds it)") from None
             try:

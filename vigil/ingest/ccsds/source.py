@@ -82,6 +82,9 @@ class PacketSource:
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
         self.accept_errors, self.last_accept_error = 0, None  # a TCP listener's (EMFILE...), shown in health
+        # A file replay resumed from a checkpoint: decoded rows to pass over (the checkpoint covers
+        # them), and how many were (``vigil packets monitor`` resumes by this input position).
+        self.skip_rows = self.skipped = 0
         if transport == "file":
             self.path = Path(address)
             if not self.path.is_file():
@@ -205,7 +208,7 @@ class PacketSource:
         with open(self.path, "rb") as fh:
             while not self._stop.is_set():
                 data = fh.read(_CHUNK)
-                block = self.stream.feed(data, final=not data)
+                block = self._pass_over(self.stream.feed(data, final=not data))
                 if block is None:
                     yield None  # nothing decoded from this chunk: the counters still report its losses
                 elif self.speed is None:
@@ -215,6 +218,16 @@ class PacketSource:
                     yield from _paced(block, first, start_wall, self.speed)
                 if not data:
                     break
+
+    def _pass_over(self, block: TelemetryBlock | None) -> TelemetryBlock | None:
+        """The block without the rows still to skip (decoded all the same: the counters are the
+        whole file's, as in an uninterrupted run)."""
+        if block is None or not self.skip_rows:
+            return block
+        n = min(self.skip_rows, block.n_samples)
+        self.skip_rows -= n
+        self.skipped += n
+        return block.slice(n, block.n_samples) if n < block.n_samples else None
 
     def _receive_udp(self) -> None:
         while not self._stop.is_set():

@@ -389,7 +389,7 @@ async function refreshIncidents() {
     const names = incidentNames(inc);
     return `<li data-k="${k}" data-id="${esc(inc.id)}" class="${inc.id === selId ? "sel" : ""}"><b>#${esc(inc.id)} ${esc(inc.subsystem || "")}</b> ${fmtTime(inc.first_time)}
       · ${names.length} channels: <span class="names">${esc(names.join(", "))}</span>
-      <div class="why">${esc((inc.explanation || "").split("\n")[0])}</div></li>`;
+      <div class="why">${esc(inc.explanation || "").replace(/\n/g, "<br>")}</div></li>`;
   }).join("");
 }
 
