@@ -18,7 +18,7 @@ async def connect(urls: list[str], name: str, log: Log, retry: bool = True):
     (at most every 2 s) and retries; later connection trouble is reported the same way."""
     import nats
 
-    state = {"connected": False, "said": -math.inf}
+    state: dict = {"connected": False, "said": -math.inf}
 
     def say(text: str) -> None:
         now = time.monotonic()
@@ -33,6 +33,9 @@ async def connect(urls: list[str], name: str, log: Log, retry: bool = True):
             say(f"cannot reach NATS at {', '.join(urls)}: {type(err).__name__}: {err}; retrying in 0.5 s")
 
     async def on_disconnect() -> None:
+        nc = state.get("nc")
+        if nc is not None and (nc.is_closed or nc.is_draining):
+            return  # closing on purpose
         if state["connected"]:
             say("NATS: disconnected; reconnecting")
 
@@ -43,7 +46,7 @@ async def connect(urls: list[str], name: str, log: Log, retry: bool = True):
         servers=urls, name=name, connect_timeout=2, allow_reconnect=retry, max_reconnect_attempts=-1 if retry else 0,
         reconnect_time_wait=0.5, error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
     )  # fmt: skip
-    state["connected"] = True
+    state["connected"], state["nc"] = True, nc
     return nc
 
 

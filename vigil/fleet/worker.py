@@ -212,6 +212,7 @@ class Worker:
                         ck_rev = await self._checkpoint(sc, own, engine, ck_rev, ck_first, engine.applied_seq)
                         ck_first, ck_at = engine.applied_seq + 1, time.monotonic()
                         alarm_seq, out_last = await self._publish(sc, engine, alarm_seq, out_last)
+                        await self._status(sc, engine)
                     continue
                 except Exception as err:  # noqa: BLE001 - consumer lost with a server: start it again
                     self.log(f"{sc}: fetch failed ({type(err).__name__}: {err}); resubscribing")
@@ -234,7 +235,7 @@ class Worker:
                     ck_first, ck_at = engine.applied_seq + 1, time.monotonic()
                     self._maybe_crash("after_checkpoint", nth)
                 alarm_seq, out_last = await self._publish(sc, engine, alarm_seq, out_last)
-                if time.monotonic() - last_status > self.opt.status_every_s:
+                if caught_up or time.monotonic() - last_status > self.opt.status_every_s:
                     last_status = time.monotonic()
                     await self._status(sc, engine)
             if ck_first <= engine.applied_seq:  # applied since the last checkpoint: write it before handing over

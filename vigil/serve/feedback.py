@@ -69,6 +69,7 @@ def add_feedback_routes(app: FastAPI, console: Console, require_token: Any) -> N
     """Add the routes above to ``app`` (see the module docstring)."""
     secured = [Depends(require_token)]
     problems: dict[int | str, dict[str, Any]] = {
+        400: {"description": "the body is not JSON"},
         401: {"description": "no or wrong API token"},
         404: {"description": "no such alarm or channel"},
         409: {"description": "not possible for this alarm or monitor"},
