@@ -779,6 +779,11 @@ class AlarmManager:
             AlarmEvent("incident", inc.alarm_ids[-1], inc.last_time, inc.to_dict()) for inc in writes.incidents.values()
         ]
 
+    def changed_in_transaction(self) -> bool:
+        """Whether the caller's open store transaction holds alarm changes of this manager (the
+        monitor checkpoints its stream state with every such transaction)."""
+        return not (self._pending.empty() and self._deferred.empty())
+
     def _defer(self, pending: _Writes) -> None:
         self._deferred.merge(pending, events=True)
         if not self._hooked:

@@ -68,6 +68,11 @@ class Monitor:
             stream confirms the jump (see :mod:`vigil.monitor.clock`); ``None`` trusts every time.
         store: where the stream checkpoint is saved (``save_checkpoint``/``load_checkpoint``).
         checkpoint_key: the checkpoint's name in the store.
+        checkpoint_every_s: stream seconds between checkpoints of a block that changed no alarm
+            (0: every block). A block that changes any alarm is always checkpointed in the same
+            transaction, so the blocks after the last checkpoint changed none, and a restart that
+            replays them from it gives exactly the uninterrupted run. A live source that cannot be
+            replayed loses at most this much stream state (never an alarm) to a kill.
         identity: what the checkpoint must have been written under to be resumed (configuration
             and model hashes); a mismatch is refused by :meth:`resume` with a clear error.
         live_slack_s: live, a record may be at most this far ahead of the stream clock plus the wall
@@ -90,6 +95,7 @@ class Monitor:
         identity: dict | None = None,
         live_slack_s: float = 60.0,
         playback_after_s: float = 300.0,
+        checkpoint_every_s: float = 10.0,
     ) -> None:
         channels = getattr(detector, "channels_", None)
         if channels is None:
@@ -106,6 +112,8 @@ class Monitor:
         self.playback_after_s = playback_after_s
         self._delay = math.inf  # the live stream's usual delay, reception - generation (its minimum)
         self.store = store
+        self.checkpoint_every_s = checkpoint_every_s
+        self._checkpointed_t = -math.inf  # stream time of the last checkpoint (derived, not saved)
         self.checkpoint_key = checkpoint_key
         self.identity = dict(identity or {})
         # Input consumed, for resuming a replay: records and unreadable lines (BadRecord), each in
@@ -261,7 +269,10 @@ class Monitor:
         self.clock_.end()
         self._count_quarantined()
         events = self.flush()
-        self._store_latest()
+        if self.store is not None:
+            self.save()  # the end is always checkpointed, whatever the cadence
+        else:
+            self._store_latest()
         return events
 
     def _store_latest(self) -> None:
@@ -438,7 +449,7 @@ class Monitor:
         self.rows += time.size
         if self._resume_t is not None and self._emitted > self._resume_t:
             self._resume_t = None
-        self._checkpoint()
+        self._checkpoint_if_due()
         return events
 
     def _block(self, time: np.ndarray, values: np.ndarray) -> TelemetryBlock:
@@ -556,9 +567,16 @@ class Monitor:
         key = channel if channel in self.unknown or len(self.unknown) < MAX_UNKNOWN else "<other>"
         self.unknown[key] += n
 
+    def _checkpoint_if_due(self) -> None:
+        """Checkpoint when this transaction changes an alarm, or ``checkpoint_every_s`` after the last."""
+        changed = getattr(self.manager, "changed_in_transaction", None)
+        if changed is None or changed() or not self._emitted - self._checkpointed_t < self.checkpoint_every_s:
+            self._checkpoint()
+
     def _checkpoint(self) -> None:
         """Save the position and the full stream state (inside the caller's store transaction)."""
         if self.store is not None:
+            self._checkpointed_t = self._emitted
             position = {
                 "version": CHECKPOINT_VERSION,
                 "time": None if math.isinf(self._emitted) else self._emitted,
@@ -613,6 +631,7 @@ class Monitor:
         if blob is not None:
             checkpoint.restore(self, blob)
             self.rows_at_resume = self.rows
+            self._checkpointed_t = self._emitted
         if not replayable and position.get("time") is not None:
             self._resume_t = float(position["time"])
         return position
