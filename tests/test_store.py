@@ -297,8 +297,11 @@ def test_monitor_thread_and_operator_thread_do_not_deadlock(tmp_path):
             with store.transaction():
                 m.update(*block([[W if t % 7 < 3 else 0, C if t % 11 < 2 else 0]], t0=t))
                 store.save_checkpoint("stream", t)
-            if t == 200:  # make sure the threads interleave however the scheduler runs them
-                first_ack.wait(timeout=10)
+            # Make sure the threads interleave however the scheduler runs them: past the middle, at
+            # a row where the warning alarm is active, wait (outside the transaction) until the
+            # operator has acknowledged something.
+            if t >= 200 and t % 7 == 2 and not first_ack.is_set():
+                assert first_ack.wait(timeout=60), "the operator thread never acknowledged"
     finally:
         done.set()
         thread.join(timeout=10)
