@@ -139,7 +139,9 @@ def test_three_workers_under_kills_stalls_and_leader_loss_match_the_reference(tm
         assert sum(r["ok"] for r in results) >= 6
         rows = fs.commits(tmp_path)
         assert fs.check_single_owner(rows) >= 3
-        assert {"W1", "W2", "W3", "W1b", "W2b"} <= {r["owner"] for r in rows}
+        # W1 is killed in its third batch, which may come before its first (time-based) checkpoint:
+        # it need not have committed. W2 dies right after a checkpoint, so it always has.
+        assert {"W2", "W3", "W1b", "W2b"} <= {r["owner"] for r in rows}
         assert "lease" in (tmp_path / "W3.log").read_text() or "another owner" in (tmp_path / "W3.log").read_text()
     finally:
         for p in procs.values():
