@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from vigil.alarms import AlarmManager, MemoryStore
+from vigil.alarms.model import AlarmError
 from vigil.config import MonitorConfig
 from vigil.detect.base import Scores
 from vigil.model import TelemetryBlock
@@ -286,7 +288,8 @@ def test_monitor_thread_and_operator_thread_do_not_deadlock(tmp_path):
                     acked.append(m.acknowledge(a.id, "op").id)
                     first_ack.set()
                 for a in m.alarms(state="latched"):
-                    m.clear(a.id, "op")
+                    with contextlib.suppress(AlarmError):  # reactivated since listed: refused (the API's 409)
+                        m.clear(a.id, "op")
         except Exception as err:  # surfaced by the assertion below
             errors.append(err)
 
