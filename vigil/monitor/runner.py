@@ -218,13 +218,24 @@ def run(
         else:
             ended = True
     finally:
-        source.close()
-        with session.lock:
-            # At the source's end, score what is held; on a stop, keep it (checkpointed) for the
-            # restart: a stop and restart is the uninterrupted run.
-            m.end_of_stream() if ended else m.save()
+        close_stream(session, source, ended)
+    return report_end(m, echo)
+
+
+def close_stream(session: Session, source, ended: bool) -> None:
+    """Close ``source``. At its end, score what is held; on a stop, keep it (checkpointed) for the
+    restart: a stop and restart is the uninterrupted run."""
+    source.close()
+    with session.lock:
+        session.monitor.end_of_stream() if ended else session.monitor.save()
+
+
+def report_end(m: Monitor, echo: Callable[[str], None], *more: Callable[[], str]) -> dict:
+    """Print the final counters (and ``more`` lines) and the data problems; return the counters."""
     summary = m.counters(nonzero=True)
     echo(counter_line(m))
+    for line in more:
+        echo(line())
     for line in problem_lines(summary):
         echo(line)
     return summary

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vigil.ingest.ccsds.source import PacketSource
-from vigil.monitor.runner import Session, counter_line, problem_lines
+from vigil.monitor.runner import Session, close_stream, counter_line, report_end
 
 
 def packet_line(src: PacketSource) -> str:
@@ -99,12 +99,5 @@ def run_blocks(
         else:
             ended = True
     finally:
-        src.close()
-        with session.lock:
-            m.end_of_stream() if ended else m.save()
-    summary = m.counters(nonzero=True)
-    echo(counter_line(m))
-    echo(packet_line(src))
-    for line in problem_lines(summary):
-        echo(line)
-    return summary
+        close_stream(session, src, ended)
+    return report_end(m, echo, lambda: packet_line(src))
