@@ -45,8 +45,9 @@ import pyarrow.parquet as pq
 
 from vigil.errors import ConfigError
 from vigil.ingest.ccsds.decode import DecodedPackets, PacketDecoder
-from vigil.ingest.ccsds.framing import N_APIDS, Framer
+from vigil.ingest.ccsds.framing import N_APIDS, VARIABLE, Framer, Frames
 from vigil.ingest.ccsds.mdb import Mission
+from vigil.ingest.ccsds.segments import REASONS, Reassembler, secondary_header_bytes
 from vigil.model import TelemetryBlock
 
 _HISTORY = 16  # recent (sequence count, time) pairs kept per APID to spot duplicates
@@ -66,7 +67,12 @@ PER_APID = (
     "non_finite",
     "bad_time",
     "late",
+    "reassembled",
+    *REASONS,
 )
+#: ``segments=`` settings: join segmented packets where the database sizes the packet by its
+#: length field (``auto``), or frame every segment on its own (``off``).
+SEGMENTS = ("auto", "off")
 STREAM_WIDE = ("bad_header", "resyncs", "skipped_bytes", "queue_full")
 
 
@@ -79,16 +85,34 @@ class PacketStream:
         source: name used in blocks and messages (a file name or a URL).
         max_time_jump_s: a packet time further than this ahead of the latest accepted time is
             counted as ``bad_time`` (a corrupted time field would otherwise hide every later packet).
+        segments: ``"auto"``: segmented packets of an APID whose packets have no fixed size in the
+            database are joined into one (:mod:`~vigil.ingest.ccsds.segments`); ``"off"``: each
+            segment is framed and decoded on its own.
+        secondary_header_bytes: bytes a later segment drops when its secondary-header flag is set;
+            default: the time fields right after the primary header, per packet type.
     """
 
     def __init__(
-        self, mission: Mission, engine: str = "bulk", source: str = "<packets>", max_time_jump_s: float = 86400.0
+        self,
+        mission: Mission,
+        engine: str = "bulk",
+        source: str = "<packets>",
+        max_time_jump_s: float = 86400.0,
+        segments: str = "auto",
+        secondary_header_bytes: int | None = None,
     ) -> None:
+        if segments not in SEGMENTS:
+            raise ConfigError(f"segments must be one of {list(SEGMENTS)}, got {segments!r}", key="segments")
         self.mission = mission
         self.source = source
         self.max_time_jump_s = float(max_time_jump_s)
-        self.framer = Framer(mission.expected_lengths())
+        expected = mission.expected_lengths()
+        self.framer = Framer(expected)
         self.decoder = PacketDecoder(mission, engine)
+        self.reassembler = Reassembler(
+            (expected == VARIABLE) & (segments == "auto"),
+            _header_bytes(self.decoder.layouts, secondary_header_bytes),
+        )
         self.channels = self.decoder.channels
         self._counts = {
             name: np.zeros(N_APIDS, dtype=np.int64)
@@ -126,13 +150,14 @@ class PacketStream:
         Every one of them is returned, late ones included (``decode`` writes them all); what is
         dropped (duplicates, bad times, rejects) is counted.
         """
-        buf, frames = self.framer.feed(data, final=final)
-        return self._accept(self.decoder.decode(buf, frames))
+        buf, frames = self.reassembler.run(*self.framer.feed(data, final=final), final=final)
+        return self._accept(self.decoder.decode(buf, frames), frames)
 
     def feed_datagrams(self, datagrams: list[bytes], final: bool = False) -> TelemetryBlock | None:
-        """UDP datagrams, each holding whole packets. ``None`` when no new rows."""
-        buf, frames = self.framer.frame_datagrams(datagrams)
-        return self._to_block(self._accept(self.decoder.decode(buf, frames)), final)
+        """UDP datagrams, each holding whole packets (the segments of one group may come in
+        several). ``None`` when no new rows."""
+        buf, frames = self.reassembler.run(*self.framer.frame_datagrams(datagrams), final=final)
+        return self._to_block(self._accept(self.decoder.decode(buf, frames), frames), final)
 
     def flush(self) -> TelemetryBlock | None:
         """Release the held-back time step (the source went quiet: it is complete)."""
@@ -161,7 +186,7 @@ class PacketStream:
     def problems(self) -> dict[str, int]:
         """Totals of every problem counter (all APIDs), zero included."""
         per = self._per_apid()
-        out = {k: int(per[k].sum()) for k in PER_APID if k != "packets"}
+        out = {k: int(per[k].sum()) for k in PER_APID if k not in ("packets", "reassembled")}
         out.update(self.counters()["stream"])
         return out
 
@@ -192,10 +217,14 @@ class PacketStream:
             "bad_enum": self.decoder.bad_enum,
             "non_finite": self.decoder.non_finite,
             **self._counts,
+            **self.reassembler.counts,
         }
 
-    def _accept(self, pk: DecodedPackets) -> DecodedPackets:
-        """Times for packet types without one, then the stream checks; the packets that pass."""
+    def _accept(self, pk: DecodedPackets, frames: Frames) -> DecodedPackets:
+        """Times for packet types without one, then the stream checks; the packets that pass.
+
+        A reassembled packet's sequence checks use its last segment's count (its ``seq`` stays the
+        first's), so the next group's first segment follows it without a gap."""
         if not len(pk):
             return pk
         self.decoded_packets += int(pk.ok.sum())
@@ -203,6 +232,7 @@ class PacketStream:
         keep = pk.ok & ~_stream_checks(
             pk.apid,
             pk.seq,
+            pk.seq if frames.seq_end is None else frames.seq_end,
             pk.time,
             pk.ok,
             self._seed_time(pk),
@@ -285,6 +315,14 @@ class PacketStream:
         return float(self._latest[0])
 
 
+def _header_bytes(layouts, fixed: int | None) -> np.ndarray:
+    if fixed is None:
+        return secondary_header_bytes(layouts)
+    if fixed < 0:
+        raise ConfigError(f"secondary_header_bytes must be >= 0, got {fixed}", key="secondary_header_bytes")
+    return np.full(N_APIDS, int(fixed), np.int64)
+
+
 def write_long(packets: DecodedPackets, decoder: PacketDecoder, path: str | Path, first_index: int = 0) -> int:
     """Write every decoded value, one row each: ``time, channel, value, apid, sequence_count, packet``.
 
@@ -360,9 +398,11 @@ def _rank_within(time: np.ndarray, kind: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True)
 def _stream_checks(
-    apid, seq, time, ok, seed, max_jump, latest, high, hist_seq, hist_time, hist_pos, gaps, ooo, dups, bad_time
+    apid, first, seq, time, ok, seed, max_jump, latest, high, hist_seq, hist_time, hist_pos, gaps, ooo, dups, bad_time
 ):  # pragma: no cover - numba
-    """In stream order: bad times, duplicates (both flagged for removal), sequence gaps, late packets."""
+    """In stream order: bad times, duplicates (both flagged for removal), sequence gaps, late packets.
+
+    ``first``/``seq``: a packet's first and last sequence count (they differ for a reassembled one)."""
     n = apid.shape[0]
     depth = hist_seq.shape[1]
     drop = np.zeros(n, dtype=np.bool_)
@@ -395,7 +435,7 @@ def _stream_checks(
         if high[a] < 0:
             high[a] = s
             continue
-        d = (s - high[a]) % 16384
+        d = (first[i] - high[a]) % 16384
         if d == 0:
             continue
         if d <= 8192:
