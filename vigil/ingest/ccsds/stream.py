@@ -35,18 +35,14 @@ packet's position in the stream is its time.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numba
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from vigil.errors import ConfigError
 from vigil.ingest.ccsds.decode import DecodedPackets, PacketDecoder
 from vigil.ingest.ccsds.framing import N_APIDS, VARIABLE, Framer, Frames
 from vigil.ingest.ccsds.mdb import Mission
+from vigil.ingest.ccsds.output import write_long, write_wide
 from vigil.ingest.ccsds.segments import REASONS, Reassembler, secondary_header_bytes
 from vigil.model import TelemetryBlock
 
@@ -74,6 +70,7 @@ PER_APID = (
 #: length field (``auto``), or frame every segment on its own (``off``).
 SEGMENTS = ("auto", "off")
 STREAM_WIDE = ("bad_header", "resyncs", "skipped_bytes", "queue_full")
+__all__ = ["PacketStream", "write_long", "write_wide"]
 
 
 class PacketStream:
@@ -90,6 +87,7 @@ class PacketStream:
             segment is framed and decoded on its own.
         secondary_header_bytes: bytes a later segment drops when its secondary-header flag is set;
             default: the time fields right after the primary header, per packet type.
+        texts: also decode binary and string parameters (for :func:`write_long`).
     """
 
     def __init__(
@@ -100,6 +98,7 @@ class PacketStream:
         max_time_jump_s: float = 86400.0,
         segments: str = "auto",
         secondary_header_bytes: int | None = None,
+        texts: bool = False,
     ) -> None:
         if segments not in SEGMENTS:
             raise ConfigError(f"segments must be one of {list(SEGMENTS)}, got {segments!r}", key="segments")
@@ -108,7 +107,7 @@ class PacketStream:
         self.max_time_jump_s = float(max_time_jump_s)
         expected = mission.expected_lengths()
         self.framer = Framer(expected)
-        self.decoder = PacketDecoder(mission, engine)
+        self.decoder = PacketDecoder(mission, engine, texts=texts)
         self.reassembler = Reassembler(
             (expected == VARIABLE) & (segments == "auto"),
             _header_bytes(self.decoder.layouts, secondary_header_bytes),
@@ -321,66 +320,6 @@ def _header_bytes(layouts, fixed: int | None) -> np.ndarray:
     if fixed < 0:
         raise ConfigError(f"secondary_header_bytes must be >= 0, got {fixed}", key="secondary_header_bytes")
     return np.full(N_APIDS, int(fixed), np.int64)
-
-
-def write_long(packets: DecodedPackets, decoder: PacketDecoder, path: str | Path, first_index: int = 0) -> int:
-    """Write every decoded value, one row each: ``time, channel, value, apid, sequence_count, packet``.
-
-    ``packet`` is the packet's position among the decoded packets (from ``first_index``), so values
-    of packets with the same time stay apart. Rows come in packet order, then the packet's channel
-    order. The form :func:`vigil.ingest.tabular.read_table` reads (e.g. as nominal history for
-    ``--fit``). Returns the number of rows written.
-    """
-    parts = []
-    index = first_index + np.arange(len(packets), dtype=np.int64)
-    for kd in np.unique(packets.kind).tolist():
-        rows = np.flatnonzero(packets.kind == kd)
-        cols = decoder.columns(kd)
-        if not cols.size:
-            continue
-        m = cols.size
-        parts.append(
-            (
-                np.repeat(index[rows], m),
-                np.tile(cols, rows.size),
-                np.repeat(packets.time[rows], m),
-                packets.values[rows[:, None], cols[None, :]].ravel(),
-                np.repeat(packets.apid[rows], m),
-                np.repeat(packets.seq[rows], m),
-            )
-        )
-    cat = [np.concatenate([p[i] for p in parts]) if parts else np.empty(0) for i in range(6)]
-    order = np.lexsort((np.arange(cat[0].size), cat[0])) if parts else np.empty(0, dtype=np.int64)
-    names = np.asarray(decoder.channels, dtype=object)
-    table = pa.table(
-        {
-            "time": pa.array(cat[2][order], pa.float64()),
-            "channel": pa.array(names[cat[1][order].astype(np.int64)], pa.string()),
-            "value": pa.array(cat[3][order], pa.float64()),
-            "apid": pa.array(cat[4][order].astype(np.int32), pa.int32()),
-            "sequence_count": pa.array(cat[5][order].astype(np.int32), pa.int32()),
-            "packet": pa.array(cat[0][order].astype(np.int64), pa.int64()),
-        }
-    )
-    _write(table, path)
-    return table.num_rows
-
-
-def write_wide(block: TelemetryBlock, path: str | Path) -> int:
-    """Write a block as one column per channel (``time`` first). Returns the number of rows."""
-    table = pa.table({"time": block.time, **{c: block.values[:, j] for j, c in enumerate(block.channels)}})
-    _write(table, path)
-    return table.num_rows
-
-
-def _write(table: pa.Table, path: str | Path) -> None:
-    path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        pq.write_table(table, path)
-    elif path.suffix.lower() == ".csv":
-        pacsv.write_csv(table, path)
-    else:
-        raise ConfigError(f"unknown table format {path.suffix!r}: use .parquet or .csv", key="out", source=str(path))
 
 
 def _rank_within(time: np.ndarray, kind: np.ndarray) -> np.ndarray:
