@@ -110,6 +110,9 @@ def _describe(mission, stream) -> list[str]:
         when = f"time {lay.time_field}" + (f" + {lay.fine_field}" if lay.fine_field else "")
         if lay.time_field is None:
             when = "no time field: timed by reception order"
+        join = stream.reassembler
+        if join.active[lay.apid]:
+            path += f", segmented packets joined (secondary header {join.secondary_header_bytes[lay.apid]} bytes)"
         lines.append(f"packet type {lay.name} (APID {apids}): {len(lay.channels)} channels, {when}, decoded {path}")
     lines += [f"unsupported: {name} ({why})" for name, why in mission.unsupported.items()]
     lines += [f"not monitored: {name} ({why})" for name, why in mission.skipped.items()]

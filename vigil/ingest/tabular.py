@@ -33,7 +33,7 @@ from vigil.model import TelemetryBlock
 
 LONG_COLUMNS = ("time", "channel", "value")
 #: extra columns of ``vigil packets decode`` output, which is long form too.
-PACKET_COLUMNS = ("apid", "sequence_count", "packet")
+PACKET_COLUMNS = ("apid", "sequence_count", "packet", "text")
 
 
 @dataclass
@@ -102,11 +102,23 @@ def read_table(path: str | Path, layout: str = "auto", strict: bool = False) -> 
                 source=str(path),
             )
         report.time_column = table.column_names[roles[0]]
+        table = _without_texts(table)
         table = table.select(list(roles)).rename_columns(list(LONG_COLUMNS))
         return _from_long(table, path, strict, report), report
     k = _time_column(table.column_names, report)
     order = [k] + [i for i in range(table.num_columns) if i != k]
     return _from_wide(table.select(order), path, strict, report), report
+
+
+def _without_texts(table: pa.Table) -> pa.Table:
+    """Rows of binary or string parameters (``text`` of ``vigil packets decode``) are not samples."""
+    names = [n.strip().lower() for n in table.column_names]
+    if "text" not in names:
+        return table
+    text = table.column(names.index("text"))
+    if pa.types.is_null(text.type):
+        return table
+    return table.filter(pc.or_kleene(pc.is_null(text), pc.equal(text, "")))
 
 
 def _long_roles(names: list[str]) -> tuple[int, int, int] | None:

@@ -84,6 +84,7 @@ class Reassembler:
         self._held_buf = np.empty(0, np.uint8)
         self._held = _frames(*(np.empty(0, np.int64) for _ in range(4)))
         self._any = bool(self.active.any())
+        self._discard = np.full(N_APIDS, -1, np.int64)
 
     @property
     def held_bytes(self) -> int:
@@ -109,7 +110,18 @@ class Reassembler:
         stats = np.zeros((len(REASONS) + 1, N_APIDS), np.int64)
         shb = self.secondary_header_bytes
         fate, prev, out_len = _group(
-            apid, seq, flags, second, length, self.active, shb, self.max_bytes, self.max_segments, final, stats
+            apid,
+            seq,
+            flags,
+            second,
+            length,
+            self.active,
+            shb,
+            self.max_bytes,
+            self.max_segments,
+            final,
+            self._discard,
+            stats,
         )
         self.counts["reassembled"] += stats[0]
         for k, name in enumerate(REASONS):
@@ -117,8 +129,9 @@ class Reassembler:
         emit = (fate == _PASS) | (fate == _EMIT)
         out = np.empty(int(out_len[emit].sum()), np.uint8)
         new_off, first_seq = _assemble(buf, off, length, seq, second, apid, shb, fate, prev, out_len, out)
-        held = fate == _HELD
-        self._keep(buf, frames, held)
+        self._keep(buf, frames, fate == _HELD)
+        if final:  # a new connection starts with no broken group
+            self._discard[:] = -1
         return out, _frames(new_off[emit], out_len[emit], apid[emit], first_seq[emit], seq[emit])
 
     def _with_held(self, buf: np.ndarray, frames: Frames) -> tuple[np.ndarray, Frames]:
@@ -188,9 +201,12 @@ def _drop(a, reason, head, tail, nseg, prev, fate, stats):  # pragma: no cover -
 
 @numba.njit(cache=True)
 def _group(
-    apid, seq, flags, second, length, active, shb, max_bytes, max_segments, final, stats
+    apid, seq, flags, second, length, active, shb, max_bytes, max_segments, final, discard, stats
 ):  # pragma: no cover - numba
-    """Each frame's fate, the previous member of its group, and the bytes each emitted packet has."""
+    """Each frame's fate, the previous member of its group, and the bytes each emitted packet has.
+
+    ``discard[a]``: the reason the rest of APID ``a``'s broken group is dropped under (-1: none),
+    kept across calls."""
     n = apid.shape[0]
     fate = np.zeros(n, np.int64)
     prev = np.full(n, -1, np.int64)
@@ -200,7 +216,6 @@ def _group(
     nseg = np.zeros(2048, np.int64)
     nbytes = np.zeros(2048, np.int64)
     last_seq = np.zeros(2048, np.int64)
-    discard = np.full(2048, -1, np.int64)  # reason the rest of a broken group is dropped under
     for i in range(n):
         a = apid[i]
         f = flags[i]
