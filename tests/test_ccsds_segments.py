@@ -224,3 +224,164 @@ def test_segments_off_decodes_each_segment_and_bad_options_are_refused(mission, 
         PacketStream(mission, segments="sometimes")
     with pytest.raises(ConfigError):
         open_packet_source(f"file+ccsds://{xtce}?xtce={xtce}&time=TICK&secondary_header_bytes=four")
+
+
+def _until(src, done, hang_s: float = 120.0) -> None:
+    """Read the source's blocks until ``done()`` (``hang_s`` only guards against a hang)."""
+    deadline = time.monotonic() + hang_s
+    for _ in src.blocks():
+        if done() or time.monotonic() > deadline:
+            return
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_live_sources_join_segments_across_reads(xtce, transport):
+    wire = [p for g in range(30) for p in group(3 * g, 100 + g, g, chunks(g % 7))]
+    src = open_packet_source(f"{transport}+ccsds://127.0.0.1:0?xtce={xtce}&time=TICK")
+    joined = lambda: src.counters()["apid"].get(100, {}).get("reassembled", 0) == 30  # noqa: E731
+    try:
+        if transport == "tcp":
+            with socket.create_connection(src.address) as tx:
+                data = b"".join(wire)
+                for start in range(0, len(data), 37):  # segments cut across reads
+                    tx.sendall(data[start : start + 37])
+        else:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                for k, raw in enumerate(wire, 1):  # one segment per datagram, paced by the reader
+                    tx.sendto(raw, src.address)
+                    while src._queue.qsize() < k and not joined():
+                        time.sleep(0.001)
+        _until(src, joined)
+    finally:
+        src.close()
+    assert src.counters()["apid"][100] == {"packets": 90, "reassembled": 30}
+
+
+def test_segments_off_in_a_source_spec(xtce, tmp_path):
+    path = tmp_path / "seg.bin"
+    path.write_bytes(b"".join(group(0, 9, 1, chunks(1))))
+    src = open_packet_source(f"file+ccsds://{path}?xtce={xtce}&time=TICK&segments=off")
+    list(src.blocks())
+    assert src.counters()["apid"][100] == {"packets": 3, "same_time": 2}
+
+
+# -- the real capture: IMAP HIT science, 20 segments a frame -------------------------------------
+real = pytest.mark.skipif(not HIT.is_dir(), reason=f"shared real packets not found at {DATA}")
+
+
+def _hit(**options) -> tuple[PacketStream, object]:
+    mission = mission_from_options({"xtce": str(HIT / "hit_packet_definitions.xml"), "time": ["SC_TICK"]})
+    stream = PacketStream(mission, texts=True, **options)
+    return stream, stream.feed_packets((HIT / "sci_sample.ccsds").read_bytes(), final=True)
+
+
+@real
+def test_hit_science_frames_equal_space_packet_parser_combined_and_the_imap_pipeline():
+    import space_packet_parser as spp
+    from space_packet_parser.generators import ccsds_generator
+
+    stream, pk = _hit()
+    # 87 first segments; the capture opens inside a frame (14 continuations and its last) and ends
+    # inside one (a first and 4 continuations): 86 whole frames of 20 segments.
+    assert stream.counters()["apid"][1252] == {
+        "packets": 1740,
+        "reassembled": 86,
+        "segment_orphan": 15,
+        "segment_incomplete": 5,
+    }
+    data = (HIT / "sci_sample.ccsds").read_bytes()
+    definition = spp.XtcePacketDefinition.from_xtce(HIT / "hit_packet_definitions.xml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        joined = list(ccsds_generator(data, combine_segmented_packets=True, secondary_header_bytes=4))
+        # space_packet_parser keeps the first segment's length field; the joined length is what
+        # sizes SCIENCE_DATA (8 * PKT_LEN - 24 bits) over the whole frame.
+        ref = [definition.parse_bytes(p[:4] + (len(p) - 7).to_bytes(2, "big") + p[6:]) for p in map(bytes, joined)]
+        single = [definition.parse_bytes(bytes(p)) for p in ccsds_generator(data)]
+    assert len(ref) == len(pk) == 86
+    mismatches = 0
+    for i, r in enumerate(ref):
+        mine = {
+            "PKT_APID": pk.apid[i],
+            "SRC_SEQ_CTR": pk.seq[i],
+            "HIT_SCIENCE.SC_TICK": pk.time[i],
+            "HIT_SCIENCE.SCIENCE_DATA": pk.text[i, 0],
+            "PKT_LEN": len(pk.text[i, 0]) // 2 + 4 - 1,
+        }
+        mismatches += sum(mine[k] != (r[k].hex() if isinstance(r[k], bytes) else r[k]) for k in mine)
+    assert mismatches == 0
+    # The IMAP pipeline's frames: the SCIENCE_DATA of 20 packets flagged 1, 0 x 18, 2 with
+    # consecutive counts, concatenated; the frame's time is its first packet's.
+    flags = np.array([p["SEQ_FLGS"] for p in single])
+    starts = [i for i in np.flatnonzero(flags == 1) if i + 20 <= len(single) and flags[i + 19] == 2]
+    frames = [b"".join(single[k]["HIT_SCIENCE.SCIENCE_DATA"] for k in range(i, i + 20)).hex() for i in starts]
+    assert pk.text[:, 0].tolist() == frames
+    assert pk.time.tolist() == [float(single[i]["HIT_SCIENCE.SC_TICK"]) for i in starts]
+
+
+@real
+def test_hit_science_in_pieces_and_datagrams_equals_one_call():
+    from space_packet_parser.generators import ccsds_generator
+
+    whole, ref = _hit()
+    data = (HIT / "sci_sample.ccsds").read_bytes()
+    cut = PacketStream(whole.mission, texts=True)
+    parts = [cut.feed_packets(data[a : a + 4099]) for a in range(0, len(data), 4099)]
+    parts.append(cut.feed_packets(b"", final=True))
+    assert np.concatenate([p.text[:, 0] for p in parts if len(p)]).tolist() == ref.text[:, 0].tolist()
+    grams = PacketStream(whole.mission)
+    packets = [bytes(p) for p in ccsds_generator(data)]
+    for k in range(0, len(packets), 7):
+        grams.feed_datagrams(packets[k : k + 7])
+    grams.close()
+    assert cut.counters() == grams.counters() == whole.counters()
+
+
+OTHERS = [
+    ("jpss1-atms", "jpss1_geolocation_xtce_v1.xml", "J01_G011_LZ_2021-04-09T00-00-00Z_V01.DAT1", "MSEC"),
+    ("imap-codice-hk", "P_COD_NHK.xml", "imap_codice_l0_hskp_20100101_v001.pkts", "SHCOARSE"),
+    ("imap-swe", "swe_packet_definition.xml", "2024051010_SWE_SCIENCE_packet.bin", "SHCOARSE"),
+    ("imap-hit", "hit_packet_definitions.xml", "imap_hit_l0_hk_20100105_v001.pkts", "SC_TICK"),
+    ("imap-ialirt-hit", "ialirt_hit.xml", "hit_ialirt_sample.ccsds", "HIT_SC_TICK"),
+    ("imap-swapi", "swapi_packet_definition.xml", "imap_swapi_l0_raw_20240924_v001.pkts", "SHCOARSE"),
+    ("imap-mag", "MAG_SCI_COMBINED.xml", "mag_l0_test_data.pkts", "SHCOARSE"),
+]
+
+
+@real
+@pytest.mark.parametrize(("folder", "xtce", "capture", "when"), OTHERS, ids=[o[2] for o in OTHERS])
+def test_unsegmented_real_captures_are_unchanged_by_reassembly(folder, xtce, capture, when):
+    mission = mission_from_options({"xtce": str(DATA / folder / xtce), "time": [when]})
+    data = (DATA / folder / capture).read_bytes()
+    out = []
+    for segments in ("auto", "off"):
+        stream = PacketStream(mission, segments=segments, texts=True)
+        out.append((stream.feed_packets(data, final=True), stream.counters()))
+    (a, ca), (b, cb) = out
+    assert ca == cb and not any(k.startswith("segment") for c in ca["apid"].values() for k in c)
+    for name in ("apid", "seq", "time", "values", "ok", "kind", "text"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@real
+def test_hit_science_through_the_commands_and_the_record_monitor(tmp_path):
+    from vigil.ingest.records import open_source
+
+    sci, xtce = HIT / "sci_sample.ccsds", HIT / "hit_packet_definitions.xml"
+    inspect = runner.invoke(app, ["packets", "inspect", str(sci), "--xtce", str(xtce), "--time", "SC_TICK"])
+    assert inspect.exit_code == 0, inspect.output
+    assert "reassembled=86, segment_orphan=15, segment_incomplete=5" in inspect.output
+    assert "segmented packets joined (secondary header 4 bytes)" in inspect.output
+    spec = f"file+ccsds://{sci}?xtce={xtce}&time=SC_TICK"
+    monitor = runner.invoke(
+        app, ["packets", "monitor", "--source", spec, "--store", str(tmp_path / "m.sqlite"), "--report-every", "0"]
+    )
+    assert "segment_orphan=15" in monitor.output and "reassembled=86" in monitor.output, monitor.output
+    off = runner.invoke(
+        app, ["packets", "inspect", str(sci), "--xtce", str(xtce), "--time", "SC_TICK", "--segments", "off"]
+    )
+    assert "packets=1740, same_time=1304" in off.output
+    # vigil monitor --source: packet problems reach the record monitor as they are counted.
+    reasons = [bad.reason for batch in open_source(spec).batches() for bad in batch.bad]
+    assert "APID 1252: segment_orphan +15 (total 15)" in reasons
+    assert "APID 1252: segment_incomplete +5 (total 5)" in reasons
