@@ -18,7 +18,7 @@ dropped and counted per APID under a named reason (:data:`REASONS`); nothing rai
 >>> import numpy as np
 >>> from vigil.ingest.ccsds.framing import Framer
 >>> def packet(flags, seq, data):
-...     return bytes([0x0C, 0x64, flags << 6 | seq >> 8, seq & 0xFF, 0, len(data) - 1]) + data
+...     return bytes([0x08, 0x64, flags << 6 | seq >> 8, seq & 0xFF, 0, len(data) - 1]) + data
 >>> wire = packet(1, 7, b"TTab") + packet(0, 8, b"TTcd") + packet(2, 9, b"TTef")
 >>> active, header = np.zeros(2048, bool), np.zeros(2048, np.int64)
 >>> active[100], header[100] = True, 2
