@@ -102,7 +102,7 @@ def read_table(path: str | Path, layout: str = "auto", strict: bool = False) -> 
                 source=str(path),
             )
         report.time_column = table.column_names[roles[0]]
-        table = _without_texts(table)
+        table = _without_texts(table, roles[2])
         table = table.select(list(roles)).rename_columns(list(LONG_COLUMNS))
         return _from_long(table, path, strict, report), report
     k = _time_column(table.column_names, report)
@@ -110,15 +110,12 @@ def read_table(path: str | Path, layout: str = "auto", strict: bool = False) -> 
     return _from_wide(table.select(order), path, strict, report), report
 
 
-def _without_texts(table: pa.Table) -> pa.Table:
-    """Rows of binary or string parameters (``text`` of ``vigil packets decode``) are not samples."""
-    names = [n.strip().lower() for n in table.column_names]
-    if "text" not in names:
+def _without_texts(table: pa.Table, value: int) -> pa.Table:
+    """Rows of binary or string parameters (``vigil packets decode`` with a ``text`` column: their
+    ``value`` is empty, where a numeric row has a number or NaN) are not samples."""
+    if "text" not in [n.strip().lower() for n in table.column_names]:
         return table
-    text = table.column(names.index("text"))
-    if pa.types.is_null(text.type):
-        return table
-    return table.filter(pc.or_kleene(pc.is_null(text), pc.equal(text, "")))
+    return table.filter(pc.is_valid(table.column(value)))
 
 
 def _long_roles(names: list[str]) -> tuple[int, int, int] | None:

@@ -45,7 +45,7 @@ def write_long(packets: DecodedPackets, decoder: PacketDecoder, path: str | Path
     columns = {
         "time": pa.array(cat[2][order], pa.float64()),
         "channel": pa.array(names[channel], pa.string()),
-        "value": pa.array(cat[3][order], pa.float64(), mask=channel >= n_num),
+        "value": pa.array(cat[3][order], pa.float64(), mask=channel >= n_num if texts else None),
         "apid": pa.array(cat[4][order].astype(np.int32), pa.int32()),
         "sequence_count": pa.array(cat[5][order].astype(np.int32), pa.int32()),
         "packet": pa.array(cat[0][order].astype(np.int64), pa.int64()),
