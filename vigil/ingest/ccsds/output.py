@@ -41,11 +41,14 @@ def write_long(packets: DecodedPackets, decoder: PacketDecoder, path: str | Path
     cat = [np.concatenate([p[i] for p in parts]) if parts else np.empty(0) for i in range(6)]
     order = np.lexsort((np.arange(cat[0].size), cat[0])) if parts else np.empty(0, dtype=np.int64)
     names = np.asarray((*decoder.channels, *decoder.text_channels), dtype=object)
-    channel = cat[1][order].astype(np.int64)
+    code = cat[1][order].astype(np.int64)
+    channel = pa.array(names[code], pa.string())
+    value = pa.array(cat[3][order], pa.float64(), mask=code >= n_num if texts else None)
+    del code
     columns = {
         "time": pa.array(cat[2][order], pa.float64()),
-        "channel": pa.array(names[channel], pa.string()),
-        "value": pa.array(cat[3][order], pa.float64(), mask=channel >= n_num if texts else None),
+        "channel": channel,
+        "value": value,
         "apid": pa.array(cat[4][order].astype(np.int32), pa.int32()),
         "sequence_count": pa.array(cat[5][order].astype(np.int32), pa.int32()),
         "packet": pa.array(cat[0][order].astype(np.int64), pa.int64()),
