@@ -85,6 +85,7 @@ class Reassembler:
         self._held = _frames(*(np.empty(0, np.int64) for _ in range(4)))
         self._any = bool(self.active.any())
         self._discard = np.full(N_APIDS, -1, np.int64)
+        self._dropped = np.zeros(N_APIDS, np.int64)  # segments dropped since the APID's last packet out
 
     @property
     def held_bytes(self) -> int:
@@ -129,10 +130,11 @@ class Reassembler:
         emit = (fate == _PASS) | (fate == _EMIT)
         out = np.empty(int(out_len[emit].sum()), np.uint8)
         new_off, first_seq = _assemble(buf, off, length, seq, second, apid, shb, fate, prev, out_len, out)
+        dropped = _dropped_before(apid, fate, self.active, self._dropped)
         self._keep(buf, frames, fate == _HELD)
         if final:  # a new connection starts with no broken group
             self._discard[:] = -1
-        return out, _frames(new_off[emit], out_len[emit], apid[emit], first_seq[emit], seq[emit])
+        return out, _frames(new_off[emit], out_len[emit], apid[emit], first_seq[emit], seq[emit], dropped[emit])
 
     def _with_held(self, buf: np.ndarray, frames: Frames) -> tuple[np.ndarray, Frames]:
         """Segments held from earlier calls put in front of this call's."""
@@ -162,8 +164,8 @@ class Reassembler:
 _FIELDS = ("offset", "length", "apid", "seq")
 
 
-def _frames(offset, length, apid, seq, seq_end=None) -> Frames:
-    return Frames(offset, length, apid, seq, seq if seq_end is None else seq_end)
+def _frames(offset, length, apid, seq, seq_end=None, dropped=None) -> Frames:
+    return Frames(offset, length, apid, seq, seq if seq_end is None else seq_end, dropped)
 
 
 def secondary_header_bytes(layouts) -> np.ndarray:
@@ -280,6 +282,23 @@ def _group(
                 fate[i] = 3
                 i = prev[i]
     return fate, prev, out_len
+
+
+@numba.njit(cache=True)
+def _dropped_before(apid, fate, active, pending):  # pragma: no cover - numba
+    """Per frame, the segments of its APID dropped since the APID's previous packet out (received,
+    so not missing: the sequence check leaves them out of ``seq_gaps``); ``pending`` carries over."""
+    out = np.zeros(apid.shape[0], np.int64)
+    for i in range(apid.shape[0]):
+        a = apid[i]
+        if not active[a]:
+            continue
+        if fate[i] < 0:
+            pending[a] += 1
+        elif fate[i] == 0 or fate[i] == 1:
+            out[i] = pending[a]
+            pending[a] = 0
+    return out
 
 
 @numba.njit(cache=True)

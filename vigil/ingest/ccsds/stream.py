@@ -232,6 +232,7 @@ class PacketStream:
             pk.apid,
             pk.seq,
             pk.seq if frames.seq_end is None else frames.seq_end,
+            np.zeros(len(pk), np.int64) if frames.dropped is None else frames.dropped,
             pk.time,
             pk.ok,
             self._seed_time(pk),
@@ -337,11 +338,28 @@ def _rank_within(time: np.ndarray, kind: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True)
 def _stream_checks(
-    apid, first, seq, time, ok, seed, max_jump, latest, high, hist_seq, hist_time, hist_pos, gaps, ooo, dups, bad_time
+    apid,
+    first,
+    seq,
+    seen,
+    time,
+    ok,
+    seed,
+    max_jump,
+    latest,
+    high,
+    hist_seq,
+    hist_time,
+    hist_pos,
+    gaps,
+    ooo,
+    dups,
+    bad_time,
 ):  # pragma: no cover - numba
     """In stream order: bad times, duplicates (both flagged for removal), sequence gaps, late packets.
 
-    ``first``/``seq``: a packet's first and last sequence count (they differ for a reassembled one)."""
+    ``first``/``seq``: a packet's first and last sequence count (they differ for a reassembled one);
+    ``seen``: segments dropped just before it (received: not missing)."""
     n = apid.shape[0]
     depth = hist_seq.shape[1]
     drop = np.zeros(n, dtype=np.bool_)
@@ -378,7 +396,7 @@ def _stream_checks(
         if d == 0:
             continue
         if d <= 8192:
-            gaps[a] += d - 1
+            gaps[a] += max(d - 1 - seen[i], 0)
             high[a] = s
         else:
             # Behind the highest count: a late packet, which an earlier gap counted as missing.
