@@ -22,6 +22,8 @@ counter            meaning
 ``non_finite``     NaN or infinite value decoded from a float field (kept: it reads as missing)
 ``bad_time``       non-finite time, or more than ``max_time_jump_s`` ahead of the stream: dropped
 ``late``           time not after the last block already emitted: left out of blocks
+``reassembled``    segmented packets joined into one (:mod:`~vigil.ingest.ccsds.segments`)
+``segment_*``      segments dropped, by reason (:data:`~vigil.ingest.ccsds.segments.REASONS`)
 =================  ==============================================================================
 
 plus stream-wide ``bad_header`` (version not 0), ``resyncs`` and ``skipped_bytes``. Rows of a
