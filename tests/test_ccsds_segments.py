@@ -276,11 +276,12 @@ def _hit(**options) -> tuple[PacketStream, object]:
 
 
 @real
-def test_hit_science_frames_equal_space_packet_parser_combined_and_the_imap_pipeline():
+@pytest.mark.parametrize("engine", ["bulk", "spp"])
+def test_hit_science_frames_equal_space_packet_parser_combined_and_the_imap_pipeline(engine):
     import space_packet_parser as spp
     from space_packet_parser.generators import ccsds_generator
 
-    stream, pk = _hit()
+    stream, pk = _hit(engine=engine)
     # 87 first segments; the capture opens inside a frame (14 continuations and its last) and ends
     # inside one (a first and 4 continuations): 86 whole frames of 20 segments.
     assert stream.counters()["apid"][1252] == {
