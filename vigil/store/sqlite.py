@@ -98,7 +98,6 @@ CREATE TABLE IF NOT EXISTS limit_changes (
     old TEXT NOT NULL,
     new TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS stream_state (key TEXT PRIMARY KEY, state BLOB NOT NULL);
 """
 
 

@@ -8,7 +8,8 @@ as opaque bytes with a sequence number) and parts dropped. The store only keeps 
 part's bytes mean is the monitor's business. Everything is written inside the caller's transaction,
 so the alarms and the state that produced them still commit together.
 
-Tables: ``stream_parts (key, name, data)`` and ``stream_patches (key, name, seq, data)``. Writing a
+Tables: ``stream_parts (key, name, data)`` and ``stream_patches (key, name, seq, data)``, beside
+``stream_state (key, state)`` for a state saved as one blob. Writing a
 part whole deletes its patches; a ``full`` delta first deletes every part, patch and older
 single-blob state (``stream_state``) of the key.
 
@@ -30,6 +31,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 TABLES = (
+    "CREATE TABLE IF NOT EXISTS stream_state (key TEXT PRIMARY KEY, state BLOB NOT NULL)",  # one blob (version 2)
     "CREATE TABLE IF NOT EXISTS stream_parts (key TEXT NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL, "
     "PRIMARY KEY (key, name))",
     "CREATE TABLE IF NOT EXISTS stream_patches (key TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL, "
