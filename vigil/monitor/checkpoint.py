@@ -55,7 +55,8 @@ MIN_ARRAY_BYTES = 4096
 PIECE_BYTES = 65536
 #: A piece is written whole again once its patches add up to this share of its size.
 REBASE_SHARE = 1.0
-#: Bytes of pieces written whole again per checkpoint, at least (more when the patches are larger).
+#: Bytes of pieces written whole again per checkpoint, at least (as much as its patches when they are more:
+#: the rewrites keep pace with the patches).
 REBASE_BUDGET = 262144
 #: Lists and tuples longer than this are pickled as they are (names of channels), not searched for arrays.
 MAX_SEARCHED_ITEMS = 16
@@ -236,7 +237,7 @@ class PartWriter:
             piece = shadow[int(k) * per : (int(k) + 1) * per]
             if nbytes >= REBASE_SHARE * piece.nbytes:
                 sizes[name] = (nbytes / piece.nbytes, piece)
-        budget, done = max(REBASE_BUDGET, out.nbytes), set()
+        budget, done = max(REBASE_BUDGET, sum(len(p[2]) for p in out.patch)), set()
         for name in sorted(sizes, key=lambda n: -sizes[n][0]):
             if budget <= 0:
                 break
