@@ -34,6 +34,11 @@ def _flat(obj, path: str = "") -> dict:
     return {path: obj}
 
 
+def _state_tree(monitor) -> dict:
+    tree = getattr(checkpoint, "state_tree", None)  # version 2 had capture() only
+    return tree(monitor) if tree is not None else pickle.loads(checkpoint.capture(monitor))
+
+
 class _TimedConnection:
     """Adds up the wall time of the connection's ``COMMIT``s."""
 
@@ -67,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, SqliteStore(Path(tmp) / "s.sqlite", a.synchronous) as store:
         monitor = Monitor(config, detector, AlarmManager(config, store=store, clock=lambda: 0.0), store=store)
         monitor.feed_block(series.block(train, train + 200))
-        tree = checkpoint.state_tree(monitor)
+        tree = _state_tree(monitor)
         size = len(pickle.dumps(tree, protocol=pickle.HIGHEST_PROTOCOL))
         print(f"state as one pickle: {size:,} B = {size / c:.0f} B/channel")
         parts = {k: len(pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)) / c for k, v in tree.items()}
@@ -82,14 +87,15 @@ def main() -> None:
             if isinstance(v, np.ndarray) and not k.startswith("/_recent/")
         }
         monitor.feed_block(series.block(train + 200, train + 201))
-        after = _flat(checkpoint.state_tree(monitor))
+        after = _flat(_state_tree(monitor))
         print("array: B/channel, share of channels one tick changes")
         for k, old in sorted(before.items(), key=lambda x: -x[1].nbytes):
             new = after.get(k)
             if old.nbytes >= 4096 and isinstance(new, np.ndarray) and new.shape == old.shape and old.ndim:
                 rows = old.reshape(old.shape[0], -1).view(np.uint8) != new.reshape(new.shape[0], -1).view(np.uint8)
                 print(f"  {k:34s} {old.nbytes / c:6.1f}  {rows.any(axis=1).mean():.3f}")
-        for_store, save = checkpoint.for_store, SqliteStore.save_checkpoint
+        # The code before the checkpoint in parts (version 2) had capture() only: this script measures both.
+        for_store, save = getattr(checkpoint, "for_store", checkpoint.capture), SqliteStore.save_checkpoint
 
         def timed_for_store(m):
             t0 = time.perf_counter()
@@ -104,17 +110,20 @@ def main() -> None:
             save(self, *args, **kwargs)
             acc["sql"] += time.perf_counter() - t0
 
-        checkpoint.for_store, SqliteStore.save_checkpoint = timed_for_store, timed_save
+        checkpoint.for_store = checkpoint.capture = timed_for_store
+        SqliteStore.save_checkpoint = timed_save
         store._conn = _TimedConnection(store._conn, acc)
-        lat = []
+        lat, cpu = [], []
         for k in range(train + 201, train + 201 + a.ticks):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             monitor.feed_block(series.block(k, k + 1))
             lat.append(time.perf_counter() - t0)
+            cpu.append(time.thread_time() - c0)
     n = max(acc["n"], 1)
     print(
         f"{a.ticks} stored ticks, {acc['n']} checkpointed: tick p50 {np.percentile(lat, 50) * 1e3:.1f} ms, "
-        f"p99 {np.percentile(lat, 99) * 1e3:.1f} ms; per checkpoint: built in {acc['build'] / n * 1e3:.2f} ms, "
+        f"p99 {np.percentile(lat, 99) * 1e3:.1f} ms (thread CPU p50 {np.percentile(cpu, 50) * 1e3:.1f}, p99 "
+        f"{np.percentile(cpu, 99) * 1e3:.1f} ms); per checkpoint: built in {acc['build'] / n * 1e3:.2f} ms, "
         f"SQL writes {acc['sql'] / n * 1e3:.2f} ms, COMMIT {acc['commit'] / n * 1e3:.2f} ms, "
         f"{np.median(acc['bytes'] or [0]) / 1e6:.2f} MB written (median)"
     )
