@@ -52,6 +52,7 @@ def _tree(rng: np.random.Generator) -> dict:
         "detector": {"0": {"run_": np.zeros(50, dtype=np.int64)}, "1": ({"x": np.arange(5.0)}, 3)},
         "names": [f"ch{j}" for j in range(40)],
         "time": 1.0,
+        "keys": {"a/b": np.zeros(3), "a": {"b": np.ones(3)}, 1.0: np.full(3, 2.0), "1.0": np.full(3, 3.0)},
     }
 
 
@@ -75,6 +76,8 @@ def _step(tree: dict, rng: np.random.Generator, t: int) -> None:
     elif "extra" in tree and t % 5 == 0:
         del tree["extra"]
     tree["time"] = float(t)
+    for k, v in enumerate((tree["keys"]["a/b"], tree["keys"]["a"]["b"], tree["keys"][1.0], tree["keys"]["1.0"])):
+        v[t % 3] = t + k / 4  # keys whose paths would collide unescaped
 
 
 def test_the_store_gives_back_the_state_bit_for_bit_after_every_checkpoint(tmp_path, small_pieces):

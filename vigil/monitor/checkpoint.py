@@ -291,10 +291,17 @@ def _split(obj: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
         arrays[path] = obj
         return _Ref(path, "", (), 0, 0)
     if type(obj) is dict:  # subclasses (Counter...) are pickled as they are
-        return {k: _split(v, f"{path}/{k if isinstance(k, str) else repr(k)}", arrays) for k, v in obj.items()}
+        return {k: _split(v, f"{path}/{_segment(k)}", arrays) for k, v in obj.items()}
     if type(obj) in (list, tuple) and len(obj) <= MAX_SEARCHED_ITEMS:
         return type(obj)(_split(v, f"{path}/{i}", arrays) for i, v in enumerate(obj))
     return obj
+
+
+def _segment(key: Any) -> str:
+    """A dict key as one segment of a path: ``%``, ``/`` and ``~`` escaped, a non-string marked with
+    ``~`` (the float 1.0 and the string "1.0" stay apart)."""
+    text = (key if isinstance(key, str) else repr(key)).replace("%", "%25").replace("/", "%2F").replace("~", "%7E")
+    return text if isinstance(key, str) else "~" + text
 
 
 def _with_refs(obj: Any, refs: dict[str, _Ref]) -> Any:
