@@ -13,12 +13,12 @@ that was just scored (``store.save_checkpoint(key, position, state=...)``):
   conformance runs (:meth:`vigil.alarms.AlarmManager.stream_state`).
 
 The state is about 1 kB per channel (10 MB at 10,000 channels) and a 1 Hz tick changes about a
-fifth of it, so to a store that keeps parts (:class:`~vigil.store.sqlite.SqliteStore`, version 3)
+seventh of it (the running values, not the delay lines and rings), so to a store that keeps parts (:class:`~vigil.store.sqlite.SqliteStore`, version 3)
 only what changed is written (:class:`PartWriter`): every array of 4 kB or more is kept as raw
 bytes in pieces of :data:`PIECE_BYTES`; a piece whose elements changed gets a patch (the changed
 elements' positions and values) or, when most changed, is written whole; the rest of the state (the
-small arrays and Python values, and where each array's pieces are) is one pickled part written
-every time. A piece whose patches add up to its own size is written whole again (a bounded
+small arrays and Python values, and where each array's pieces are) is pickled per top-level entry
+and written when its bytes changed. A piece whose patches add up to its own size is written whole again (a bounded
 amount per checkpoint, so no single tick rewrites everything), which bounds what a restart reads.
 Restoring applies the patches in order to the pieces: the very bytes the monitor held. Other stores
 (the in-memory one, the fleet's snapshots) take the whole state as one pickle (:func:`capture`);
