@@ -12,6 +12,13 @@ is dropped without being counted, and nothing in the input stops the monitor.
 Final rows are scored in blocks (many rows per detector call when replaying fast, one row per
 tick live). Detectors and the alarm manager are streaming, so scoring a stream in any chunking
 gives exactly what scoring it as one block gives.
+
+This module is the loop and the per-channel state it keeps; the rules it applies live beside it:
+:mod:`~vigil.monitor.intake` (inputs as channel indices), :mod:`~vigil.monitor.ordering` (lateness,
+duplicates, playback: records into rows), :mod:`~vigil.monitor.clock` (corrupt times),
+:mod:`~vigil.monitor.staleness`, :mod:`~vigil.monitor.handover` (calls into the alarm manager),
+:mod:`~vigil.monitor.views` (ticks, history, counters), :mod:`~vigil.monitor.checkpoint` and
+:mod:`~vigil.monitor.position` (checkpoint and resume).
 """
 
 from __future__ import annotations
@@ -25,18 +32,16 @@ from contextlib import nullcontext
 import numpy as np
 
 from vigil.detect.base import Detector, Scores
-from vigil.ingest.records import BadRecord, Record
+from vigil.ingest.records import BadRecord
 from vigil.model import TelemetryBlock
-from vigil.monitor import checkpoint, position, staleness
+from vigil.monitor import checkpoint, handover, intake, position, staleness, views
 from vigil.monitor.clock import StreamClock
-from vigil.monitor.history import Rings, absorb, decimate
-from vigil.monitor.ordering import PendingRecords, grid
+from vigil.monitor.history import Rings, absorb
+from vigil.monitor.ordering import PendingRecords, grid, monitor_field
 from vigil.monitor.position import CHECKPOINT_VERSION, CheckpointMismatch
 
 #: Most cells (rows x channels) scored in one detector call when records are gridded.
 MAX_CELLS = 2_000_000
-#: Most distinct unknown channel names tracked; the rest are counted together.
-MAX_UNKNOWN = 1_000
 
 COUNTERS = (
     "received", "scored", "missing", "out_of_order", "duplicate", "malformed", "quarantined", "stale", "unscored",
@@ -44,19 +49,6 @@ COUNTERS = (
 __all__ = ["CHECKPOINT_VERSION", "COUNTERS", "MAX_CELLS", "CheckpointMismatch", "Monitor"]
 
 log = logging.getLogger(__name__)
-
-
-class _Pending:
-    """A field of the monitor's reorder buffer under the monitor attribute name the checkpoint uses."""
-
-    def __init__(self, field: str) -> None:
-        self.field = field
-
-    def __get__(self, monitor, owner=None):
-        return self if monitor is None else getattr(monitor.pending, self.field)
-
-    def __set__(self, monitor, value) -> None:
-        setattr(monitor.pending, self.field, value)
 
 
 class Monitor:
@@ -88,8 +80,9 @@ class Monitor:
     """
 
     # The reorder buffer's fields, under the names the checkpoint (checkpoint.MONITOR_ATTRS) uses.
-    _pend_t, _pend_j, _pend_v = _Pending("t"), _Pending("j"), _Pending("v")
-    _max_seen, _recent, _playback_t, _delay = (_Pending(f) for f in ("max_seen", "recent", "playback_t", "delay"))
+    _pend_t, _pend_j, _pend_v, _max_seen, _recent, _playback_t, _delay = (
+        monitor_field(f) for f in ("t", "j", "v", "max_seen", "recent", "playback_t", "delay")
+    )
 
     def __init__(
         self,
@@ -165,29 +158,8 @@ class Monitor:
             "records": self.position_["records"] + len(items) - n_bad,
             "bad": self.position_["bad"] + n_bad,
         }
-        ts: list[float] = []
-        js: list[int] = []
-        vs: list[float] = []
-        index = self._index
-        for item in items:
-            if isinstance(item, BadRecord):
-                self._count_bad(item.channel, str(item))
-                continue
-            try:
-                t, channel, v = item if type(item) is Record else _as_record(item)
-            except (TypeError, ValueError) as err:
-                self._count_bad(_channel_of(item), f"record {item!r}: {err}")
-                continue
-            j = index.get(channel)
-            if j is None:
-                self._count_unknown(channel)
-                continue
-            ts.append(t)
-            js.append(j)
-            vs.append(v)
-        return self._ingest(
-            np.asarray(ts, dtype=np.float64), np.asarray(js, dtype=np.int64), np.asarray(vs, dtype=np.float64), received
-        )
+        t, j, v = intake.records(items, self._index, self._count_bad, self._count_unknown)
+        return self._ingest(t, j, v, received)
 
     def feed_columns(self, time, channel, value, names=None, received: float | None = None) -> list:
         """Take records as columns (the bulk form of :meth:`feed_records`); returns alarm events.
@@ -199,22 +171,7 @@ class Monitor:
         """
         t = np.asarray(time, dtype=np.float64)
         self.position_ = {**self.position_, "records": self.position_["records"] + int(t.size)}
-        v = np.asarray(value, dtype=np.float64)
-        if names is None:
-            names, codes = np.unique(np.asarray(channel, dtype=object).astype(str), return_inverse=True)
-            names = names.tolist()
-        else:
-            codes = np.asarray(channel, dtype=np.int64)
-        if not (t.shape == v.shape == codes.shape):
-            raise ValueError(f"time, channel and value differ in length: {t.shape}, {codes.shape}, {v.shape}")
-        lut = np.fromiter((self._index.get(n, -1) for n in names), np.int64, len(names))
-        j = lut[codes] if codes.size else codes
-        known = j >= 0
-        if not known.all():
-            per_name = np.bincount(codes[~known], minlength=len(names))
-            for k in np.flatnonzero(per_name).tolist():
-                self._count_unknown(names[k], int(per_name[k]))
-            t, j, v = t[known], j[known], v[known]
+        t, j, v = intake.columns(t, channel, value, names, self._index, self._count_unknown)
         bad_t = ~np.isfinite(t)
         if bad_t.any():
             for k in np.flatnonzero(bad_t)[:5].tolist():
@@ -231,7 +188,7 @@ class Monitor:
         The block's rows count as input consumed (``position_["records"]``: where a replay of
         blocks, e.g. ``vigil packets monitor`` on a file, resumes).
         """
-        values, present = self._aligned(block)
+        values, present = intake.aligned(block, self.channels, self._index, self._count_unknown)
         if block.n_samples == 0:
             return []
         self.position_ = {**self.position_, "records": self.position_["records"] + block.n_samples}
@@ -324,11 +281,11 @@ class Monitor:
     ) -> list:
         """Score rows; ``has`` marks the (row, channel) cells that had a sample (default: finite);
         ``playback`` the rows generated long before they arrived."""
-        block = self._block(time, values)
+        block = handover.block_of(time, values, self.channels, self._index)
         try:
             scores = self.detector.score(block)
         except Exception as err:  # a running monitor keeps going; the rows are counted as unscored
-            self._fault("detector", err, block)
+            self._fault(f"detector failed on rows t={block.time[0]}..{block.time[-1]}", err)
             scores = None
         # Alarms and the checkpoint commit together: after a kill, a restart resumes exactly after
         # the last block whose alarms were stored.
@@ -376,37 +333,17 @@ class Monitor:
         self._checkpoint_if_due()
         return events
 
-    def _block(self, time: np.ndarray, values: np.ndarray) -> TelemetryBlock:
-        """A block of the monitor's channels, built without re-validation.
-
-        The monitor made ``time`` (sorted, unique, finite) and ``values`` (``[n, c]`` float64)
-        itself; re-building the name index of 10,000 channels would cost more than scoring a tick.
-        """
-        block = object.__new__(TelemetryBlock)
-        fields = {"time": time, "values": values, "channels": self.channels, "commands": None}
-        for name, value in (*fields.items(), ("source", "monitor"), ("_index", self._index)):
-            object.__setattr__(block, name, value)
-        return block
-
     def _update(self, block: TelemetryBlock, scores: Scores, a: int, b: int, playback=None) -> list:
-        if a > 0 or b < block.n_samples:
-            block = self._block(block.time[a:b], block.values[a:b])
-            scores = Scores(
-                *(getattr(scores, f)[a:b] for f in ("level", "score", "expected", "low", "high")),
-                detector=scores.detector,
-                by=scores.by[a:b],
-            )
         try:
-            if playback is not None and playback[a:b].any():
-                return list(self.manager.update(block, scores, playback=playback[a:b]) or [])
-            return list(self.manager.update(block, scores) or [])
+            return handover.update(self.manager, block, scores, a, b, playback)
         except Exception as err:  # counted and reported; the stream goes on
-            self._fault("alarm manager", err, block)
+            self._fault(f"alarm manager failed on rows t={block.time[a]}..{block.time[b - 1]}", err)
             return []
 
-    def _fault(self, where: str, err: Exception, block: TelemetryBlock) -> None:
+    def _fault(self, what: str, err: Exception) -> None:
+        """Count and report a detector or alarm manager failure; the stream goes on."""
         self.errors += 1
-        message = f"{where} failed on rows t={block.time[0]}..{block.time[-1]}: {type(err).__name__}: {err}"
+        message = f"{what}: {type(err).__name__}: {err}"
         self.recent_errors.append(message)
         log.error(message, exc_info=err)
 
@@ -415,20 +352,10 @@ class Monitor:
         if stale:
             self.counts_["stale"][j] += 1
         try:
-            out = (
-                self.manager.report_stale(channel, time, last_seen)
-                if stale
-                else self.manager.report_fresh(channel, time)
-            )
+            return handover.staleness(self.manager, stale, channel, time, last_seen)
         except Exception as err:  # counted and reported like a failed update; the stream goes on
-            self.errors += 1
-            message = f"alarm manager failed on staleness of {channel} at t={time}: {type(err).__name__}: {err}"
-            self.recent_errors.append(message)
-            log.error(message, exc_info=err)
+            self._fault(f"alarm manager failed on staleness of {channel} at t={time}", err)
             return []
-        if out is None:
-            return []
-        return list(out) if isinstance(out, list | tuple) else [out]
 
     def check_staleness(self, now: float) -> list:
         """Report channels whose last sample is older than their limit at stream time ``now``.
@@ -449,24 +376,6 @@ class Monitor:
         return events
 
     # -- bookkeeping -------------------------------------------------------------------------------
-    def _aligned(self, block: TelemetryBlock) -> tuple[np.ndarray, np.ndarray]:
-        """The block's values in the monitor's channel order, and which channels the block has."""
-        present = np.zeros(len(self.channels), dtype=np.int64)
-        if block.channels == self.channels:
-            present[:] = 1
-            return block.values, present
-        values = np.full((block.n_samples, len(self.channels)), np.nan)
-        for k, name in enumerate(block.channels):
-            j = self._index.get(name)
-            if j is None:
-                n = int(np.isfinite(block.values[:, k]).sum())
-                if n:
-                    self._count_unknown(name, n)
-            else:
-                values[:, j] = block.values[:, k]
-                present[j] = 1
-        return values, present
-
     def _count_bad(self, channel: str | None, message: str) -> None:
         j = None if channel is None else self._index.get(channel)
         if j is not None:
@@ -478,8 +387,7 @@ class Monitor:
         self.recent_errors.append(message)
 
     def _count_unknown(self, channel: str, n: int = 1) -> None:
-        key = channel if channel in self.unknown or len(self.unknown) < MAX_UNKNOWN else "<other>"
-        self.unknown[key] += n
+        intake.count_unknown(self.unknown, channel, n)
 
     def _checkpoint_if_due(self) -> None:
         """Checkpoint when this transaction changes an alarm, or ``checkpoint_every_s`` after the last."""
@@ -539,25 +447,13 @@ class Monitor:
         self._block_sinks.append(sink)
 
     def _publish(self, time: np.ndarray, finite: np.ndarray) -> None:
-        idx = np.flatnonzero(finite.any(axis=0))
-        tick = {
-            "type": "values",
-            "time": float(time[-1]),
-            "channels": [self.channels[j] for j in idx.tolist()],
-            "value": self.last_value_[idx].tolist(),
-            "level": self.last_level_[idx].tolist(),
-            "stale": self.stale_[idx].tolist(),
-        }
+        tick = views.values_tick(time, finite, self.channels, self.last_value_, self.last_level_, self.stale_)
         for callback in list(self._subscribers):
             callback(tick)
 
     def latest(self) -> dict[str, tuple[float, float, int]]:
         """Per channel that has reported: (time, value, level) of its last sample."""
-        seen = np.flatnonzero(np.isfinite(self.last_value_))
-        return {
-            self.channels[j]: (float(self.last_seen_[j]), float(self.last_value_[j]), int(self.last_level_[j]))
-            for j in seen.tolist()
-        }
+        return views.latest(self.channels, self.last_seen_, self.last_value_, self.last_level_)
 
     def history(
         self, channel: str, t0: float | None = None, t1: float | None = None, max_points: int = 2000
@@ -569,12 +465,8 @@ class Monitor:
         j = self._index.get(channel)
         if j is None:
             raise KeyError(f"no channel {channel!r} in the monitor")
-        if max_points < 2:
-            raise ValueError(f"max_points must be >= 2, got {max_points}")
         horizon = self._emitted - self.history_s
-        t0 = horizon if t0 is None else max(t0, horizon)
-        series = decimate(self.rings_.window(j, t0, t1), max_points)
-        return {name: a.astype(np.float64 if name != "level" else np.int64).tolist() for name, a in series.items()}
+        return views.history(self.rings_, j, horizon if t0 is None else max(t0, horizon), t1, max_points)
 
     def counters(self, nonzero: bool = False) -> dict:
         """Per-channel counts (received, scored, missing, out_of_order, duplicate, malformed, stale,
@@ -584,17 +476,10 @@ class Monitor:
 
         With ``nonzero``, only channels with a problem count (missing and up) are listed.
         """
-        table = np.stack([self.counts_[k] for k in COUNTERS], axis=1).tolist()
-        rows = {}
-        for j, name in enumerate(self.channels):
-            counts = dict(zip(COUNTERS, table[j]))
-            if nonzero and not any(table[j][2:]):
-                continue
-            counts["is_stale"] = bool(self.stale_[j])
-            rows[name] = counts
+        rows, totals = views.counter_table(self.counts_, COUNTERS, self.channels, self.stale_, nonzero)
         return {
             "channels": rows,
-            "totals": {k: int(self.counts_[k].sum()) for k in COUNTERS},
+            "totals": totals,
             "unknown": dict(self.unknown),
             "unparsable": self.unparsable,
             "replayed": self.replayed,
@@ -612,20 +497,3 @@ class Monitor:
         arrays = [*self.counts_.values(), self.last_seen_, self.last_value_, self.last_level_, self.stale_]
         arrays += [self.stale_limit_]
         return sum(a.nbytes for a in arrays) + (self.rings_.nbytes if include_history else 0)
-
-
-def _as_record(item) -> tuple[float, str, float]:
-    t, channel, v = item
-    v = math.nan if v is None else float(v)
-    t = float(t)
-    if not math.isfinite(t):
-        raise ValueError(f"time {t!r} is not finite")
-    return t, str(channel), v
-
-
-def _channel_of(item) -> str | None:
-    """The channel a malformed record names, if it names one."""
-    try:
-        return str(item[1])
-    except (TypeError, IndexError, KeyError):
-        return None

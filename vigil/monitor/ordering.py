@@ -149,6 +149,11 @@ class PendingRecords:
             counts["duplicate" if dup else "out_of_order"][j[k]] += 1
 
 
+def monitor_field(name: str) -> property:
+    """The buffer's field ``name`` as a property of the monitor that holds it (``monitor.pending``)."""
+    return property(lambda m: getattr(m.pending, name), lambda m, value: setattr(m.pending, name, value))
+
+
 def grid(
     t: np.ndarray, j: np.ndarray, v: np.ndarray, n_channels: int, max_cells: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
