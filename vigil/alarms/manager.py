@@ -402,6 +402,11 @@ class AlarmManager:
                 "recent": None if recent is None else (recent.values_.copy(), recent.head_),
             }
 
+    def state_nbytes(self) -> int:
+        """Bytes of the manager's per-channel arrays (runs, open alarm summary, latest flagged sample,
+        watermark)."""
+        return self._book.runs.nbytes
+
     def store_latest(self) -> None:
         """Write every unfinished alarm with its channel's latest sample. A stored row otherwise
         keeps the sample of its last change (the per-sample ones live in arrays, checkpointed with

@@ -78,6 +78,11 @@ class ChannelRuns:
         self.watermark = np.concatenate([self.watermark, np.full(m, -np.inf)])
         return m
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the per-channel arrays."""
+        return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
+
     # --- a block ----------------------------------------------------------------------------------
     def advance(
         self, block: TelemetryBlock, scores: Scores, idx: np.ndarray
