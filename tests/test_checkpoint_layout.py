@@ -137,7 +137,8 @@ def test_a_pre_split_checkpoint_resumes_to_the_uninterrupted_run(tmp_path):
         assert m._emitted == 28.0 and m._pend_t.size and m._playback_t and m._recent and np.isfinite(m._delay)
         assert m.manager.stream_state()["viol_run"].any() and m.manager.stream_state()["recent"] is not None
         m.save()
-        store.save_checkpoint("monitor", store.load_checkpoint("monitor"), state=_pre_split_blob(m))
+        pre_split = {**store.load_checkpoint("monitor"), "version": 2}  # as version 2 wrote it: a pickle
+        store.save_checkpoint("monitor", pre_split, state=_pre_split_blob(m))
     with SqliteStore(path) as store:
         m = _monitor(store)
         assert m.resume(replayable=True)["items"] == sum(len(r) for r, _ in batches[:CUT])
