@@ -125,6 +125,7 @@ class AlarmBook:
                 self.reactivate(alarm, sample)
 
     def sample(self, block: TelemetryBlock, scores: Scores, i: int, k: int) -> Sample:
+        """Row ``i`` of block column ``k`` as the detector saw it (and its state name, its repeat start)."""
         value, detector = float(block.values[i, k]), scores.detector[int(scores.by[i, k])]
         channel = block.channels[k]
         return Sample(
@@ -151,6 +152,8 @@ class AlarmBook:
 
     # --- transitions ------------------------------------------------------------------------------
     def raise_alarm(self, channel: str, s: Sample, stale: bool = False) -> None:
+        """A new alarm on ``channel`` at sample ``s`` (a staleness alarm if ``stale``), filed into an
+        incident; one stored before a restart under the same key is adopted instead."""
         ch = self.config.channels.get(channel)
         alarm = Alarm(
             id=0,
@@ -191,6 +194,8 @@ class AlarmBook:
         self._record(alarm, "raised", s.time, SYSTEM, None, "", notify=True)
 
     def escalate(self, alarm: Alarm, s: Sample) -> None:
+        """``s`` is above the alarm's severity: the alarm now describes it."""
+
         def escalate() -> None:
             self._set_severity(alarm, s)
             alarm.event_time = s.time
@@ -199,6 +204,7 @@ class AlarmBook:
         self.grouper.join(alarm, self.journal.pending, update_only=True)
 
     def new_peak(self, alarm: Alarm, s: Sample) -> None:
+        """A larger score at the alarm's level: a new peak (stored, no event)."""
         self._set_peak(alarm, s)
         self.journal.pending.alarms[alarm.id] = alarm
         # The incident's ranking uses the peak score: store it, without an event per new peak.
@@ -221,6 +227,8 @@ class AlarmBook:
             self.runs.peak_level[j], self.runs.peak_score[j] = alarm.level, s.score
 
     def reactivate(self, alarm: Alarm, s: Sample) -> None:
+        """The channel's alarm, back to normal but unfinished, is out of nominal again at ``s``."""
+
         def reactivate() -> None:
             alarm.violating, alarm.rtn_time = True, None
             alarm.occurrences += 1
@@ -234,6 +242,8 @@ class AlarmBook:
         self.change(alarm, "reactivated", s.time, reactivate, comment=f"{SEVERITIES[s.level - 1]} again")
 
     def rtn(self, alarm: Alarm, t: float) -> None:
+        """Back to normal at ``t``; an acknowledged, non-latching alarm ends."""
+
         def rtn() -> None:
             alarm.violating, alarm.rtn_time, alarm.event_time = False, t, t
             self._mark_violating(alarm, False)
@@ -243,12 +253,15 @@ class AlarmBook:
         self.change(alarm, "rtn", t, rtn)
 
     def unshelve(self, alarm: Alarm, user: str, t: float, comment: str) -> None:
+        """The alarm is annunciated again (by ``user``, or ``system`` when its shelve expired)."""
+
         def unshelve() -> None:
             alarm.shelved_by = alarm.shelved_until = None
 
         self.change(alarm, "unshelved", t, unshelve, user=user, comment=comment)
 
     def end(self, alarm: Alarm) -> None:
+        """The alarm is finished: its channel has no open alarm (it is forgotten at the commit)."""
         alarm.ended, alarm.shelved_until = True, None
         if alarm.detector == STALE:
             self.stale.pop(alarm.channel, None)
@@ -325,6 +338,7 @@ class AlarmBook:
 
     # --- shelving -------------------------------------------------------------------------------
     def expire_shelves(self) -> None:
+        """Unshelve the alarms whose shelve time has passed."""
         now = self.clock()
         for alarm_id in sorted(self.shelved):
             alarm = self.alarms.get(alarm_id)
@@ -372,6 +386,7 @@ class AlarmBook:
         return alarm, dict(alarm.__dict__), arrays, dict(self.stale), inc, inc_fields
 
     def restore(self, saved: tuple) -> None:
+        """Put back what :meth:`save` kept (an operator verb whose commit failed)."""
         alarm, fields, arrays, stale, inc, inc_fields = saved
         alarm.__dict__.update(fields)
         self.alarms[alarm.id] = alarm
