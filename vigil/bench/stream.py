@@ -100,10 +100,6 @@ def make_config(channels: tuple[str, ...]) -> MonitorConfig:
     return MonitorConfig.from_dict({"channels": table})
 
 
-def _array_bytes(obj) -> int:
-    return sum(v.nbytes for v in vars(obj).values() if isinstance(v, np.ndarray))
-
-
 class _Timed:
     """Forwards ``method`` calls of ``target`` and adds up their wall time (for the cost breakdown)."""
 
@@ -328,7 +324,7 @@ def run_stream_bench(
     )
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-    state = detector.state_nbytes() + _array_bytes(manager) + monitor.state_nbytes(include_history=False)
+    state = detector.state_nbytes() + manager.state_nbytes() + monitor.state_nbytes(include_history=False)
     return {
         "benchmark": "stream",
         "channels": channels,

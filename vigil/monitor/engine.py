@@ -12,6 +12,13 @@ is dropped without being counted, and nothing in the input stops the monitor.
 Final rows are scored in blocks (many rows per detector call when replaying fast, one row per
 tick live). Detectors and the alarm manager are streaming, so scoring a stream in any chunking
 gives exactly what scoring it as one block gives.
+
+This module is the loop and the per-channel state it keeps; the rules it applies live beside it:
+:mod:`~vigil.monitor.intake` (inputs as channel indices), :mod:`~vigil.monitor.ordering` (lateness,
+duplicates, playback: records into rows), :mod:`~vigil.monitor.clock` (corrupt times),
+:mod:`~vigil.monitor.staleness`, :mod:`~vigil.monitor.handover` (calls into the alarm manager),
+:mod:`~vigil.monitor.views` (ticks, history, counters), :mod:`~vigil.monitor.checkpoint` and
+:mod:`~vigil.monitor.position` (checkpoint and resume).
 """
 
 from __future__ import annotations
@@ -25,30 +32,21 @@ from contextlib import nullcontext
 import numpy as np
 
 from vigil.detect.base import Detector, Scores
-from vigil.ingest.records import BadRecord, Record
+from vigil.ingest.records import BadRecord
 from vigil.model import TelemetryBlock
-from vigil.monitor import checkpoint
+from vigil.monitor import checkpoint, handover, intake, position, staleness, views
 from vigil.monitor.clock import StreamClock
-from vigil.monitor.history import Rings, absorb, decimate
+from vigil.monitor.history import Rings, absorb
+from vigil.monitor.ordering import PendingRecords, grid, monitor_field
+from vigil.monitor.position import CHECKPOINT_VERSION, CheckpointMismatch
 
 #: Most cells (rows x channels) scored in one detector call when records are gridded.
 MAX_CELLS = 2_000_000
-#: Most distinct unknown channel names tracked; the rest are counted together.
-MAX_UNKNOWN = 1_000
-#: Seconds behind the latest time within which a late record is checked against the samples
-#: already taken (a duplicate) rather than counted as out-of-order without looking.
-DUPLICATE_WINDOW_S = 60.0
 
 COUNTERS = (
     "received", "scored", "missing", "out_of_order", "duplicate", "malformed", "quarantined", "stale", "unscored",
 )  # fmt: skip
-#: Version of the checkpoint the monitor writes; one it cannot read is refused with a clear error.
-CHECKPOINT_VERSION = 3
-
-
-class CheckpointMismatch(ValueError):
-    """The store's checkpoint was written under another configuration, model or checkpoint version."""
-
+__all__ = ["CHECKPOINT_VERSION", "COUNTERS", "MAX_CELLS", "CheckpointMismatch", "Monitor"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +79,11 @@ class Monitor:
             (beyond the stream's usual delay) is *playback*: scored, but alarms it raises are marked.
     """
 
+    # The reorder buffer's fields, under the names the checkpoint (checkpoint.MONITOR_ATTRS) uses.
+    _pend_t, _pend_j, _pend_v, _max_seen, _recent, _playback_t, _delay = (
+        monitor_field(f) for f in ("t", "j", "v", "max_seen", "recent", "playback_t", "delay")
+    )
+
     def __init__(
         self,
         config,
@@ -110,7 +113,7 @@ class Monitor:
         self.max_jump_s = max_jump_s
         self.clock_ = StreamClock(max_jump_s, slack_s=live_slack_s)
         self.playback_after_s = playback_after_s
-        self._delay = math.inf  # the live stream's usual delay, reception - generation (its minimum)
+        self.pending = PendingRecords(lateness_s, playback_after_s)
         self.store = store
         self.checkpoint_every_s = checkpoint_every_s
         self._checkpointed_t = -math.inf  # stream time of the last checkpoint (derived, not saved)
@@ -122,19 +125,13 @@ class Monitor:
         self.channels: tuple[str, ...] = tuple(channels)
         self._index = {name: j for j, name in enumerate(self.channels)}
         c = len(self.channels)
-        self.stale_limit_ = _stale_limits(config, self.channels)
+        self.stale_limit_ = staleness.stale_limits(config, self.channels)
         self.counts_ = {name: np.zeros(c, dtype=np.int64) for name in COUNTERS}
         self.last_seen_ = np.full(c, np.nan)
         self.last_value_ = np.full(c, np.nan)
         self.last_level_ = np.zeros(c, dtype=np.int8)
         self.stale_ = np.zeros(c, dtype=np.bool_)
         self.rings_ = Rings(c, history_points)
-        self._recent: dict[float, np.ndarray] = {}  # scored row time -> which channels had a sample
-        self._playback_t: set[float] = set()  # pending row times that hold a playback record
-        self._pend_t = np.empty(0)
-        self._pend_j = np.empty(0, dtype=np.int64)
-        self._pend_v = np.empty(0)
-        self._max_seen = -math.inf
         self._emitted = -math.inf  # time of the last scored row
         self._resume_t: float | None = None
         self.unknown: Counter[str] = Counter()
@@ -161,29 +158,8 @@ class Monitor:
             "records": self.position_["records"] + len(items) - n_bad,
             "bad": self.position_["bad"] + n_bad,
         }
-        ts: list[float] = []
-        js: list[int] = []
-        vs: list[float] = []
-        index = self._index
-        for item in items:
-            if isinstance(item, BadRecord):
-                self._count_bad(item.channel, str(item))
-                continue
-            try:
-                t, channel, v = item if type(item) is Record else _as_record(item)
-            except (TypeError, ValueError) as err:
-                self._count_bad(_channel_of(item), f"record {item!r}: {err}")
-                continue
-            j = index.get(channel)
-            if j is None:
-                self._count_unknown(channel)
-                continue
-            ts.append(t)
-            js.append(j)
-            vs.append(v)
-        return self._ingest(
-            np.asarray(ts, dtype=np.float64), np.asarray(js, dtype=np.int64), np.asarray(vs, dtype=np.float64), received
-        )
+        t, j, v = intake.records(items, self._index, self._count_bad, self._count_unknown)
+        return self._ingest(t, j, v, received)
 
     def feed_columns(self, time, channel, value, names=None, received: float | None = None) -> list:
         """Take records as columns (the bulk form of :meth:`feed_records`); returns alarm events.
@@ -195,22 +171,7 @@ class Monitor:
         """
         t = np.asarray(time, dtype=np.float64)
         self.position_ = {**self.position_, "records": self.position_["records"] + int(t.size)}
-        v = np.asarray(value, dtype=np.float64)
-        if names is None:
-            names, codes = np.unique(np.asarray(channel, dtype=object).astype(str), return_inverse=True)
-            names = names.tolist()
-        else:
-            codes = np.asarray(channel, dtype=np.int64)
-        if not (t.shape == v.shape == codes.shape):
-            raise ValueError(f"time, channel and value differ in length: {t.shape}, {codes.shape}, {v.shape}")
-        lut = np.fromiter((self._index.get(n, -1) for n in names), np.int64, len(names))
-        j = lut[codes] if codes.size else codes
-        known = j >= 0
-        if not known.all():
-            per_name = np.bincount(codes[~known], minlength=len(names))
-            for k in np.flatnonzero(per_name).tolist():
-                self._count_unknown(names[k], int(per_name[k]))
-            t, j, v = t[known], j[known], v[known]
+        t, j, v = intake.columns(t, channel, value, names, self._index, self._count_unknown)
         bad_t = ~np.isfinite(t)
         if bad_t.any():
             for k in np.flatnonzero(bad_t)[:5].tolist():
@@ -227,14 +188,13 @@ class Monitor:
         The block's rows count as input consumed (``position_["records"]``: where a replay of
         blocks, e.g. ``vigil packets monitor`` on a file, resumes).
         """
-        values, present = self._aligned(block)
+        values, present = intake.aligned(block, self.channels, self._index, self._count_unknown)
         if block.n_samples == 0:
             return []
         self.position_ = {**self.position_, "records": self.position_["records"] + block.n_samples}
         events = self.flush(before=float(block.time[0]))
-        if self._pend_t.size:  # records for times the block now covers arrived too early to fit in
-            np.add.at(self.counts_["out_of_order"], self._pend_j, 1)
-            self._pend_t, self._pend_j, self._pend_v = self._pend_t[:0], self._pend_j[:0], self._pend_v[:0]
+        if self.pending.t.size:  # records for times the block now covers arrived too early to fit in
+            self.pending.drop(self.counts_)
         time = block.time
         if self._resume_t is not None:  # before the lateness check: the checkpoint's rows are replays
             done = time <= self._resume_t
@@ -251,17 +211,17 @@ class Monitor:
         self.counts_["missing"] += (~finite).sum(axis=0) * present
         if not finite.all():
             values = np.where(finite, values, np.nan)
-        self._max_seen = max(self._max_seen, float(time[-1]))
-        self.clock_.advance(self._max_seen, None)
+        self.pending.max_seen = max(self.pending.max_seen, float(time[-1]))
+        self.clock_.advance(self.pending.max_seen, None)
         events += self._score(time, values)
         return events
 
     def flush(self, before: float | None = None) -> list:
         """Score pending rows (all, or those before ``before``) without waiting for later records."""
-        if not self._pend_t.size:
+        pend_t = self.pending.t
+        if not pend_t.size:
             return []
-        done = np.ones(self._pend_t.size, dtype=bool) if before is None else self._pend_t < before
-        return self._emit(done)
+        return self._emit(np.ones(pend_t.size, dtype=bool) if before is None else pend_t < before)
 
     def end_of_stream(self) -> list:
         """The source has ended: score every pending row. Records still quarantined (a jump ahead
@@ -294,44 +254,7 @@ class Monitor:
         self._count_quarantined()
         if t.size == 0:
             return []
-        if received is not None:
-            self._note_playback(t, received)
-        # A record is late when its row was already final on arrival: at or before the last scored
-        # row, or more than lateness_s before the latest time seen until then.
-        prev_max = np.maximum.accumulate(np.concatenate(([self._max_seen], t)))[:-1]
-        late = (t <= self._emitted) | (t < prev_max - self.lateness_s)
-        if late.any():
-            self._count_late(t, j, late, prev_max)
-            t, j, v = t[~late], j[~late], v[~late]
-        if t.size == 0:
-            return []
-        self._max_seen = max(self._max_seen, float(t.max()))
-        n_old = self._pend_t.size
-        all_t = np.concatenate((self._pend_t, t))
-        all_j = np.concatenate((self._pend_j, j))
-        all_v = np.concatenate((self._pend_v, v))
-        # Pending records were de-duplicated before, and the earliest arrival is kept, so only
-        # this batch's records can repeat a (time, channel) pair.
-        dup = _repeats(all_t, all_j)[n_old:]
-        np.add.at(self.counts_["duplicate"], j[dup], 1)
-        np.add.at(self.counts_["missing"], j[~dup & ~np.isfinite(v)], 1)
-        keep = np.concatenate((np.ones(n_old, dtype=bool), ~dup))
-        all_t, all_j, all_v = all_t[keep], all_j[keep], all_v[keep]
-        all_v = np.where(np.isinf(all_v), np.nan, all_v)
-        self._pend_t, self._pend_j, self._pend_v = all_t, all_j, all_v
-        return self._emit(all_t < self._max_seen - self.lateness_s)
-
-    def _note_playback(self, t: np.ndarray, received: float) -> None:
-        """Live: remember the times of records received long after their generation (playback).
-
-        The stream's usual delay is the least seen (reception - generation); quarantined times
-        never reach here, so a corrupt future time cannot make live data look like playback.
-        """
-        delay = received - t
-        self._delay = min(self._delay, float(delay.min()))
-        old = delay > self._delay + self.playback_after_s
-        if old.any():
-            self._playback_t.update(t[old].tolist())
+        return self._emit(self.pending.admit(t, j, v, self._emitted, self.counts_, received))
 
     def _count_quarantined(self) -> None:
         """Count (per channel) and report the records the stream clock refuted."""
@@ -343,54 +266,14 @@ class Monitor:
                 f"did not follow it; quarantined (not scored)"
             )
 
-    def _count_late(self, t: np.ndarray, j: np.ndarray, late: np.ndarray, prev_max: np.ndarray) -> None:
-        """Late records: duplicates of a sample already taken, or out-of-order.
-
-        A late record is a duplicate when a record for the same time and channel arrived before it
-        and that time is within :data:`DUPLICATE_WINDOW_S` of the latest time seen until then; the
-        rule depends only on the arrival order, never on how the stream was chunked.
-        """
-        seen = set(zip(self._pend_t.tolist(), self._pend_j.tolist()))
-        for k in range(t.size):
-            key = (float(t[k]), int(j[k]))
-            if not late[k]:
-                seen.add(key)  # taken before the late records that follow it
-                continue
-            dup = False
-            if key[0] >= prev_max[k] - DUPLICATE_WINDOW_S:
-                row = self._recent.get(key[0])
-                dup = key in seen or (row is not None and bool(row[key[1]]))
-            self.counts_["duplicate" if dup else "out_of_order"][j[k]] += 1
-
     def _emit(self, done: np.ndarray) -> list:
-        """Grid the pending records marked ``done`` into rows and score them."""
+        """Score the pending records marked ``done``, as rows."""
         if not done.any():
             return []
-        t, j, v = self._pend_t[done], self._pend_j[done], self._pend_v[done]
-        self._pend_t, self._pend_j, self._pend_v = self._pend_t[~done], self._pend_j[~done], self._pend_v[~done]
-        times, row = np.unique(t, return_inverse=True)
-        order = np.argsort(row, kind="stable")
-        row, j, v = row[order], j[order], v[order]
-        c = len(self.channels)
-        step = max(1, MAX_CELLS // max(c, 1))
         events: list = []
-        for a in range(0, times.size, step):
-            b = min(a + step, times.size)
-            lo, hi = np.searchsorted(row, [a, b])
-            values = np.full((b - a, c), np.nan)
-            values[row[lo:hi] - a, j[lo:hi]] = v[lo:hi]
-            has = np.zeros((b - a, c), dtype=bool)  # a NaN record is a sample too (a missing one)
-            has[row[lo:hi] - a, j[lo:hi]] = True
-            events += self._score(times[a:b], values, has, self._playback_rows(times[a:b]))
+        for times, values, has in grid(*self.pending.take(done), len(self.channels), MAX_CELLS):
+            events += self._score(times, values, has, self.pending.playback_rows(times))
         return events
-
-    def _playback_rows(self, times: np.ndarray) -> np.ndarray | None:
-        """Which of these rows hold a playback record (``None``: none do)."""
-        if not self._playback_t:
-            return None
-        rows = np.fromiter((x in self._playback_t for x in times.tolist()), dtype=bool, count=times.size)
-        self._playback_t.difference_update(times[rows].tolist())
-        return rows if rows.any() else None
 
     # -- scoring -----------------------------------------------------------------------------------
     def _score(
@@ -398,11 +281,11 @@ class Monitor:
     ) -> list:
         """Score rows; ``has`` marks the (row, channel) cells that had a sample (default: finite);
         ``playback`` the rows generated long before they arrived."""
-        block = self._block(time, values)
+        block = handover.block_of(time, values, self.channels, self._index)
         try:
             scores = self.detector.score(block)
         except Exception as err:  # a running monitor keeps going; the rows are counted as unscored
-            self._fault("detector", err, block)
+            self._fault(f"detector failed on rows t={block.time[0]}..{block.time[-1]}", err)
             scores = None
         # Alarms and the checkpoint commit together: after a kill, a restart resumes exactly after
         # the last block whose alarms were stored.
@@ -435,16 +318,14 @@ class Monitor:
         # is fresh again at the row that brings its sample, after that row.
         events: list = []
         done = 0
-        for kind, i, j, seen in _in_time_order(changes, time, self.stale_limit_):
-            upto = i + 1 if kind == 0 else i
+        for upto, stale, j, when, seen in staleness.in_time_order(changes, time, self.stale_limit_):
             if upto > done and not skip_manager:
                 events += self._update(block, scores, done, upto, playback)
                 done = upto
-            when = float(time[i]) if kind == 0 else float(seen + self.stale_limit_[j])
-            events += self._report_staleness(bool(kind), int(j), when, float(seen))
+            events += self._report_staleness(stale, j, when, seen)
         if done < time.size and not skip_manager:
             events += self._update(block, scores, done, time.size, playback)
-        self._remember(time, finite if has is None else has)
+        self.pending.remember(time, finite if has is None else has)
         self._emitted = float(time[-1])
         self.rows += time.size
         if self._resume_t is not None and self._emitted > self._resume_t:
@@ -452,37 +333,17 @@ class Monitor:
         self._checkpoint_if_due()
         return events
 
-    def _block(self, time: np.ndarray, values: np.ndarray) -> TelemetryBlock:
-        """A block of the monitor's channels, built without re-validation.
-
-        The monitor made ``time`` (sorted, unique, finite) and ``values`` (``[n, c]`` float64)
-        itself; re-building the name index of 10,000 channels would cost more than scoring a tick.
-        """
-        block = object.__new__(TelemetryBlock)
-        fields = {"time": time, "values": values, "channels": self.channels, "commands": None}
-        for name, value in (*fields.items(), ("source", "monitor"), ("_index", self._index)):
-            object.__setattr__(block, name, value)
-        return block
-
     def _update(self, block: TelemetryBlock, scores: Scores, a: int, b: int, playback=None) -> list:
-        if a > 0 or b < block.n_samples:
-            block = self._block(block.time[a:b], block.values[a:b])
-            scores = Scores(
-                *(getattr(scores, f)[a:b] for f in ("level", "score", "expected", "low", "high")),
-                detector=scores.detector,
-                by=scores.by[a:b],
-            )
         try:
-            if playback is not None and playback[a:b].any():
-                return list(self.manager.update(block, scores, playback=playback[a:b]) or [])
-            return list(self.manager.update(block, scores) or [])
+            return handover.update(self.manager, block, scores, a, b, playback)
         except Exception as err:  # counted and reported; the stream goes on
-            self._fault("alarm manager", err, block)
+            self._fault(f"alarm manager failed on rows t={block.time[a]}..{block.time[b - 1]}", err)
             return []
 
-    def _fault(self, where: str, err: Exception, block: TelemetryBlock) -> None:
+    def _fault(self, what: str, err: Exception) -> None:
+        """Count and report a detector or alarm manager failure; the stream goes on."""
         self.errors += 1
-        message = f"{where} failed on rows t={block.time[0]}..{block.time[-1]}: {type(err).__name__}: {err}"
+        message = f"{what}: {type(err).__name__}: {err}"
         self.recent_errors.append(message)
         log.error(message, exc_info=err)
 
@@ -491,20 +352,10 @@ class Monitor:
         if stale:
             self.counts_["stale"][j] += 1
         try:
-            out = (
-                self.manager.report_stale(channel, time, last_seen)
-                if stale
-                else self.manager.report_fresh(channel, time)
-            )
+            return handover.staleness(self.manager, stale, channel, time, last_seen)
         except Exception as err:  # counted and reported like a failed update; the stream goes on
-            self.errors += 1
-            message = f"alarm manager failed on staleness of {channel} at t={time}: {type(err).__name__}: {err}"
-            self.recent_errors.append(message)
-            log.error(message, exc_info=err)
+            self._fault(f"alarm manager failed on staleness of {channel} at t={time}", err)
             return []
-        if out is None:
-            return []
-        return list(out) if isinstance(out, list | tuple) else [out]
 
     def check_staleness(self, now: float) -> list:
         """Report channels whose last sample is older than their limit at stream time ``now``.
@@ -513,46 +364,18 @@ class Monitor:
         channel goes stale at event time ``last sample + limit``, the time a replay at any speed
         finds when its next row arrives; ``now`` only decides whether that time has passed.
         """
-        age = now - self.last_seen_
-        newly = np.flatnonzero(~self.stale_ & np.isfinite(age) & (age > self.stale_limit_))
-        if newly.size == 0:
+        due = staleness.due(now, self.last_seen_, self.stale_, self.stale_limit_)
+        if not due:
             return []
-        when = self.last_seen_[newly] + self.stale_limit_[newly]
         events: list = []
         with self.store.transaction() if self.store is not None else nullcontext():
-            for k in np.lexsort((newly, when)).tolist():
-                j = int(newly[k])
+            for j, when in due:
                 self.stale_[j] = True
-                events += self._report_staleness(True, j, float(when[k]), float(self.last_seen_[j]))
+                events += self._report_staleness(True, j, when, float(self.last_seen_[j]))
             self._checkpoint()
         return events
 
     # -- bookkeeping -------------------------------------------------------------------------------
-    def _aligned(self, block: TelemetryBlock) -> tuple[np.ndarray, np.ndarray]:
-        """The block's values in the monitor's channel order, and which channels the block has."""
-        present = np.zeros(len(self.channels), dtype=np.int64)
-        if block.channels == self.channels:
-            present[:] = 1
-            return block.values, present
-        values = np.full((block.n_samples, len(self.channels)), np.nan)
-        for k, name in enumerate(block.channels):
-            j = self._index.get(name)
-            if j is None:
-                n = int(np.isfinite(block.values[:, k]).sum())
-                if n:
-                    self._count_unknown(name, n)
-            else:
-                values[:, j] = block.values[:, k]
-                present[j] = 1
-        return values, present
-
-    def _remember(self, time: np.ndarray, has: np.ndarray) -> None:
-        horizon = self._max_seen - DUPLICATE_WINDOW_S
-        for i in range(int(np.searchsorted(time, horizon)), time.size):
-            self._recent[float(time[i])] = has[i]
-        while self._recent and next(iter(self._recent)) < horizon:
-            del self._recent[next(iter(self._recent))]
-
     def _count_bad(self, channel: str | None, message: str) -> None:
         j = None if channel is None else self._index.get(channel)
         if j is not None:
@@ -564,8 +387,7 @@ class Monitor:
         self.recent_errors.append(message)
 
     def _count_unknown(self, channel: str, n: int = 1) -> None:
-        key = channel if channel in self.unknown or len(self.unknown) < MAX_UNKNOWN else "<other>"
-        self.unknown[key] += n
+        intake.count_unknown(self.unknown, channel, n)
 
     def _checkpoint_if_due(self) -> None:
         """Checkpoint when this transaction changes an alarm, or ``checkpoint_every_s`` after the last."""
@@ -577,15 +399,8 @@ class Monitor:
         """Save the position and the full stream state (inside the caller's store transaction)."""
         if self.store is not None:
             self._checkpointed_t = self._emitted
-            position = {
-                "version": CHECKPOINT_VERSION,
-                "time": None if math.isinf(self._emitted) else self._emitted,
-                "rows": self.rows,
-                "items": self.position_["records"] + self.position_["bad"],
-                "input": dict(self.position_),
-                "identity": self.identity,
-            }
-            self.store.save_checkpoint(self.checkpoint_key, position, state=checkpoint.for_store(self))
+            at = position.position(self._emitted, self.rows, self.position_, self.identity)
+            self.store.save_checkpoint(self.checkpoint_key, at, state=checkpoint.for_store(self))
 
     def save(self) -> None:
         """Checkpoint now (pending records and quarantine included), e.g. before a clean stop."""
@@ -608,33 +423,18 @@ class Monitor:
         """
         if self.store is None:
             return None
-        position = self.store.load_checkpoint(self.checkpoint_key)
-        if position is None:
+        at = self.store.load_checkpoint(self.checkpoint_key)
+        if at is None:
             return None
-        version = position.get("version", 1)
-        if version not in checkpoint.READABLE_VERSIONS:
-            raise CheckpointMismatch(
-                f"the checkpoint {self.checkpoint_key!r} in {getattr(self.store, 'path', 'the store')} is version "
-                f"{version}; this Vigil reads {checkpoint.READABLE_VERSIONS}: start without resuming (--no-resume) or use a "
-                f"new store"
-            )
-        changed = sorted(k for k in set(self.identity) | set(position.get("identity", {}))
-                         if self.identity.get(k) != position.get("identity", {}).get(k))  # fmt: skip
-        if changed:
-            raise CheckpointMismatch(
-                f"the {' and '.join(changed)} changed since the checkpoint in {getattr(self.store, 'path', 'the store')} "
-                f"(after {position.get('items')} records, t={position.get('time')}): resuming would continue the "
-                f"stream with state that no longer fits. Restore the previous {' and '.join(changed)}, or score the "
-                f"source again from its start with --no-resume (alarms already stored are kept, none raised twice)"
-            )
+        position.check(at, self.identity, self.checkpoint_key, getattr(self.store, "path", "the store"))
         blob = self.store.load_stream_state(self.checkpoint_key)
         if blob is not None:
             checkpoint.restore(self, blob)
             self.rows_at_resume = self.rows
             self._checkpointed_t = self._emitted
-        if not replayable and position.get("time") is not None:
-            self._resume_t = float(position["time"])
-        return position
+        if not replayable and at.get("time") is not None:
+            self._resume_t = float(at["time"])
+        return at
 
     # -- output ------------------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[dict], None]) -> None:
@@ -647,25 +447,13 @@ class Monitor:
         self._block_sinks.append(sink)
 
     def _publish(self, time: np.ndarray, finite: np.ndarray) -> None:
-        idx = np.flatnonzero(finite.any(axis=0))
-        tick = {
-            "type": "values",
-            "time": float(time[-1]),
-            "channels": [self.channels[j] for j in idx.tolist()],
-            "value": self.last_value_[idx].tolist(),
-            "level": self.last_level_[idx].tolist(),
-            "stale": self.stale_[idx].tolist(),
-        }
+        tick = views.values_tick(time, finite, self.channels, self.last_value_, self.last_level_, self.stale_)
         for callback in list(self._subscribers):
             callback(tick)
 
     def latest(self) -> dict[str, tuple[float, float, int]]:
         """Per channel that has reported: (time, value, level) of its last sample."""
-        seen = np.flatnonzero(np.isfinite(self.last_value_))
-        return {
-            self.channels[j]: (float(self.last_seen_[j]), float(self.last_value_[j]), int(self.last_level_[j]))
-            for j in seen.tolist()
-        }
+        return views.latest(self.channels, self.last_seen_, self.last_value_, self.last_level_)
 
     def history(
         self, channel: str, t0: float | None = None, t1: float | None = None, max_points: int = 2000
@@ -677,12 +465,8 @@ class Monitor:
         j = self._index.get(channel)
         if j is None:
             raise KeyError(f"no channel {channel!r} in the monitor")
-        if max_points < 2:
-            raise ValueError(f"max_points must be >= 2, got {max_points}")
         horizon = self._emitted - self.history_s
-        t0 = horizon if t0 is None else max(t0, horizon)
-        series = decimate(self.rings_.window(j, t0, t1), max_points)
-        return {name: a.astype(np.float64 if name != "level" else np.int64).tolist() for name, a in series.items()}
+        return views.history(self.rings_, j, horizon if t0 is None else max(t0, horizon), t1, max_points)
 
     def counters(self, nonzero: bool = False) -> dict:
         """Per-channel counts (received, scored, missing, out_of_order, duplicate, malformed, stale,
@@ -692,23 +476,16 @@ class Monitor:
 
         With ``nonzero``, only channels with a problem count (missing and up) are listed.
         """
-        table = np.stack([self.counts_[k] for k in COUNTERS], axis=1).tolist()
-        rows = {}
-        for j, name in enumerate(self.channels):
-            counts = dict(zip(COUNTERS, table[j]))
-            if nonzero and not any(table[j][2:]):
-                continue
-            counts["is_stale"] = bool(self.stale_[j])
-            rows[name] = counts
+        rows, totals = views.counter_table(self.counts_, COUNTERS, self.channels, self.stale_, nonzero)
         return {
             "channels": rows,
-            "totals": {k: int(self.counts_[k].sum()) for k in COUNTERS},
+            "totals": totals,
             "unknown": dict(self.unknown),
             "unparsable": self.unparsable,
             "replayed": self.replayed,
             "errors": self.errors,
             "rows": self.rows,
-            "pending": int(self._pend_t.size),
+            "pending": int(self.pending.t.size),
             "quarantine_held": int(self.clock_.held[0].size),
             "position": dict(self.position_),
             "last_time": None if math.isinf(self._emitted) else self._emitted,
@@ -720,52 +497,3 @@ class Monitor:
         arrays = [*self.counts_.values(), self.last_seen_, self.last_value_, self.last_level_, self.stale_]
         arrays += [self.stale_limit_]
         return sum(a.nbytes for a in arrays) + (self.rings_.nbytes if include_history else 0)
-
-
-def _as_record(item) -> tuple[float, str, float]:
-    t, channel, v = item
-    v = math.nan if v is None else float(v)
-    t = float(t)
-    if not math.isfinite(t):
-        raise ValueError(f"time {t!r} is not finite")
-    return t, str(channel), v
-
-
-def _channel_of(item) -> str | None:
-    """The channel a malformed record names, if it names one."""
-    try:
-        return str(item[1])
-    except (TypeError, IndexError, KeyError):
-        return None
-
-
-def _repeats(t: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """True for each (time, channel) pair seen earlier in the arrays (the first one is kept)."""
-    order = np.lexsort((np.arange(t.size), j, t))
-    ts, js = t[order], j[order]
-    again = np.zeros(t.size, dtype=bool)
-    again[order[1:]] = (ts[1:] == ts[:-1]) & (js[1:] == js[:-1])
-    return again
-
-
-def _stale_limits(config, channels: tuple[str, ...]) -> np.ndarray:
-    """Seconds without a sample after which each channel is stale (inf: never), from the config's
-    ``stale_timeout_s`` (``stale_after_s``, else three periods of ``rate_hz``)."""
-    limits = np.full(len(channels), np.inf)
-    table = getattr(config, "channels", None) or {}
-    for j, name in enumerate(channels):
-        timeout = getattr(table.get(name), "stale_timeout_s", None)
-        if timeout is not None:
-            limits[j] = float(timeout)
-    return limits
-
-
-def _in_time_order(changes: list, time: np.ndarray, limit: np.ndarray) -> list:
-    """Staleness changes by event time (stale: last sample + limit; fresh: the row's time), then
-    fresh before stale at one time, then channel: the order a replay at any pace reports them in."""
-
-    def key(ch):
-        kind, i, j, seen = ch
-        return (float(seen + limit[j]) if kind else float(time[i]), kind, int(j))
-
-    return sorted(changes, key=key)
