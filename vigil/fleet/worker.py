@@ -37,6 +37,8 @@ from vigil.fleet.engine import SpacecraftEngine
 
 #: JetStream's error codes for a write refused at its expected sequence (a number, or zero: "none yet").
 WRONG_LAST_SEQUENCE = (10071, 10164)
+#: Most changes in one alarm-stream message.
+CHUNK = 200
 
 
 class Lost(Exception):
@@ -228,7 +230,7 @@ class Worker:
             self.log(f"{sc}: owned from stream sequence {engine.applied_seq + 1}")
             alarm_seq, out_last = await self._last_published(sc)
             alarm_seq, out_last = await self._publish(sc, engine, alarm_seq, out_last)
-            cseq, caught_up, idle_since, last_status = 0, False, time.monotonic(), 0.0
+            cseq, caught_up, idle_since, last_status, misses = 0, False, time.monotonic(), 0.0, 0
             ck_first, ck_at = engine.applied_seq + 1, time.monotonic()
             while not own.release:
                 if sub is None:
@@ -238,8 +240,10 @@ class Worker:
                     if not msgs:
                         raise TimeoutError
                 except TimeoutError:
-                    if not caught_up:
-                        sub = await self._unsubscribe(sub)  # the consumer may be on a server that went away
+                    if not caught_up:  # a slow server (its late answer comes with the next fetch), or
+                        misses += 1  # three in a row: the consumer may be on a server that went away
+                        if misses % 3 == 0:
+                            sub = await self._unsubscribe(sub)
                         continue
                     if engine.monitor.counters()["pending"] and time.monotonic() - idle_since > self.opt.idle_flush_s:
                         engine.idle()
@@ -256,7 +260,7 @@ class Worker:
                 if msgs[0].metadata.sequence.consumer != cseq + 1:  # a delivery was lost: start again
                     sub = await self._unsubscribe(sub)
                     continue
-                cseq = msgs[-1].metadata.sequence.consumer
+                cseq, misses = msgs[-1].metadata.sequence.consumer, 0
                 caught_up = msgs[-1].metadata.num_pending == 0
                 idle_since = time.monotonic()
                 batch = [(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
@@ -372,8 +376,8 @@ class Worker:
         from nats.js.errors import APIError
 
         items = [o for o in engine.store.outbox if o["n"] > out_last]
-        for k in range(0, len(items), 200):
-            chunk = items[k : k + 200]
+        for k in range(0, len(items), CHUNK):
+            chunk = items[k : k + CHUNK]
             first, last = chunk[0]["n"], chunk[-1]["n"]
             headers = {"Nats-Msg-Id": f"{sc}:{first}-{last}", "Nats-Expected-Last-Subject-Sequence": str(seq),
                        "Vigil-Out-Last": str(last)}  # fmt: skip
