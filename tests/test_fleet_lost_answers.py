@@ -116,6 +116,9 @@ def test_checkpoint_write_whose_answer_was_lost_is_recognised_and_another_owners
 
     async def main():
         w, engine, nc, js, logs = await _worker(server.urls, "VIGIL_CHECKPOINTS", times=1)
+        # A restored engine: its state pickles the same after another restore, so the other owner's
+        # write below holds the same state as ours, told apart only by each write's own token.
+        engine = SpacecraftEngine.restore(engine.snapshot(), engine.manager.config, w.detector, w.identity)
         try:
             w.js.times = 0  # the takeover's write is answered
             _taken, rev = await w._take(SC)
