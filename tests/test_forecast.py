@@ -8,6 +8,7 @@ import pytest
 from vigil.detect.base import Scores
 from vigil.detect.events import detections
 from vigil.detect.forecast import ForecastDetector
+from vigil.detect.threshold import UNSCALED_SCORE
 from vigil.errors import ConfigError, DataError
 from vigil.model import TelemetryBlock
 
@@ -391,3 +392,44 @@ def test_the_threshold_moves_smoothly_so_scores_stay_on_one_scale():
     width = width[np.isfinite(width)]
     assert (width[1:] / width[:-1]).min() > 0.99  # never by more than 1 % from one sample to the next
     assert width[-1] < 0.5 * width[0]  # and it did fall
+
+
+@pytest.mark.parametrize("constant", [0.0, 3.0, -1e6])
+def test_a_history_that_never_moved_gives_a_finite_distress_score_to_any_move(constant):
+    # No scale can be learned from a constant: any other value is abnormal, how far is unknown.
+    train = TelemetryBlock.from_arrays(np.arange(500.0), np.full((500, 1), constant), ["flag"])
+    det = ForecastDetector().fit(train)
+    x = np.full(200, constant)
+    x[100:110] = constant + 1e-3  # a tiny move
+    x[150:160] = constant + 1e9  # a huge one
+    s = det.score(TelemetryBlock.from_arrays(np.arange(500.0, 700.0), x[:, None], ["flag"]))
+    assert np.isfinite(s.score[10:, 0]).all()  # (the first n_lags samples warm up: NaN)
+    assert not s.level[:100, 0].any()
+    back = np.r_[110:150, 160:200]  # back on the constant: nothing off it (watch while the alarm clears)
+    assert s.score[back, 0].max() < 0.1 and s.level[back, 0].max() <= 1
+    for a in (100, 150):
+        assert s.score[a, 0] == pytest.approx(UNSCALED_SCORE)
+        assert s.level[a, 0] == 3  # distress
+        assert s.detector[s.by[a, 0]] == "forecast.novelty"
+    assert not np.isinf(s.low).any() and not np.isinf(s.high).any()  # no band of infinite width to show
+
+
+def _cycles(amplitudes: np.ndarray, period: int = 50) -> np.ndarray:
+    t = np.arange(period)
+    return np.concatenate([a * np.sin(2 * np.pi * (t + 0.5) / period) for a in amplitudes])
+
+
+def test_a_periodic_channel_margin_follows_the_spread_of_its_cycles_peaks():
+    # 120 cycles whose peaks vary (sd 0.2): a new cycle's peak may reach about mean + 4.5 sd, well past
+    # the highest seen (about mean + 2.6 sd), further than 5 % of the range alone allows.
+    rng = np.random.default_rng(3)
+    train = _cycles(1.0 + 0.2 * rng.standard_normal(120))
+    history = TelemetryBlock.from_arrays(np.arange(train.size, dtype=float), train[:, None], ["c"])
+    det, plain = ForecastDetector().fit(history), ForecastDetector(range_risk=None).fit(history)
+    assert det.shape_.period_[0] == 50
+    test = _cycles(np.r_[np.ones(20), train.max() + 0.25, np.ones(20), 3.0])
+    block = TelemetryBlock.from_arrays(np.arange(test.size, dtype=float) + train.size, test[:, None], ["c"])
+    s = det.score(block)
+    assert np.nanmax(s.score[1000:1050, 0]) < 1.0  # within the spread of the cycles' peaks
+    assert np.nanmax(plain.score(block).score[1000:1050, 0]) >= 1.0  # the bare range calls it novel
+    assert s.level[2050:2100, 0].any()  # a peak at 3.0 is novel

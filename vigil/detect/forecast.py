@@ -282,7 +282,10 @@ class ForecastDetector(Detector):
         # The stream starts from the typical nominal error instead of its first raw error.
         self.baseline_ = np.nan_to_num(np.nanmean(smoothed, axis=0), nan=0.0)
         thr = pot_threshold(smoothed, self.init_quantile, self.risk) * self.threshold_factor
-        self.threshold_ = _positive(np.maximum(np.nan_to_num(thr, nan=0.0), self.floor_))
+        # A channel whose history never moved has no error scale: its error check stays off and the
+        # range checks give any move UNSCALED_SCORE (see forecast_kernel._beyond).
+        thr = np.maximum(np.nan_to_num(thr, nan=0.0), self.floor_)
+        self.threshold_ = np.where(self.resolution_ > 0, _positive(thr), np.inf)
         # The stream's calm peak starts from the history's: the largest smoothed error below threshold.
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -293,6 +296,10 @@ class ForecastDetector(Detector):
             if self.level_span:
                 width = self.level_hi_ - self.level_lo_
                 self.level_margin_ = self._margins(level, width, self.level_margin, segments)
+            self._cycle_margins(values, level)
+            # A level check without a scale would hold an alarm while the EWMA creeps back to the
+            # constant; the novelty check already says every sample that is off it.
+            self.level_margin_[self.resolution_ == 0] = np.inf
         self.command_gain_ = self._command_gain(values, cmds)
         if self.stuck_factor is not None:
             longest = np.array([_longest_repeat(values[:, j]) for j in range(c)], dtype=np.float64)
@@ -319,7 +326,29 @@ class ForecastDetector(Detector):
             reach = (seen_lo + extreme_bound(-lows, self.range_risk), extreme_bound(highs, self.range_risk) - seen_hi)
             for side, ext in enumerate(reach):
                 out[:, side] = np.maximum(out[:, side], np.nan_to_num(ext, nan=0.0))
-        return _positive(out)
+        return out  # 0 where the history never moved: no scale (see forecast_kernel._beyond)
+
+    def _cycle_margins(self, values: np.ndarray, level: np.ndarray) -> None:
+        """Where a channel recurs with a period (the shape check found one), its cycles are the
+        segments: the margins also reach as far as a new cycle's extreme goes with ``range_risk``,
+        by the spread of the cycles' extremes."""
+        if self.range_risk is None or self.shape_ is None:
+            return
+        for j in np.flatnonzero(self.shape_.period_ > 0):
+            period = int(self.shape_.period_[j])
+            for x, margin in ((values[:, j], self.margin_), (level[:, j], self.level_margin_)):
+                x = x[np.isfinite(x)]
+                cycles = x[: x.size // period * period].reshape(-1, period)
+                if cycles.shape[0] < self.min_segments:
+                    continue
+                lows, highs = cycles.min(axis=1), cycles.max(axis=1)
+                reach = (
+                    lows.min() + extreme_bound(-lows[:, None], self.range_risk)[0],
+                    extreme_bound(highs[:, None], self.range_risk)[0] - highs.max(),
+                )
+                for side, ext in enumerate(reach):
+                    if np.isfinite(ext) and np.isfinite(margin[j, side]):
+                        margin[j, side] = max(margin[j, side], ext)
 
     def _command_gain(self, values: np.ndarray, cmds: np.ndarray) -> np.ndarray:
         """Per channel and command input, the offset ``[c, k]`` the fitted model settles at while the

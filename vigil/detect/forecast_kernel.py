@@ -6,6 +6,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from vigil.detect.threshold import UNSCALED_SCORE
+
 #: Rows per tile in the scoring kernel.
 _TILE = 64
 
@@ -84,7 +86,7 @@ def forecast_kernel(
                         # The calm peak forgets at the adaptation rate, so the threshold follows
                         # the stream's recent calm errors smoothly (no step after a warm-up).
                         e_max *= 1.0 - adapt
-                        if e_max > 0.0:
+                        if e_max > 0.0 and thr < np.inf:  # no error scale: the check stays off
                             thr = max(floor[j], min(thr, relative * e_max))
                     s = e / thr
                     if s < 1.0:
@@ -106,8 +108,9 @@ def forecast_kernel(
                     score[i, j] = s
                     by[i, j] = check
                     expected[i, j] = pred
-                    low[i, j] = pred - thr
-                    high[i, j] = pred + thr
+                    if thr < np.inf:  # else no band: the history never moved
+                        low[i, j] = pred - thr
+                        high[i, j] = pred + thr
                     # A crossing range check is explained by the range, not the prediction band.
                     if s >= 1.0 and check == 1:
                         low[i, j] = value_seen[j, 0] - down
@@ -129,8 +132,13 @@ def forecast_kernel(
 
 @numba.njit(cache=True)
 def _beyond(x, low, high, margin_low, margin_high):  # pragma: no cover - numba
-    """How far ``x`` lies outside ``[low, high]``, in units of that side's margin (0 inside)."""
-    return (x - high) / margin_high if x > high else ((low - x) / margin_low if x < low else 0.0)
+    """How far ``x`` lies outside ``[low, high]``, in units of that side's margin (0 inside); a
+    margin of 0 (a history that never moved: no scale) gives ``UNSCALED_SCORE`` to any value outside."""
+    if x > high:
+        return (x - high) / margin_high if margin_high > 0.0 else UNSCALED_SCORE
+    if x < low:
+        return (low - x) / margin_low if margin_low > 0.0 else UNSCALED_SCORE
+    return 0.0
 
 
 @numba.njit(cache=True)

@@ -32,6 +32,10 @@ from vigil.errors import ConfigError
 #: A raised alarm whose score dips below 1 before it clears is at watch.
 SEVERITY_STEPS: tuple[tuple[float, int], ...] = ((1.0, 2), (2.0, 3), (4.0, 4))
 
+#: The score of a departure no learned scale can measure (a channel whose history never moved, moved):
+#: certainly abnormal, how far unknown, so distress rather than a number divided by zero.
+UNSCALED_SCORE = 2.0
+
 
 def pot_threshold(errors: np.ndarray, init_quantile: float = 0.98, risk: float = 1e-4) -> np.ndarray:
     """Per-column POT threshold of nominal ``errors`` ``[n, c]`` (NaN ignored).
