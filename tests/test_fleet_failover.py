@@ -130,8 +130,18 @@ def test_three_workers_under_kills_stalls_and_leader_loss_match_the_reference(tm
         ref = fs.run(fs.reference_summaries(cluster.urls, c.names, config, fs.limits_detector(config),
                                             fs.identity_of(config)))  # fmt: skip
         remaining = max(30.0, 300 - (time.monotonic() - started) - 20)
-        got = fs.wait_for(lambda: (g := fs.run(fs.published_summaries(cluster.urls, c.names))) == ref and g,
-                          remaining, "the alarm stream matching the reference", every_s=3.0)  # fmt: skip
+        seen: dict = {}
+
+        def matching():
+            seen.update(fs.run(fs.published_summaries(cluster.urls, c.names)))
+            return seen == ref and dict(seen)
+
+        try:
+            got = fs.wait_for(matching, remaining, "the alarm stream matching the reference", every_s=3.0)
+        except AssertionError as err:
+            differ = [sc for sc in c.names if seen.get(sc) != ref[sc]]
+            raise AssertionError(f"{err}; {len(differ)} spacecraft differ: {differ[:8]}; first: "
+                                 f"{_first_difference(seen.get(differ[0]), ref[differ[0]]) if differ else ''}") from None  # fmt: skip
         for sc in c.names:
             assert got[sc]["numbers"] == list(range(1, len(got[sc]["numbers"]) + 1)), sc
         assert sum(len(r["audit"]) for r in ref.values()) > 100
@@ -154,6 +164,20 @@ def test_three_workers_under_kills_stalls_and_leader_loss_match_the_reference(tm
                 p.kill()
             p.wait()
         cluster.stop()
+
+
+def _first_difference(got: dict | None, ref: dict) -> str:
+    """Where a spacecraft's published summary first departs from the reference's."""
+    if got is None:
+        return "nothing read"
+    for key in ref:
+        if got.get(key) != ref[key]:
+            a, b = got.get(key), ref[key]
+            if isinstance(b, list):
+                i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                return f"{key}[{i}]: {a[i] if i < len(a) else 'missing'} != {b[i] if i < len(b) else 'missing'}"
+            return f"{key}: {len(a)} vs {len(b)} entries"
+    return "?"
 
 
 def _alive(proc: subprocess.Popen, log) -> bool:
