@@ -48,7 +48,7 @@ def run(coro):
 async def js_of(urls):
     from vigil.fleet.bus import connect
 
-    nc = await connect(urls, "test", lambda m: None, retry=False)
+    nc = await connect(urls, "test", lambda m: None)  # reconnects: a busy or restarted server is no failure
     return nc, nc.jetstream(timeout=10)
 
 
