@@ -14,6 +14,12 @@ often: replay is exact, so a longer interval only costs replay at a takeover), t
 ``Vigil-Out-Last``, the last change number it holds; a new owner skips changes already there).
 So a crash anywhere (mid-batch, between checkpoint and publish) loses nothing and repeats nothing.
 
+A slow or briefly unavailable NATS never stops the worker: each request is retried
+(:class:`~vigil.fleet.bus.Retry`, counted in ``retry.retries`` and logged), and a write whose answer
+was lost is recognised when made again: the lease read back names this worker, the checkpoint read
+back is this write's bytes (each carries its own token), the alarm publish is a duplicate of its
+message ID or its chunk's number is already on the subject.
+
 ``crash`` (fault injection for the failover test): ``"mid_batch:N"`` or ``"after_checkpoint:N"``
 SIGKILLs the worker at that point of its N-th batch (or the first later one that gets there).
 """
