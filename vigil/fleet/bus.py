@@ -123,7 +123,7 @@ class Retry:
 
 async def _add_stream(js, retry: Retry, replicas: int, **config) -> int:
     """The stream, created when missing; returns its replicas (1 where the server is not clustered)."""
-    from nats.js.errors import BadRequestError, NotFoundError
+    from nats.js.errors import APIError, NotFoundError
 
     name = config["name"]
     try:  # a lookup first: answered by the stream's leader, not a change through the meta leader
@@ -135,7 +135,7 @@ async def _add_stream(js, retry: Retry, replicas: int, **config) -> int:
         try:  # a retried create that the lost try already made finds the same configuration: accepted
             await retry(f"stream {name}: create", js.add_stream, num_replicas=r, **config)
             return r
-        except BadRequestError as err:
+        except APIError as err:  # 400, or 500 "replicas > 1 not supported in non-clustered mode"
             text = str(err).lower()
             if "already in use" in text:
                 return r
@@ -146,7 +146,7 @@ async def _add_stream(js, retry: Retry, replicas: int, **config) -> int:
 
 async def _bucket(js, retry: Retry, replicas: int, bucket: str, **config):
     from nats.js.api import KeyValueConfig
-    from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+    from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 
     for attempt in range(5):
         try:
@@ -157,7 +157,7 @@ async def _bucket(js, retry: Retry, replicas: int, bucket: str, **config):
             try:
                 cfg = KeyValueConfig(bucket=bucket, replicas=r, **config)
                 return await retry(f"bucket {bucket}: create", js.create_key_value, cfg)
-            except BadRequestError as err:
+            except APIError as err:
                 if "replicas" not in str(err).lower() and "clustered" not in str(err).lower():
                     break  # created by another process meanwhile: look it up again
         await asyncio.sleep(0.2 * (attempt + 1))
