@@ -304,3 +304,68 @@ def test_variable_block_sizes_that_disagree_with_the_packet(tmp_path):
         out[engine] = (pk.values[:, stream.channels.index("CRC")].tolist(), c.get("longer_than_layout", 0))
         assert c.get("shorter_than_layout", 0) + c.get("decode_errors", 0) == 1
     assert out["bulk"] == out["spp"] == ([float(0x0203)], 1)
+
+
+TEXT_TYPES = """<xtce:StringParameterType name="NAME_T"><xtce:StringDataEncoding encoding="UTF-8"><xtce:SizeInBits>
+ <xtce:Fixed><xtce:FixedValue>32</xtce:FixedValue></xtce:Fixed></xtce:SizeInBits></xtce:StringDataEncoding>
+</xtce:StringParameterType>
+<xtce:BinaryParameterType name="B12_T"><xtce:BinaryDataEncoding><xtce:SizeInBits><xtce:FixedValue>12</xtce:FixedValue>
+</xtce:SizeInBits></xtce:BinaryDataEncoding></xtce:BinaryParameterType>
+<xtce:BinaryParameterType name="B16_T"><xtce:BinaryDataEncoding><xtce:SizeInBits><xtce:FixedValue>16</xtce:FixedValue>
+</xtce:SizeInBits></xtce:BinaryDataEncoding></xtce:BinaryParameterType>"""
+TXT = """<xtce:SequenceContainer name="TXT"><xtce:EntryList>
+ <xtce:ParameterRefEntry parameterRef="MET"/><xtce:ParameterRefEntry parameterRef="NAME"/>
+ <xtce:ParameterRefEntry parameterRef="FLAGS"/><xtce:ParameterRefEntry parameterRef="NIB"/>
+ <xtce:ParameterRefEntry parameterRef="RAW"/><xtce:ParameterRefEntry parameterRef="X"/></xtce:EntryList>
+ <xtce:BaseContainer containerRef="CCSDSPacket"><xtce:RestrictionCriteria>
+  <xtce:Comparison parameterRef="APID" value="60" useCalibratedValue="false"/></xtce:RestrictionCriteria></xtce:BaseContainer>
+</xtce:SequenceContainer>"""
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_decode_writes_binary_as_hex_and_strings_as_text(tmp_path, suffix):
+    """Against space_packet_parser on the same bytes: a fixed string, a 12-bit binary field (not
+    whole bytes: per packet), a byte-aligned one (sliced in bulk) and a block sized by a field."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    import space_packet_parser as spp
+    from typer.testing import CliRunner
+
+    from vigil.cli import app
+
+    params = (
+        '<xtce:Parameter name="NBITS" parameterTypeRef="U16"/><xtce:Parameter name="BLOB" parameterTypeRef="BLOB_T"/>'
+        '<xtce:Parameter name="CRC" parameterTypeRef="U16"/><xtce:Parameter name="NAME" parameterTypeRef="NAME_T"/>'
+        '<xtce:Parameter name="FLAGS" parameterTypeRef="B12_T"/><xtce:Parameter name="NIB" parameterTypeRef="U4"/>'
+        '<xtce:Parameter name="RAW" parameterTypeRef="B16_T"/>'
+    )
+    p = tmp_path / "text.xml"
+    p.write_text(xtce(BLOB + TEXT_TYPES + U.format(n=4), params, VAR + TXT))
+    wire = [
+        pkt(60, i, struct.pack(">I", 10 + i) + name + struct.pack(">HH", 0xABC0 | i, 0xBEEF) + struct.pack(">H", i))
+        for i, name in enumerate((b"ABCD", b"xy\xc3\xa9", b"n0n1"))
+    ]
+    wire += [pkt(50, i, struct.pack(">IH", 20 + i, 8 * n) + bytes(range(n)) + b"\0\1") for i, n in enumerate((0, 5))]
+    capture = tmp_path / "text.bin"
+    capture.write_bytes(b"".join(wire))
+    out = tmp_path / f"text{suffix}"
+    args = ["packets", "decode", str(capture), "--xtce", str(p), "--time", "MET", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = (pq.read_table(out) if suffix == ".parquet" else pacsv.read_csv(out)).to_pylist()
+    got = {(r["packet"], r["channel"].rpartition(".")[2]): r["text"] for r in table if r["text"]}
+    definition = spp.XtcePacketDefinition.from_xtce(p)
+    want = {}
+    for i, raw in enumerate(wire):
+        parsed = definition.parse_bytes(raw)
+        for name in ("NAME", "FLAGS", "RAW", "BLOB"):
+            if name in parsed:
+                v = parsed[name]
+                want[(i, name)] = v.hex() if isinstance(v, bytes) else str(v)
+    assert got == {k: v for k, v in want.items() if v}
+    assert len(got) == 3 * 3 + 1 and got[(0, "NAME")] == "ABCD"
+    assert all(r["value"] is None for r in table if r["text"] is not None and r["text"] != "")
+    from vigil.ingest.tabular import read_table
+
+    block, _ = read_table(out)  # as --fit history: the numeric channels only
+    assert set(block.channels) == {"TXT.X", "NIB", "NBITS", "CRC"}

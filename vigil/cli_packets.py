@@ -32,6 +32,11 @@ TIME_HELP = (
     "one AbsoluteTimeParameterType"
 )
 ENGINE_HELP = "bulk (fixed layouts in one pass, space_packet_parser for the rest) or spp (every packet)"
+SEGMENTS_HELP = (
+    "auto: join segmented packets (first, continuations, last) of APIDs the database sizes by their length "
+    "field; off: decode every segment on its own"
+)
+SHB_HELP = "bytes of secondary header a later segment drops (default: the time fields after the primary header)"
 
 
 @contextmanager
@@ -74,6 +79,20 @@ def _with_time(spec: str, time, time_fine, time_scale, time_fine_scale, epoch) -
     return spec + ("&" if "?" in spec else "?") + urlencode(pairs)
 
 
+def _segments(segments: str, secondary_header_bytes: int | None) -> dict:
+    from vigil.ingest.ccsds.source import segment_options
+
+    return segment_options({"segments": segments, "secondary_header_bytes": secondary_header_bytes})
+
+
+def _with_options(spec: str, **options) -> str:
+    """The source spec with the options that are set added to its query."""
+    from urllib.parse import urlencode
+
+    pairs = [(k, v) for k, v in options.items() if v is not None]
+    return spec + ("&" if "?" in spec else "?") + urlencode(pairs) if pairs else spec
+
+
 def _xtce_file(xtce: str) -> str:
     if xtce == "demo":
         from vigil.ingest.ccsds.demo.generator import xtce_path
@@ -91,6 +110,9 @@ def _describe(mission, stream) -> list[str]:
         when = f"time {lay.time_field}" + (f" + {lay.fine_field}" if lay.fine_field else "")
         if lay.time_field is None:
             when = "no time field: timed by reception order"
+        join = stream.reassembler
+        if join.active[lay.apid]:
+            path += f", segmented packets joined (secondary header {join.secondary_header_bytes[lay.apid]} bytes)"
         lines.append(f"packet type {lay.name} (APID {apids}): {len(lay.channels)} channels, {when}, decoded {path}")
     lines += [f"unsupported: {name} ({why})" for name, why in mission.unsupported.items()]
     lines += [f"not monitored: {name} ({why})" for name, why in mission.skipped.items()]
@@ -108,6 +130,8 @@ def packets_inspect(
     time_fine_scale: str | None = typer.Option(None, help="seconds per unit of --time-fine (default 2**-bits)"),
     epoch: str | None = typer.Option(None, help="ISO 8601 time of time zero (e.g. 2010-01-01T00:00:00Z)"),
     engine: str = typer.Option("bulk", help=ENGINE_HELP),
+    segments: str = typer.Option("auto", help=SEGMENTS_HELP),
+    secondary_header_bytes: int | None = typer.Option(None, help=SHB_HELP),
 ) -> None:
     """Decode a packet file: counters per APID, packet types, channels, imported alarms and what is not mapped.
 
@@ -120,7 +144,7 @@ def packets_inspect(
 
     with _clean_errors():
         mission = _mission(xtce, csv, time, time_fine, time_scale, time_fine_scale, epoch, "vigil packets inspect")
-        stream = PacketStream(mission, engine=engine, source=str(file))
+        stream = PacketStream(mission, engine, str(file), **_segments(segments, secondary_header_bytes))
         block = stream.feed(file.read_bytes(), final=True)
         alarms = read_xtce_alarms(mission) if mission.xtce_path is not None else None
     for line in _describe(mission, stream):
@@ -158,6 +182,9 @@ def packets_decode(
     epoch: str | None = typer.Option(None, help="ISO 8601 time of time zero (e.g. 2010-01-01T00:00:00Z)"),
     engine: str = typer.Option("bulk", help=ENGINE_HELP),
     wide: bool = typer.Option(False, help="write one column per channel and one row per time instead"),
+    segments: str = typer.Option("auto", help=SEGMENTS_HELP),
+    secondary_header_bytes: int | None = typer.Option(None, help=SHB_HELP),
+    texts: bool = typer.Option(True, help="also write binary (hex) and string parameters, in a text column"),
 ) -> None:
     """Decode a packet file into a table: one row per decoded value (e.g. history for vigil monitor --fit).
 
@@ -169,7 +196,8 @@ def packets_decode(
 
     with _clean_errors():
         mission = _mission(xtce, csv, time, time_fine, time_scale, time_fine_scale, epoch, "vigil packets decode")
-        stream = PacketStream(mission, engine=engine, source=str(file))
+        options = _segments(segments, secondary_header_bytes)
+        stream = PacketStream(mission, engine, str(file), texts=texts and not wide, **options)
         data = file.read_bytes()
         if wide:
             block = stream.feed(data, final=True)
@@ -258,6 +286,8 @@ def packets_monitor(
     time_scale: str | None = typer.Option(None, help="seconds per unit of the time parameter (default 1)"),
     time_fine_scale: str | None = typer.Option(None, help="seconds per unit of --time-fine (default 2**-bits)"),
     epoch: str | None = typer.Option(None, help="ISO 8601 time of time zero (e.g. 2010-01-01T00:00:00Z)"),
+    segments: str | None = typer.Option(None, help=SEGMENTS_HELP + " (or segments= in the spec; default auto)"),
+    secondary_header_bytes: int | None = typer.Option(None, help=SHB_HELP),
     resume: bool = typer.Option(True, help="continue from the store's checkpoint, exactly as if never stopped"),
 ) -> None:
     """Monitor a packet stream with the mission's own XTCE alarms (ranges, contexts, states, rates).
@@ -276,7 +306,8 @@ def packets_monitor(
     from vigil.monitor.runner import event_line
 
     with _clean_errors(status=1):
-        src = open_packet_source(_with_time(source, time, time_fine, time_scale, time_fine_scale, epoch))
+        spec = _with_time(source, time, time_fine, time_scale, time_fine_scale, epoch)
+        src = open_packet_source(_with_options(spec, segments=segments, secondary_header_bytes=secondary_header_bytes))
         mission = src.stream.mission
         alarms = read_xtce_alarms(mission)
     for line in _describe(mission, src.stream)[1:]:

@@ -10,7 +10,10 @@ and a few injected excursions so the alarm manager has work; made block by block
   the median of ``repeats`` passes of ``rows`` rows (each pass's rate is listed too);
 * ``tick_latency_*_ms``: wall time of one 1-row tick of every channel (a 1 Hz tick scored live),
   over ``ticks`` ticks after each pass, pooled; ``*_sqlite``: the same ticks with the alarms and
-  the checkpoint committed to a SQLite store (WAL, ``synchronous=FULL``) on every tick;
+  the checkpoint committed to a SQLite store (WAL, ``synchronous=FULL``) on every tick that
+  changes an alarm (and every 10 s of stream time); ``checkpoint_bytes_written_median`` is what one
+  such checkpoint writes (the changes since the last), ``checkpoint_bytes_held`` what the store
+  holds at the end;
 * ``ms_per_million_samples``: where the block passes spent their time (detector ``score``,
   manager ``update``, the monitor's own gridding, counters, history and staleness);
 * ``record_lines_parsed_per_s`` and ``records_fed_per_s``: the record path of file/socket sources,
@@ -142,21 +145,40 @@ def _record_path(monitor_factory, block: TelemetryBlock) -> dict:
     return {"record_lines_parsed_per_s": round(len(lines) / parse_s), "records_fed_per_s": round(len(recs) / feed_s)}
 
 
-def _ticks_with_sqlite(config: MonitorConfig, detector, rows: list[TelemetryBlock]) -> np.ndarray:
-    """Tick latencies of a monitor whose alarms and checkpoint go to a SQLite file (WAL, FULL)."""
+def _ticks_with_sqlite(config: MonitorConfig, detector, rows: list[TelemetryBlock]) -> tuple[np.ndarray, dict]:
+    """Tick latencies of a monitor whose alarms and checkpoint go to a SQLite file (WAL, FULL), and
+    the checkpoint's bytes: written per checkpoint (the changes) and held by the store at the end."""
     from vigil.alarms import AlarmManager
     from vigil.monitor import Monitor
     from vigil.store.sqlite import SqliteStore
 
     detector.reset()
+    written: list[int] = []
     with tempfile.TemporaryDirectory() as tmp, SqliteStore(Path(tmp) / "bench.sqlite") as store:
+        save = store.save_checkpoint
+
+        def counted(key, position, state=None):
+            written.append(len(state) if isinstance(state, bytes) else getattr(state, "nbytes", 0))
+            save(key, position, state)
+
+        store.save_checkpoint = counted
         monitor = Monitor(config, detector, AlarmManager(config, store=store, clock=lambda: 0.0), store=store)
         lat = np.empty(len(rows))
         for k, tick in enumerate(rows):
             t0 = time.perf_counter()
             monitor.feed_block(tick)
             lat[k] = time.perf_counter() - t0
-    return lat
+        held = store.load_stream_state(monitor.checkpoint_key)
+    held_bytes = (
+        len(held)
+        if isinstance(held, bytes)
+        else sum(map(len, held.parts.values())) + sum(len(p[2]) for p in held.patches)
+    )
+    return lat, {
+        "checkpoints_sqlite": len(written),
+        "checkpoint_bytes_written_median": int(np.median(written[1:] or written)),  # the first writes everything
+        "checkpoint_bytes_held": held_bytes,
+    }
 
 
 def _archive_writer(monitor):
@@ -296,7 +318,9 @@ def run_stream_bench(
             lat.append(time.perf_counter() - t0)
     lat = np.asarray(lat)
     archived = _archive_figures(writer, monitor, rates, rows * channels, feed_cpu[0]) if writer is not None else {}
-    stored = _ticks_with_sqlite(config, detector, [series.block(k, k + 1) for k in range(first + 1, first + 1 + ticks)])
+    stored, stored_bytes = _ticks_with_sqlite(
+        config, detector, [series.block(k, k + 1) for k in range(first + 1, first + 1 + ticks)]
+    )
     detector.reset()
     record_rows = max(1, min(record_rows, 1_000_000 // channels))  # at most a million records
     records = _record_path(
@@ -323,6 +347,7 @@ def run_stream_bench(
         **records,
         "tick_latency_p50_ms_sqlite": round(float(np.percentile(stored, 50)) * 1e3, 3),
         "tick_latency_p99_ms_sqlite": round(float(np.percentile(stored, 99)) * 1e3, 3),
+        **stored_bytes,
         "state_bytes_per_channel": round(state / channels, 1),
         "detector_bytes_per_channel": round(detector.state_nbytes() / channels, 1),
         "history_bytes_per_channel": round(monitor.rings_.nbytes / channels, 1),

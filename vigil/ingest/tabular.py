@@ -33,7 +33,7 @@ from vigil.model import TelemetryBlock
 
 LONG_COLUMNS = ("time", "channel", "value")
 #: extra columns of ``vigil packets decode`` output, which is long form too.
-PACKET_COLUMNS = ("apid", "sequence_count", "packet")
+PACKET_COLUMNS = ("apid", "sequence_count", "packet", "text")
 
 
 @dataclass
@@ -102,11 +102,20 @@ def read_table(path: str | Path, layout: str = "auto", strict: bool = False) -> 
                 source=str(path),
             )
         report.time_column = table.column_names[roles[0]]
+        table = _without_texts(table, roles[2])
         table = table.select(list(roles)).rename_columns(list(LONG_COLUMNS))
         return _from_long(table, path, strict, report), report
     k = _time_column(table.column_names, report)
     order = [k] + [i for i in range(table.num_columns) if i != k]
     return _from_wide(table.select(order), path, strict, report), report
+
+
+def _without_texts(table: pa.Table, value: int) -> pa.Table:
+    """Rows of binary or string parameters (``vigil packets decode`` with a ``text`` column: their
+    ``value`` is empty, where a numeric row has a number or NaN) are not samples."""
+    if "text" not in [n.strip().lower() for n in table.column_names]:
+        return table
+    return table.filter(pc.is_valid(table.column(value)))
 
 
 def _long_roles(names: list[str]) -> tuple[int, int, int] | None:

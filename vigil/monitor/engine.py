@@ -42,8 +42,8 @@ DUPLICATE_WINDOW_S = 60.0
 COUNTERS = (
     "received", "scored", "missing", "out_of_order", "duplicate", "malformed", "quarantined", "stale", "unscored",
 )  # fmt: skip
-#: Version of the checkpoint the monitor writes; an older or newer one is refused with a clear error.
-CHECKPOINT_VERSION = 2
+#: Version of the checkpoint the monitor writes; one it cannot read is refused with a clear error.
+CHECKPOINT_VERSION = 3
 
 
 class CheckpointMismatch(ValueError):
@@ -585,7 +585,7 @@ class Monitor:
                 "input": dict(self.position_),
                 "identity": self.identity,
             }
-            self.store.save_checkpoint(self.checkpoint_key, position, state=checkpoint.capture(self))
+            self.store.save_checkpoint(self.checkpoint_key, position, state=checkpoint.for_store(self))
 
     def save(self) -> None:
         """Checkpoint now (pending records and quarantine included), e.g. before a clean stop."""
@@ -612,10 +612,10 @@ class Monitor:
         if position is None:
             return None
         version = position.get("version", 1)
-        if version != CHECKPOINT_VERSION:
+        if version not in checkpoint.READABLE_VERSIONS:
             raise CheckpointMismatch(
                 f"the checkpoint {self.checkpoint_key!r} in {getattr(self.store, 'path', 'the store')} is version "
-                f"{version}; this Vigil writes {CHECKPOINT_VERSION}: start without resuming (--no-resume) or use a "
+                f"{version}; this Vigil reads {checkpoint.READABLE_VERSIONS}: start without resuming (--no-resume) or use a "
                 f"new store"
             )
         changed = sorted(k for k in set(self.identity) | set(position.get("identity", {}))

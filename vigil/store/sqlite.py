@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from vigil.alarms.model import STALE, Alarm, AuditEntry, Incident
+from vigil.store import stream_parts
+from vigil.store.stream_parts import StateDelta, StoredState
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +98,14 @@ CREATE TABLE IF NOT EXISTS limit_changes (
     old TEXT NOT NULL,
     new TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS stream_state (key TEXT PRIMARY KEY, state BLOB NOT NULL);
 """
 
 
 class SqliteStore:
     """Alarm store on one SQLite file (or ``":memory:"``), safe to share between threads."""
+
+    #: Stream state may be saved as a :class:`StateDelta` (:mod:`vigil.store.stream_parts`).
+    keeps_state_parts = True
 
     def __init__(self, path: str | Path = ":memory:", synchronous: str = "FULL", timeout_s: float = 10.0) -> None:
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
@@ -117,6 +121,7 @@ class SqliteStore:
         with self.transaction():
             for statement in _statements(_SCHEMA):
                 self._conn.execute(statement)
+            stream_parts.create_tables(self._conn)
             self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         found = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         if int(found) != SCHEMA_VERSION:
@@ -409,16 +414,20 @@ class SqliteStore:
         return [{**dict(zip(keys, r[:6])), "old": json.loads(r[6]), "new": json.loads(r[7])} for r in rows]
 
     # --- stream checkpoints ---------------------------------------------------------------------
-    def save_checkpoint(self, key: str, position: Any, state: bytes | None = None) -> None:
-        """Remember how far a stream got (any JSON value) and, if given, its opaque ``state`` (the
-        monitor's pickled stream state), atomically with the current transaction."""
+    def save_checkpoint(self, key: str, position: Any, state: bytes | StateDelta | None = None) -> None:
+        """Remember how far a stream got (any JSON value) and, if given, its ``state``, atomically with
+        the current transaction: one opaque blob (``bytes``), or what changed since the last
+        checkpoint of ``key`` (a :class:`~vigil.store.stream_parts.StateDelta`, the monitor's way)."""
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO checkpoints (key, position, wall_time) VALUES (?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET position = excluded.position, wall_time = excluded.wall_time",
                 (key, _dumps(position), time.time()),
             )
-            if state is not None:
+            if isinstance(state, StateDelta):
+                stream_parts.save(conn, key, state)
+            elif state is not None:
+                stream_parts.save(conn, key, StateDelta(full=True))  # one blob replaces any parts
                 conn.execute(
                     "INSERT INTO stream_state (key, state) VALUES (?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET state = excluded.state",
@@ -430,11 +439,12 @@ class SqliteStore:
             row = self._conn.execute("SELECT position FROM checkpoints WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def load_stream_state(self, key: str) -> bytes | None:
-        """The ``state`` saved with the checkpoint ``key`` (``None`` if none was)."""
+    def load_stream_state(self, key: str) -> bytes | StoredState | None:
+        """The ``state`` saved with the checkpoint ``key``: the blob, or the parts and patches the
+        deltas left (``None`` if none was saved)."""
         with self.lock:
             row = self._conn.execute("SELECT state FROM stream_state WHERE key = ?", (key,)).fetchone()
-        return None if row is None else bytes(row[0])
+            return bytes(row[0]) if row is not None else stream_parts.load(self._conn, key)
 
 
 def _statements(script: str) -> list[str]:

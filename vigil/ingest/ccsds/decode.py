@@ -22,6 +22,7 @@ import numpy as np
 
 from vigil.ingest.ccsds.framing import N_APIDS, Frames
 from vigil.ingest.ccsds.mdb import Mission, PacketLayout
+from vigil.ingest.ccsds.texts import extract
 
 ENGINES = ("bulk", "ccsdspy", "spp")
 
@@ -36,6 +37,9 @@ class DecodedPackets:
     values: np.ndarray  # [k, c] over the mission's channels
     ok: np.ndarray  # bool [k]: decoded (False: the decoder rejected the packet)
     kind: np.ndarray  # int [k]: index of the packet type in ``PacketDecoder.layouts`` (-1: none)
+    #: object [k, t]: binary (hex) and string values over ``PacketDecoder.text_channels`` (None:
+    #: absent); only when the decoder was asked for them.
+    text: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.apid.shape[0])
@@ -44,16 +48,18 @@ class DecodedPackets:
         """The packets a boolean mask (or a slice: views) selects."""
         if isinstance(mask, np.ndarray) and mask.all():
             return self
-        return DecodedPackets(*(getattr(self, f)[mask] for f in _FIELDS))
+        return DecodedPackets(*(None if getattr(self, f) is None else getattr(self, f)[mask] for f in _FIELDS))
 
     @staticmethod
     def concat(parts: list[DecodedPackets]) -> DecodedPackets:
         if len(parts) == 1:
             return parts[0]
-        return DecodedPackets(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+        return DecodedPackets(
+            *(None if getattr(parts[0], f) is None else np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS)
+        )
 
 
-_FIELDS = ("apid", "seq", "time", "values", "ok", "kind")
+_FIELDS = ("apid", "seq", "time", "values", "ok", "kind", "text")
 
 
 class PacketDecoder:
@@ -63,9 +69,10 @@ class PacketDecoder:
         mission: the mission database (:func:`~vigil.ingest.ccsds.mdb.load_xtce`).
         engine: ``"bulk"`` (fixed layouts in bulk, space_packet_parser for the rest) or
             ``"spp"`` (space_packet_parser for every packet).
+        texts: also decode binary and string parameters (:attr:`DecodedPackets.text`).
     """
 
-    def __init__(self, mission: Mission, engine: str = "bulk") -> None:
+    def __init__(self, mission: Mission, engine: str = "bulk", texts: bool = False) -> None:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         if engine == "spp" and mission.definition is None:
@@ -75,6 +82,10 @@ class PacketDecoder:
         self.channels = mission.channels
         self.layouts = sorted(mission.layouts.values(), key=lambda lay: (lay.apid, lay.name))
         self._kind = {lay.name: k for k, lay in enumerate(self.layouts)}
+        #: binary and string parameters, as ``TYPE.PARAM`` (columns of ``DecodedPackets.text``).
+        self.text_channels = tuple(f.channel for lay in self.layouts for f in lay.texts) if texts else ()
+        at = {name: j for j, name in enumerate(self.text_channels)}
+        self._text_columns = [[at[f.channel] for f in lay.texts] if texts else [] for lay in self.layouts]
         col = {name: j for j, name in enumerate(self.channels)}
         self._columns = [np.array([col[c] for c in lay.channels], dtype=np.int64) for lay in self.layouts]
         self._enums = [
@@ -124,7 +135,21 @@ class PacketDecoder:
             for kd in np.unique(kind[done]).tolist():
                 sub = done[kind[done] == kd]
                 self._check(kd, frames.apid[sub], values[sub[:, None], self._columns[kd][None, :]])
-        return DecodedPackets(frames.apid, frames.seq, time, values, ok, kind)
+        text = self._texts(buf, frames, ok, kind) if self.text_channels else None
+        return DecodedPackets(frames.apid, frames.seq, time, values, ok, kind, text)
+
+    def _texts(self, buf, frames: Frames, ok: np.ndarray, kind: np.ndarray) -> np.ndarray:
+        """Binary (hex) and string values of the decoded packets, per text channel."""
+        text = np.full((len(frames), len(self.text_channels)), None, dtype=object)
+        for kd in np.unique(kind[ok]).tolist():
+            lay, cols = self.layouts[kd], self._text_columns[kd]
+            if not cols:
+                continue
+            rows = np.flatnonzero(ok & (kind == kd))
+            got = extract(lay.texts, lay.plan, self.mission.definition, buf, frames.offset[rows], frames.length[rows])
+            for j, column in zip(cols, got):
+                text[rows, j] = column
+        return text
 
     def _bulk_rows(self, buf, frames: Frames, rows, apid: int, lay: PacketLayout, time, values, ok, kind) -> None:
         """Packets ``rows`` of packet type ``lay`` in one pass; too short ones counted and left out."""

@@ -52,12 +52,16 @@ class FrameCounters:
 
 @dataclass(frozen=True)
 class Frames:
-    """Packets found in a buffer: where each starts, how long it is, its APID and sequence count."""
+    """Packets found in a buffer: where each starts, how long it is, its APID and sequence count
+    (``seq_end``: a reassembled packet's last segment's count, ``None``: the same as ``seq``;
+    ``dropped``: segments of its APID dropped just before it, ``None``: none)."""
 
     offset: np.ndarray
     length: np.ndarray
     apid: np.ndarray
     seq: np.ndarray
+    seq_end: np.ndarray | None = None
+    dropped: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.offset.shape[0])

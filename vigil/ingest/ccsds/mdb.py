@@ -36,6 +36,7 @@ from vigil.ingest.ccsds.framing import N_APIDS, UNKNOWN, VARIABLE
 from vigil.ingest.ccsds.plan import INT, UINT, BulkPlan, plan_fields
 from vigil.ingest.ccsds.prune import read_definition
 from vigil.ingest.ccsds.select import Selector, apid_equality, selector
+from vigil.ingest.ccsds.texts import TextField, text_fields
 from vigil.ingest.ccsds.timespec import TimeSpec
 
 PRIMARY_HEADER_BITS = 48
@@ -78,6 +79,8 @@ class PacketLayout:
     criteria: tuple = ()
     #: the criteria beyond the APID evaluated on columns (``None``: not plain, or not needed).
     selector: Selector | None = None
+    #: its binary and string parameters (not monitored; written by ``vigil packets decode``).
+    texts: tuple[TextField, ...] = ()
 
     @property
     def length(self) -> int | None:
@@ -177,15 +180,18 @@ def load_xtce(
     times = _resolve_time(time, entries, header_names, src)
     data: dict[str, list] = {}
     skipped: dict[str, str] = {}
+    texts: dict[str, list[tuple[str, str]]] = {}
     for name, ents in entries.items():
         used = {times[name][0], times[name][1]}
-        data[name] = []
+        data[name], texts[name] = [], []
         for p in ents[len(header) :] if _starts_with(ents, header) else ents:
             if p.name in header_names or p.name in used or p.name in {q.name for q in data[name]}:
                 continue
             why = _not_numeric(p.parameter_type)
             if why:
-                skipped[p.name if p.name.startswith(name + ".") else f"{name}.{p.name}"] = why
+                key = p.name if p.name.startswith(name + ".") else f"{name}.{p.name}"
+                skipped[key] = why
+                texts[name].append((p.name, key))
             else:
                 data[name].append(p)
     count: dict[str, int] = {}
@@ -203,6 +209,7 @@ def load_xtce(
         wanted = {x for x in (coarse, fine) if x} | set(lay.parameters)
         lay.plan, lay.slow_reason = plan_fields(entries[name], wanted)
         lay.selector = selector(entries[name], criteria, apid_param, definition)
+        lay.texts = text_fields(entries[name], texts[name], lay.plan)
         layouts[name] = lay
         for p, ch in zip(data[name], chans):
             infos[ch] = _info(p, ch, name)

@@ -70,9 +70,7 @@ class BulkPlan:
         shift = np.zeros(n, dtype=np.int64)
         if self.tail is not None and self.tail.ref >= 0:
             t = self.tail
-            ref = self._columns(buf, offsets, lengths, shift, status, only=t.ref)
-            with np.errstate(invalid="ignore"):
-                var_bits = np.where(np.isfinite(ref), t.slope * ref + t.intercept, -1.0).astype(np.int64)
+            var_bits = self._tail_bits(buf, offsets, lengths, status)
             shift = t.prefix_bits + var_bits
             total = shift + t.trailer_bits
             status[(var_bits < 0) | (total > lengths * 8)] = 1
@@ -80,6 +78,17 @@ class BulkPlan:
         elif self.tail is None:
             status[(status == 0) & (lengths > self.length)] = 2
         return self._columns(buf, offsets, lengths, shift, status), status
+
+    def tail_bits(self, buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Bits of the variable-size block of each packet, from its size field (-1: unreadable)."""
+        offsets, lengths = offsets.astype(np.int64), lengths.astype(np.int64)
+        return self._tail_bits(buf, offsets, lengths, np.where(lengths < self.length, 1, 0).astype(np.int8))
+
+    def _tail_bits(self, buf, offsets, lengths, status) -> np.ndarray:
+        t = self.tail
+        ref = self._columns(buf, offsets, lengths, np.zeros(offsets.shape[0], np.int64), status, only=t.ref)
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(ref), t.slope * ref + t.intercept, -1.0).astype(np.int64)
 
     def _columns(self, buf, offsets, lengths, shift, status, only: int = -1) -> np.ndarray:
         fields = np.arange(len(self.names)) if only < 0 else np.array([only])
@@ -145,7 +154,7 @@ def plan_fields(entries: list, wanted: set[str]) -> tuple[BulkPlan | None, str]:
         return None, f"{name}: variable size not given by a field before it, fields follow it"
     if ref is not None:
         ref_param = next((p for p in entries if p.name == ref), None)
-        offset = _offset_of(entries, ref)
+        offset = offset_of(entries, ref)
         if ref_param is None or offset is None or offset >= prefix:
             return None, f"{name}: its size field {ref} is not before it"
         size, kind, conv, why = _field(ref_param.parameter_type, True)
@@ -186,7 +195,8 @@ def _size_of(enc) -> tuple[str | None, float, float]:
     return ref, float(adjust(1)) - intercept, intercept
 
 
-def _offset_of(entries: list, name: str) -> int | None:
+def offset_of(entries: list, name: str) -> int | None:
+    """Bit offset of field ``name`` when every field before it has a fixed size (else ``None``)."""
     bits = 0
     for p in entries:
         if p.name == name:
@@ -196,6 +206,12 @@ def _offset_of(entries: list, name: str) -> int | None:
             return None
         bits += size
     return None
+
+
+def field_size(ptype) -> int | None:
+    """Bits of a field of fixed size (``None``: variable size or no bulk decoder)."""
+    size, _kind, _conv, why = _field(ptype, False)
+    return None if why else size
 
 
 def _field(ptype, wanted: bool) -> tuple[int, int, object, str]:

@@ -45,9 +45,11 @@ from vigil.model import TelemetryBlock
 SCHEMES = ("udp+ccsds", "tcp+ccsds", "file+ccsds")
 #: source-spec (and ``vigil packets`` option) names of the packet time settings.
 TIME_OPTIONS = ("time", "time_fine", "time_scale", "time_fine_scale", "epoch")
+#: source-spec names of the segmented-packet settings (:class:`PacketStream` arguments).
+SEGMENT_OPTIONS = ("segments", "secondary_header_bytes")
 _CHUNK = 1 << 20
 #: counters of packets decoded and kept in full: not reported to the monitor as bad input.
-_KEPT = ("packets", "longer_than_layout", "same_time")
+_KEPT = ("packets", "longer_than_layout", "same_time", "reassembled")
 _UDP_RCVBUF = 16 << 20
 
 
@@ -291,14 +293,14 @@ def open_packet_source(spec: str, speed: float | None = None, idle_s: float = 0.
     if parts.scheme not in SCHEMES:
         raise ConfigError(f"unknown packet source {spec!r}; use one of {[s + '://...' for s in SCHEMES]}", key="source")
     query: dict = {k: (v if k in ("time", "time_fine") else v[-1]) for k, v in parse_qs(parts.query).items()}
-    unknown = set(query) - {*TIME_OPTIONS, "xtce", "csv", "engine", "speed"}
+    unknown = set(query) - {*TIME_OPTIONS, *SEGMENT_OPTIONS, "xtce", "csv", "engine", "speed"}
     if unknown:
         raise ConfigError(f"unknown options {sorted(unknown)} in {spec!r}", key="source")
     mission = mission_from_options(query, spec)
     engine = query.get("engine", "bulk")
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r}: use one of {list(ENGINES)}", key="source.engine")
-    stream = PacketStream(mission, engine=engine)
+    stream = PacketStream(mission, engine=engine, **segment_options(query))
     transport = parts.scheme.split("+")[0]
     if "speed" in query and query["speed"] != "max":
         try:
@@ -315,6 +317,19 @@ def open_packet_source(spec: str, speed: float | None = None, idle_s: float = 0.
     if port is None:
         raise ConfigError(f"{spec!r} needs a port, e.g. {parts.scheme}://127.0.0.1:10025", key="source")
     return PacketSource(stream, transport, (parts.hostname or "127.0.0.1", port), idle_s=idle_s)
+
+
+def segment_options(options: dict) -> dict:
+    """``segments=auto|off`` and ``secondary_header_bytes=N`` of a spec as :class:`PacketStream` arguments."""
+    out: dict = {}
+    if options.get("segments"):
+        out["segments"] = options["segments"]
+    n = options.get("secondary_header_bytes")
+    if n not in (None, ""):
+        if not str(n).isdigit():
+            raise ConfigError(f"secondary_header_bytes {n!r} is not a byte count", key="source.secondary_header_bytes")
+        out["secondary_header_bytes"] = int(n)
+    return out
 
 
 def mission_from_options(options: dict, where: str = "source") -> Mission:

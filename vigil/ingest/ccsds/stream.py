@@ -22,6 +22,8 @@ counter            meaning
 ``non_finite``     NaN or infinite value decoded from a float field (kept: it reads as missing)
 ``bad_time``       non-finite time, or more than ``max_time_jump_s`` ahead of the stream: dropped
 ``late``           time not after the last block already emitted: left out of blocks
+``reassembled``    segmented packets joined into one (:mod:`~vigil.ingest.ccsds.segments`)
+``segment_*``      segments dropped, by reason (:data:`~vigil.ingest.ccsds.segments.REASONS`)
 =================  ==============================================================================
 
 plus stream-wide ``bad_header`` (version not 0), ``resyncs`` and ``skipped_bytes``. Rows of a
@@ -35,18 +37,15 @@ packet's position in the stream is its time.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numba
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from vigil.errors import ConfigError
 from vigil.ingest.ccsds.decode import DecodedPackets, PacketDecoder
-from vigil.ingest.ccsds.framing import N_APIDS, Framer
+from vigil.ingest.ccsds.framing import N_APIDS, VARIABLE, Framer, Frames
 from vigil.ingest.ccsds.mdb import Mission
+from vigil.ingest.ccsds.output import write_long, write_wide
+from vigil.ingest.ccsds.segments import REASONS, Reassembler, secondary_header_bytes
 from vigil.model import TelemetryBlock
 
 _HISTORY = 16  # recent (sequence count, time) pairs kept per APID to spot duplicates
@@ -66,8 +65,14 @@ PER_APID = (
     "non_finite",
     "bad_time",
     "late",
+    "reassembled",
+    *REASONS,
 )
+#: ``segments=`` settings: join segmented packets where the database sizes the packet by its
+#: length field (``auto``), or frame every segment on its own (``off``).
+SEGMENTS = ("auto", "off")
 STREAM_WIDE = ("bad_header", "resyncs", "skipped_bytes", "queue_full")
+__all__ = ["PacketStream", "write_long", "write_wide"]
 
 
 class PacketStream:
@@ -79,16 +84,36 @@ class PacketStream:
         source: name used in blocks and messages (a file name or a URL).
         max_time_jump_s: a packet time further than this ahead of the latest accepted time is
             counted as ``bad_time`` (a corrupted time field would otherwise hide every later packet).
+        segments: ``"auto"``: segmented packets of an APID whose packets have no fixed size in the
+            database are joined into one (:mod:`~vigil.ingest.ccsds.segments`); ``"off"``: each
+            segment is framed and decoded on its own.
+        secondary_header_bytes: bytes a later segment drops when its secondary-header flag is set;
+            default: the time fields right after the primary header, per packet type.
+        texts: also decode binary and string parameters (for :func:`write_long`).
     """
 
     def __init__(
-        self, mission: Mission, engine: str = "bulk", source: str = "<packets>", max_time_jump_s: float = 86400.0
+        self,
+        mission: Mission,
+        engine: str = "bulk",
+        source: str = "<packets>",
+        max_time_jump_s: float = 86400.0,
+        segments: str = "auto",
+        secondary_header_bytes: int | None = None,
+        texts: bool = False,
     ) -> None:
+        if segments not in SEGMENTS:
+            raise ConfigError(f"segments must be one of {list(SEGMENTS)}, got {segments!r}", key="segments")
         self.mission = mission
         self.source = source
         self.max_time_jump_s = float(max_time_jump_s)
-        self.framer = Framer(mission.expected_lengths())
-        self.decoder = PacketDecoder(mission, engine)
+        expected = mission.expected_lengths()
+        self.framer = Framer(expected)
+        self.decoder = PacketDecoder(mission, engine, texts=texts)
+        self.reassembler = Reassembler(
+            (expected == VARIABLE) & (segments == "auto"),
+            _header_bytes(self.decoder.layouts, secondary_header_bytes),
+        )
         self.channels = self.decoder.channels
         self._counts = {
             name: np.zeros(N_APIDS, dtype=np.int64)
@@ -126,13 +151,14 @@ class PacketStream:
         Every one of them is returned, late ones included (``decode`` writes them all); what is
         dropped (duplicates, bad times, rejects) is counted.
         """
-        buf, frames = self.framer.feed(data, final=final)
-        return self._accept(self.decoder.decode(buf, frames))
+        buf, frames = self.reassembler.run(*self.framer.feed(data, final=final), final=final)
+        return self._accept(self.decoder.decode(buf, frames), frames)
 
     def feed_datagrams(self, datagrams: list[bytes], final: bool = False) -> TelemetryBlock | None:
-        """UDP datagrams, each holding whole packets. ``None`` when no new rows."""
-        buf, frames = self.framer.frame_datagrams(datagrams)
-        return self._to_block(self._accept(self.decoder.decode(buf, frames)), final)
+        """UDP datagrams, each holding whole packets (the segments of one group may come in
+        several). ``None`` when no new rows."""
+        buf, frames = self.reassembler.run(*self.framer.frame_datagrams(datagrams), final=final)
+        return self._to_block(self._accept(self.decoder.decode(buf, frames), frames), final)
 
     def flush(self) -> TelemetryBlock | None:
         """Release the held-back time step (the source went quiet: it is complete)."""
@@ -161,7 +187,7 @@ class PacketStream:
     def problems(self) -> dict[str, int]:
         """Totals of every problem counter (all APIDs), zero included."""
         per = self._per_apid()
-        out = {k: int(per[k].sum()) for k in PER_APID if k != "packets"}
+        out = {k: int(per[k].sum()) for k in PER_APID if k not in ("packets", "reassembled")}
         out.update(self.counters()["stream"])
         return out
 
@@ -192,10 +218,14 @@ class PacketStream:
             "bad_enum": self.decoder.bad_enum,
             "non_finite": self.decoder.non_finite,
             **self._counts,
+            **self.reassembler.counts,
         }
 
-    def _accept(self, pk: DecodedPackets) -> DecodedPackets:
-        """Times for packet types without one, then the stream checks; the packets that pass."""
+    def _accept(self, pk: DecodedPackets, frames: Frames) -> DecodedPackets:
+        """Times for packet types without one, then the stream checks; the packets that pass.
+
+        A reassembled packet's sequence checks use its last segment's count (its ``seq`` stays the
+        first's), so the next group's first segment follows it without a gap."""
         if not len(pk):
             return pk
         self.decoded_packets += int(pk.ok.sum())
@@ -203,6 +233,8 @@ class PacketStream:
         keep = pk.ok & ~_stream_checks(
             pk.apid,
             pk.seq,
+            pk.seq if frames.seq_end is None else frames.seq_end,
+            np.zeros(len(pk), np.int64) if frames.dropped is None else frames.dropped,
             pk.time,
             pk.ok,
             self._seed_time(pk),
@@ -285,64 +317,12 @@ class PacketStream:
         return float(self._latest[0])
 
 
-def write_long(packets: DecodedPackets, decoder: PacketDecoder, path: str | Path, first_index: int = 0) -> int:
-    """Write every decoded value, one row each: ``time, channel, value, apid, sequence_count, packet``.
-
-    ``packet`` is the packet's position among the decoded packets (from ``first_index``), so values
-    of packets with the same time stay apart. Rows come in packet order, then the packet's channel
-    order. The form :func:`vigil.ingest.tabular.read_table` reads (e.g. as nominal history for
-    ``--fit``). Returns the number of rows written.
-    """
-    parts = []
-    index = first_index + np.arange(len(packets), dtype=np.int64)
-    for kd in np.unique(packets.kind).tolist():
-        rows = np.flatnonzero(packets.kind == kd)
-        cols = decoder.columns(kd)
-        if not cols.size:
-            continue
-        m = cols.size
-        parts.append(
-            (
-                np.repeat(index[rows], m),
-                np.tile(cols, rows.size),
-                np.repeat(packets.time[rows], m),
-                packets.values[rows[:, None], cols[None, :]].ravel(),
-                np.repeat(packets.apid[rows], m),
-                np.repeat(packets.seq[rows], m),
-            )
-        )
-    cat = [np.concatenate([p[i] for p in parts]) if parts else np.empty(0) for i in range(6)]
-    order = np.lexsort((np.arange(cat[0].size), cat[0])) if parts else np.empty(0, dtype=np.int64)
-    names = np.asarray(decoder.channels, dtype=object)
-    table = pa.table(
-        {
-            "time": pa.array(cat[2][order], pa.float64()),
-            "channel": pa.array(names[cat[1][order].astype(np.int64)], pa.string()),
-            "value": pa.array(cat[3][order], pa.float64()),
-            "apid": pa.array(cat[4][order].astype(np.int32), pa.int32()),
-            "sequence_count": pa.array(cat[5][order].astype(np.int32), pa.int32()),
-            "packet": pa.array(cat[0][order].astype(np.int64), pa.int64()),
-        }
-    )
-    _write(table, path)
-    return table.num_rows
-
-
-def write_wide(block: TelemetryBlock, path: str | Path) -> int:
-    """Write a block as one column per channel (``time`` first). Returns the number of rows."""
-    table = pa.table({"time": block.time, **{c: block.values[:, j] for j, c in enumerate(block.channels)}})
-    _write(table, path)
-    return table.num_rows
-
-
-def _write(table: pa.Table, path: str | Path) -> None:
-    path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        pq.write_table(table, path)
-    elif path.suffix.lower() == ".csv":
-        pacsv.write_csv(table, path)
-    else:
-        raise ConfigError(f"unknown table format {path.suffix!r}: use .parquet or .csv", key="out", source=str(path))
+def _header_bytes(layouts, fixed: int | None) -> np.ndarray:
+    if fixed is None:
+        return secondary_header_bytes(layouts)
+    if fixed < 0:
+        raise ConfigError(f"secondary_header_bytes must be >= 0, got {fixed}", key="secondary_header_bytes")
+    return np.full(N_APIDS, int(fixed), np.int64)
 
 
 def _rank_within(time: np.ndarray, kind: np.ndarray) -> np.ndarray:
@@ -360,9 +340,28 @@ def _rank_within(time: np.ndarray, kind: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True)
 def _stream_checks(
-    apid, seq, time, ok, seed, max_jump, latest, high, hist_seq, hist_time, hist_pos, gaps, ooo, dups, bad_time
+    apid,
+    first,
+    seq,
+    seen,
+    time,
+    ok,
+    seed,
+    max_jump,
+    latest,
+    high,
+    hist_seq,
+    hist_time,
+    hist_pos,
+    gaps,
+    ooo,
+    dups,
+    bad_time,
 ):  # pragma: no cover - numba
-    """In stream order: bad times, duplicates (both flagged for removal), sequence gaps, late packets."""
+    """In stream order: bad times, duplicates (both flagged for removal), sequence gaps, late packets.
+
+    ``first``/``seq``: a packet's first and last sequence count (they differ for a reassembled one);
+    ``seen``: segments dropped just before it (received: not missing)."""
     n = apid.shape[0]
     depth = hist_seq.shape[1]
     drop = np.zeros(n, dtype=np.bool_)
@@ -395,11 +394,11 @@ def _stream_checks(
         if high[a] < 0:
             high[a] = s
             continue
-        d = (s - high[a]) % 16384
+        d = (first[i] - high[a]) % 16384
         if d == 0:
             continue
         if d <= 8192:
-            gaps[a] += d - 1
+            gaps[a] += max(d - 1 - seen[i], 0)
             high[a] = s
         else:
             # Behind the highest count: a late packet, which an earlier gap counted as missing.
