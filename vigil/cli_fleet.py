@@ -119,8 +119,10 @@ def publish(
     src = open_source(source, speed=rate)
     counts = asyncio.run(publish_source(_urls(nats), spacecraft, src, lambda m: typer.echo(m, err=True),
                                         live=not is_replay(src)))  # fmt: skip
+    resent = (f", {counts['resent']} sent again after a lost acknowledgement ({counts['duplicate_after_resend']} "
+              "of them already stored)") if counts["resent"] else ""  # fmt: skip
     typer.echo(f"{spacecraft}: {counts['stored']} messages stored, {counts['duplicate']} duplicates dropped, "
-               f"{counts['samples']} samples")  # fmt: skip
+               f"{counts['samples']} samples{resent}")  # fmt: skip
 
 
 @fleet_app.command("worker")
@@ -161,14 +163,15 @@ def worker(
 def status(nats: str = typer.Option(..., help=NATS_HELP)) -> None:
     """Spacecraft, their owners and how far each got."""
     _need_nats()
-    from vigil.fleet.bus import Layout, connect
+    from vigil.fleet.bus import Layout, Retry, connect
 
     async def main() -> None:
-        nc = await connect(_urls(nats), "vigil-status", lambda m: typer.echo(m, err=True), retry=False)
-        layout = await Layout.ensure(nc.jetstream(timeout=5), replicas=3)
-        keys = await layout.fleet.keys() if await _has_keys(layout.fleet) else []
+        say = lambda m: typer.echo(m, err=True)  # noqa: E731
+        nc = await connect(_urls(nats), "vigil-status", say, retry=False)
+        layout = await Layout.ensure(nc.jetstream(timeout=5), replicas=3, retry=Retry(say))
+        keys = await layout.retry("status keys", _keys, layout.fleet)
         for key in sorted(k for k in keys if k.startswith("status.")):
-            s = json.loads((await layout.fleet.get(key)).value)
+            s = json.loads((await layout.retry(key, layout.fleet.get, key)).value)
             t = s["totals"]
             typer.echo(f"{key[7:]:<16} owner {s['owner']:<24} seq {s['applied_seq']:>8} scored {t['scored']:>10} "
                        f"bad messages {s['bad_messages']}")  # fmt: skip
@@ -177,14 +180,13 @@ def status(nats: str = typer.Option(..., help=NATS_HELP)) -> None:
     asyncio.run(main())
 
 
-async def _has_keys(kv) -> bool:
+async def _keys(kv) -> list[str]:
     from nats.js.errors import NoKeysError
 
     try:
-        await kv.keys()
-        return True
+        return await kv.keys()
     except NoKeysError:
-        return False
+        return []
 
 
 def serve_fleet(nats: str, host: str, port: int, token_file: Path | None, announce) -> None:

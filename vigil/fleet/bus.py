@@ -1,4 +1,13 @@
-"""Connecting to NATS and setting up the fleet's streams and buckets (idempotent, any process may)."""
+"""Connecting to NATS, retrying its transient failures, and setting up the fleet's streams and buckets.
+
+A JetStream request can fail for a moment without anything being wrong: a stream or the
+JetStream API is electing a leader ("no response from stream", 503), or a busy server answers
+after the client's timeout. :class:`Retry` makes such a request again with backoff, counting and
+logging each retry, up to a deadline after which it raises :class:`Unavailable` naming the request.
+A request whose answer was lost may still have been applied: only idempotent requests are retried
+as they are; a write at an expected revision or sequence recognises its own earlier write
+(see the worker).
+"""
 
 from __future__ import annotations
 
@@ -50,39 +59,109 @@ async def connect(urls: list[str], name: str, log: Log, retry: bool = True):
     return nc
 
 
-async def _add_stream(js, replicas: int, **config) -> int:
-    from nats.js.errors import BadRequestError
+class Unavailable(RuntimeError):
+    """NATS kept failing a request (timeouts, no leader) until its deadline."""
 
+
+def is_transient(err: BaseException) -> bool:
+    """A failure after which the same request may succeed: a timeout, no responder (a leader
+    election), JetStream temporarily unavailable (503), a connection being re-established.
+
+    >>> import nats.errors
+    >>> is_transient(nats.errors.TimeoutError()), is_transient(ValueError("bad"))
+    (True, False)
+    """
+    from nats.errors import ConnectionReconnectingError, NoRespondersError
+    from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
+
+    transient = (TimeoutError, NoRespondersError, NoStreamResponseError, ServiceUnavailableError,
+                 ConnectionReconnectingError)  # fmt: skip
+    return isinstance(err, transient) and not isinstance(err, Unavailable)
+
+
+class Retry:
+    """Makes a request again after a transient failure (:func:`is_transient`), waiting 0.2 s,
+    0.4 s, ... (at most ``max_wait_s``) between tries, until ``deadline_s`` after the first try;
+    counts (``retries``) and logs each retry. Other errors pass through at once.
+
+    >>> async def flaky(state={"n": 0}):
+    ...     state["n"] += 1
+    ...     if state["n"] < 3:
+    ...         raise TimeoutError
+    ...     return "ok"
+    >>> r = Retry(print, first_wait_s=0.001)
+    >>> asyncio.run(r("reading x", flaky))
+    reading x: TimeoutError; retry 1 in 0.001 s
+    reading x: TimeoutError; retry 2 in 0.002 s
+    'ok'
+    >>> r.retries
+    2
+    """
+
+    def __init__(self, log: Log, deadline_s: float = 60.0, first_wait_s: float = 0.2, max_wait_s: float = 2.0) -> None:
+        self.log, self.deadline_s, self.first_wait_s, self.max_wait_s = log, deadline_s, first_wait_s, max_wait_s
+        self.retries = 0
+
+    async def __call__(self, what: str, fn, *args, deadline_s: float | None = None, **kwargs):
+        deadline_s = self.deadline_s if deadline_s is None else deadline_s
+        start, wait, n = time.monotonic(), self.first_wait_s, 0
+        while True:
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                reason = f"{type(err).__name__}{': ' + str(err) if str(err) else ''}"
+                if time.monotonic() - start + wait > deadline_s:
+                    raise Unavailable(f"{what}: NATS did not answer in {deadline_s:g} s (last: {reason})") from err
+                n += 1
+                self.retries += 1
+                self.log(f"{what}: {reason}; retry {n} in {wait:g} s")
+                await asyncio.sleep(wait)
+                wait = min(2 * wait, self.max_wait_s)
+
+
+async def _add_stream(js, retry: Retry, replicas: int, **config) -> int:
+    """The stream, created when missing; returns its replicas (1 where the server is not clustered)."""
+    from nats.js.errors import APIError, NotFoundError
+
+    name = config["name"]
+    try:  # a lookup first: answered by the stream's leader, not a change through the meta leader
+        info = await retry(f"stream {name}: info", js.stream_info, name)
+        return info.config.num_replicas or 1
+    except NotFoundError:
+        pass
     for r in (replicas, 1) if replicas > 1 else (1,):
-        try:
-            await js.add_stream(num_replicas=r, **config)
+        try:  # a retried create that the lost try already made finds the same configuration: accepted
+            await retry(f"stream {name}: create", js.add_stream, num_replicas=r, **config)
             return r
-        except BadRequestError as err:
+        except APIError as err:  # 400, or 500 "replicas > 1 not supported in non-clustered mode"
             text = str(err).lower()
             if "already in use" in text:
                 return r
             if "replicas" not in text and "clustered" not in text and "insufficient" not in text:
                 raise
-    raise RuntimeError(f"cannot create stream {config['name']}")
+    raise RuntimeError(f"cannot create stream {name}")
 
 
-async def _bucket(js, replicas: int, bucket: str, **config):
+async def _bucket(js, retry: Retry, replicas: int, bucket: str, **config):
     from nats.js.api import KeyValueConfig
-    from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+    from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 
     for attempt in range(5):
         try:
-            return await js.key_value(bucket)
+            return await retry(f"bucket {bucket}: lookup", js.key_value, bucket)
         except (BucketNotFoundError, NotFoundError):
             pass
         for r in (replicas, 1) if replicas > 1 else (1,):
             try:
-                return await js.create_key_value(KeyValueConfig(bucket=bucket, replicas=r, **config))
-            except BadRequestError as err:
+                cfg = KeyValueConfig(bucket=bucket, replicas=r, **config)
+                return await retry(f"bucket {bucket}: create", js.create_key_value, cfg)
+            except APIError as err:
                 if "replicas" not in str(err).lower() and "clustered" not in str(err).lower():
                     break  # created by another process meanwhile: look it up again
         await asyncio.sleep(0.2 * (attempt + 1))
-    return await js.key_value(bucket)
+    return await retry(f"bucket {bucket}: lookup", js.key_value, bucket)
 
 
 async def _leader(js, stream: str, timeout_s: float = 30.0) -> None:
@@ -104,33 +183,36 @@ async def _leader(js, stream: str, timeout_s: float = 30.0) -> None:
 class Layout:
     """The fleet's streams and buckets, created when missing (replicated 3 times in a cluster)."""
 
-    def __init__(self, js, in_r: int, kv: dict) -> None:
-        self.js, self.replicas = js, in_r
+    def __init__(self, js, in_r: int, kv: dict, retry: Retry) -> None:
+        self.js, self.replicas, self.retry = js, in_r, retry
         self.leases, self.workers, self.checkpoints, self.fleet = (
             kv[k] for k in ("leases", "workers", "ckpt", "fleet")
         )
 
     @classmethod
-    async def ensure(cls, js, replicas: int = 3) -> Layout:
-        r = await _add_stream(js, replicas, name=p.IN_STREAM, subjects=["vigil.sc.>"],
+    async def ensure(cls, js, replicas: int = 3, retry: Retry | None = None) -> Layout:
+        """Look up (or create) every stream and bucket, retrying transient failures (``retry``;
+        default: silent, 60 s)."""
+        retry = retry or Retry(lambda _m: None)
+        r = await _add_stream(js, retry, replicas, name=p.IN_STREAM, subjects=["vigil.sc.>"],
                               duplicate_window=p.DUPLICATE_WINDOW_S)  # fmt: skip
         await _add_stream(
-            js, r, name=p.ALARM_STREAM, subjects=["vigil.alarms.*"], duplicate_window=p.DUPLICATE_WINDOW_S
+            js, retry, r, name=p.ALARM_STREAM, subjects=["vigil.alarms.*"], duplicate_window=p.DUPLICATE_WINDOW_S
         )
         for name in (p.IN_STREAM, p.ALARM_STREAM):
             await _leader(js, name)
         kv = {
-            "leases": await _bucket(js, r, p.LEASES),
-            "workers": await _bucket(js, r, p.WORKERS),
-            "ckpt": await _bucket(js, r, p.CHECKPOINTS, max_value_size=p.MAX_CHECKPOINT_BYTES),
-            "fleet": await _bucket(js, r, p.FLEET),
+            "leases": await _bucket(js, retry, r, p.LEASES),
+            "workers": await _bucket(js, retry, r, p.WORKERS),
+            "ckpt": await _bucket(js, retry, r, p.CHECKPOINTS, max_value_size=p.MAX_CHECKPOINT_BYTES),
+            "fleet": await _bucket(js, retry, r, p.FLEET),
         }
         for bucket in (p.LEASES, p.WORKERS, p.CHECKPOINTS, p.FLEET):
             await _leader(js, f"KV_{bucket}")
-        return cls(js, r, kv)
+        return cls(js, r, kv, retry)
 
     async def register(self, sc: str, info: dict | None = None) -> None:
-        await self.fleet.put(f"known.{sc}", json.dumps(info or {}).encode())
+        await self.retry(f"{sc}: registering", self.fleet.put, f"known.{sc}", json.dumps(info or {}).encode())
 
 
 class Mirror:

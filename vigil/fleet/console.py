@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from vigil.fleet import protocol as p
-from vigil.fleet.bus import Layout, Mirror, connect
+from vigil.fleet.bus import Layout, Mirror, Retry, Unavailable, connect
 
 _REQUEST = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 BODY = Body(default_factory=dict)
@@ -44,16 +44,18 @@ class FleetView:
         self.results: dict[str, dict] = {}
         self.changes = 0
         self.ready = asyncio.Event()
+        self.retry = Retry(log)  # transient NATS failures, counted (.retries) and logged
 
     async def start(self) -> None:
         self.nc = await connect(self.urls, "vigil-console", self.log)
         self.js = self.nc.jetstream(timeout=10)
-        self.layout = await Layout.ensure(self.js)
+        self.layout = await Layout.ensure(self.js, retry=self.retry)
         self.fleet = Mirror(self.layout.fleet, self.log).start()
         from nats.js.api import DeliverPolicy
 
-        self.sub = await self.js.subscribe("vigil.alarms.*", stream=p.ALARM_STREAM, ordered_consumer=True,
-                                           deliver_policy=DeliverPolicy.ALL, cb=self._on_change)  # fmt: skip
+        self.sub = await self.retry("following the alarm stream", self.js.subscribe, "vigil.alarms.*",
+                                    stream=p.ALARM_STREAM, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL,
+                                    cb=self._on_change)  # fmt: skip
         self.ready.set()
 
     async def stop(self) -> None:
@@ -120,8 +122,14 @@ class FleetView:
                 "problems": st.get("problems", {}), "recent_errors": st.get("recent_errors", [])}  # fmt: skip
 
     async def command(self, sc: str, verb: str, alarm_id: int, body: dict, request: str) -> dict:
+        """Store the verb as a command (ID from the request: a retry, ours or the client's, is stored
+        once; after a lost answer ``duplicate`` may be our own first try). 503 if NATS keeps failing."""
         data = p.encode({"verb": verb, "alarm": alarm_id, "request": request, "stamp": time.time(), **body})
-        ack = await self.js.publish(p.cmd_subject(sc), data, headers={"Nats-Msg-Id": f"cmd/{sc}/{request}"})
+        try:
+            ack = await self.retry(f"{sc}: command {request}", self.js.publish, p.cmd_subject(sc), data,
+                                   headers={"Nats-Msg-Id": f"cmd/{sc}/{request}"}, deadline_s=20.0)  # fmt: skip
+        except Unavailable as err:
+            raise HTTPException(503, f"{err}; post again with the same Idempotency-Key") from None
         return {"request": request, "seq": ack.seq, "duplicate": bool(ack.duplicate), "status": "queued"}
 
 

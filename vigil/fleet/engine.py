@@ -209,8 +209,10 @@ class SpacecraftEngine:
         self.store.result(result)
 
     # -- checkpoint -------------------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        """The full checkpoint (see the module docstring) as compressed bytes."""
+    def snapshot(self, writer: str = "") -> bytes:
+        """The full checkpoint (see the module docstring) as compressed bytes. ``writer`` (ignored by
+        :meth:`restore`) makes each write's bytes unique, so a writer whose answer was lost can tell
+        its own write from another owner's by reading it back."""
         window = getattr(self.manager.config, "incident_window_s", 0.0)
         latest = max(self.store.watermarks().values(), default=-math.inf)
         if not self.store.outbox:
@@ -219,6 +221,7 @@ class SpacecraftEngine:
             pickle.dumps(
                 {
                     "version": SNAPSHOT_VERSION,
+                    "writer": writer,
                     "spacecraft": self.spacecraft,
                     "identity": self.identity,
                     "applied_seq": self.applied_seq,

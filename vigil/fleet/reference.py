@@ -8,33 +8,78 @@ its times and user), the final row of each alarm and incident, and each command'
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 from typing import Any
 
 from vigil.fleet import protocol as p
+from vigil.fleet.bus import Log, Retry, Unavailable, is_transient
 from vigil.fleet.engine import SpacecraftEngine
 
 
-async def read_subject(js, stream: str, subject: str, timeout: float = 2.0) -> list[tuple[int, str, bytes, dict]]:
-    """Every message of ``subject`` in ``stream``: ``(sequence, subject, data, headers)``."""
+async def read_subject(js, stream: str, subject: str, *, batch: int = 500, fetch_timeout: float = 2.0,
+                       deadline_s: float = 120.0, log: Log | None = None) -> list[tuple[int, str, bytes, dict]]:  # fmt: skip
+    """Every message of ``subject`` (a filter) in ``stream`` as ``(sequence, subject, data, headers)``.
+
+    Reads as many messages as stream info counts on the subject when the read starts (a later
+    message is not waited for), never fewer: a fetch that times out (a slow server) is made
+    again, and a consumer that went away (its server restarted) or skipped a delivery is made
+    again after the last message read. Raises :class:`~vigil.fleet.bus.Unavailable`, naming the
+    subject and how far it got, if that takes longer than ``deadline_s``.
+    """
+    retry = Retry(log or (lambda _m: None), deadline_s=deadline_s)
+    info = await retry(f"reading {subject}: stream info", js.stream_info, stream, subjects_filter=subject)
+    expected = sum((info.state.subjects or {}).values())
+    start, out, sub, cseq, misses = time.monotonic(), [], None, 0, 0
+    try:
+        while len(out) < expected:
+            if time.monotonic() - start > deadline_s:
+                raise Unavailable(f"reading {subject} from {stream}: {len(out)} of {expected} messages "
+                                  f"after {deadline_s:g} s")  # fmt: skip
+            if sub is None:
+                after = out[-1][0] if out else 0
+                sub, cseq = await retry(f"reading {subject}: consumer", _consumer, js, stream, subject, after + 1), 0
+            try:
+                msgs = await sub.fetch(batch, timeout=fetch_timeout)
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                msgs = []
+            if not msgs:  # a slow server, or none yet: again (after a pause if it failed at once)
+                misses += 1
+                if misses % 3 == 0:  # three in a row: the consumer may have gone with its server
+                    sub = await _close(sub)
+                await asyncio.sleep(min(0.05 * misses, 1.0))
+                continue
+            misses = 0
+            if msgs[0].metadata.sequence.consumer != cseq + 1:  # a delivery was lost: start after the last read
+                sub = await _close(sub)
+                continue
+            cseq = msgs[-1].metadata.sequence.consumer
+            after = out[-1][0] if out else 0
+            out += [(m.metadata.sequence.stream, m.subject, m.data, dict(m.headers or {}))
+                    for m in msgs if m.metadata.sequence.stream > after]  # fmt: skip
+    finally:
+        if sub is not None:
+            await _close(sub)
+    return out[:expected]
+
+
+async def _consumer(js, stream: str, subject: str, start: int):
+    """An unacknowledged pull consumer of ``subject`` from stream sequence ``start``."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-    cfg = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, mem_storage=True,
-                         num_replicas=1, inactive_threshold=30.0)  # fmt: skip
-    sub = await js.pull_subscribe(subject, stream=stream, config=cfg)
-    out = []
-    try:
-        while True:
-            try:
-                msgs = await sub.fetch(500, timeout=timeout)
-            except TimeoutError:
-                break
-            out += [(m.metadata.sequence.stream, m.subject, m.data, dict(m.headers or {})) for m in msgs]
-            if msgs[-1].metadata.num_pending == 0:
-                break
-    finally:
+    cfg = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
+                         ack_policy=AckPolicy.NONE, mem_storage=True, num_replicas=1,
+                         inactive_threshold=30.0)  # fmt: skip
+    return await js.pull_subscribe(subject, stream=stream, config=cfg)
+
+
+async def _close(sub) -> None:
+    with contextlib.suppress(Exception):  # an ephemeral consumer goes away by itself once inactive
         await sub.unsubscribe()
-    return out
 
 
 async def published_items(js, sc: str) -> list[dict[str, Any]]:
