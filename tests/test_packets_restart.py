@@ -146,3 +146,59 @@ def test_live_packet_source_restart_counts_what_the_checkpoint_covers_as_replaye
     assert session.monitor.counts_["out_of_order"].sum() == 0  # replays, not late data
     assert outcome(store)["alarms"] == reference["alarms"]
     assert outcome(store)["audit"] == reference["audit"]
+
+
+def _vigil(*args: str, cwd: Path) -> None:
+    subprocess.run([sys.executable, "-m", "vigil.cli", *args], cwd=cwd, check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.timeout(240)
+def test_vigil_monitor_on_a_packet_file_resumes_by_position(tmp_path):
+    """``vigil monitor --source file+ccsds://...`` (the records path, with a learned model) stopped by
+    SIGTERM and by SIGKILL, then run to the end: the uninterrupted run exactly, its final position
+    included, with nothing counted as replayed: the restart passes over the samples and problem
+    records its checkpoint covers, by position, as for a file of records. The capture has junk
+    between two packets early on, so a problem record is part of the position."""
+    packets = tmp_path / "demosat.bin"
+    raw = [p for p, _ in split(DemoSpacecraft(seed=0).packets(DURATION_S))]
+    packets.write_bytes(b"".join(raw[:2000]) + b"\x07" * 13 + b"".join(raw[2000:]))
+    _vigil(
+        "packets", "demo", "--out", "nominal.bin", "--duration", "1200", "--no-anomalies", "--seed", "1", cwd=tmp_path
+    )
+    _vigil("packets", "decode", "nominal.bin", "--xtce", "demo", "--out", "nominal.parquet", cwd=tmp_path)
+    _vigil("packets", "config", "--xtce", "demo", "--out", "demosat.toml", cwd=tmp_path)
+
+    def cmd(store: str, speed: str) -> list[str]:
+        return [sys.executable, "-m", "vigil.cli", "monitor", "--config", "demosat.toml", "--fit", "nominal.parquet",
+                "--source", f"file+ccsds://{packets}?xtce=demo", "--speed", speed, "--store", store,
+                "--report-every", "3600"]  # fmt: skip
+
+    ref = subprocess.run(cmd("ref.sqlite", "max"), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert ref.returncode == 3, ref.stdout + ref.stderr  # 3: the run found bad input (the junk), and says so
+    reference = outcome(tmp_path / "ref.sqlite")
+    assert reference["position"]["input"]["bad"] >= 1 and reference["alarms"]
+
+    store = tmp_path / "victim.sqlite"
+    for stop_s, sig in ((400, signal.SIGTERM), (800, signal.SIGKILL)):
+        proc = subprocess.Popen(
+            cmd(store.name, "200"), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 60  # a hang guard only: progress decides
+            while checkpoint_items(store) < stop_s * ROWS_PER_S * 3 and proc.poll() is None:
+                assert time.monotonic() < deadline, "the monitor made no progress"
+                time.sleep(0.01)
+            assert proc.poll() is None, "the stream ended before the stop"
+            proc.send_signal(sig)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    covered = outcome(store)["position"]["items"]
+    assert 0 < covered < reference["position"]["items"]
+
+    out = subprocess.run(cmd(store.name, "max"), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == ref.returncode, out.stdout + out.stderr
+    assert f"passed over {covered} input items" in out.stdout
+    assert " replayed=0 " in out.stdout
+    assert outcome(store) == reference

@@ -148,11 +148,14 @@ def _report_unfitted(unfitted: list[str], echo) -> None:
 
 def resume(session: Session, source: Source) -> dict | None:
     """Restore the store's checkpoint into the session's monitor (``None``: there is none); a file
-    replay then passes over the input the checkpoint covers. Raises
-    :class:`~vigil.monitor.engine.CheckpointMismatch` when it was written under another
-    configuration or model."""
-    start = session.monitor.resume(replayable=isinstance(source, FileSource))
-    if start is not None and isinstance(source, FileSource):
+    replay (records, or packets from a file) then passes over the input the checkpoint covers, by
+    position. Raises :class:`~vigil.monitor.engine.CheckpointMismatch` when it was written under
+    another configuration or model."""
+    by_position = isinstance(source, FileSource) or (
+        getattr(source, "transport", None) == "file" and hasattr(source, "skip_records")
+    )
+    start = session.monitor.resume(replayable=by_position)
+    if start is not None and by_position:
         source.skip_records, source.skip_bad = start["input"]["records"], start["input"]["bad"]
     return start
 

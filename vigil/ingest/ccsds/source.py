@@ -87,6 +87,9 @@ class PacketSource:
         # A file replay resumed from a checkpoint: decoded rows to pass over (the checkpoint covers
         # them), and how many were (``vigil packets monitor`` resumes by this input position).
         self.skip_rows = self.skipped = 0
+        # The same for ``vigil monitor`` (the records protocol, :meth:`batches`): present samples and
+        # problem records to pass over, in the order the batches give them.
+        self.skip_records = self.skip_bad = 0
         if transport == "file":
             self.path = Path(address)
             if not self.path.is_file():
@@ -169,8 +172,20 @@ class PacketSource:
                     np.zeros(rows.size, np.int64),
                 )
             batch.bad = self._new_problems(seen)
+            batch = self._pass_over_records(batch)
             if len(batch) or self.transport != "file":  # an empty batch means "the source is quiet"
                 yield batch
+
+    def _pass_over_records(self, batch: RecordBatch) -> RecordBatch:
+        """The batch without the samples and problem records a checkpoint already covers (a file
+        decodes to the same batches every time, so a position in them is exact)."""
+        if not (self.skip_records or self.skip_bad):
+            return batch
+        n, b = min(self.skip_records, batch.size), min(self.skip_bad, len(batch.bad))
+        self.skip_records, self.skip_bad, self.skipped = self.skip_records - n, self.skip_bad - b, self.skipped + n + b
+        rest = batch.take(n, batch.size)
+        rest.bad = batch.bad[b:]
+        return rest
 
     def _new_problems(self, seen: dict[tuple[int | str, str], int]) -> list[BadRecord]:
         c = self.stream.counters()
