@@ -111,6 +111,7 @@ def _packet_source(blocks: list[TelemetryBlock]) -> PacketSource:
     :meth:`PacketSource.batches` turns them into the records the monitor gets."""
     src = PacketSource.__new__(PacketSource)
     src.stream, src.transport, src.name, src.speed = _Stream(), "udp", "udp+ccsds://fabricated", None
+    src.skip_records = src.skip_bad = src.skipped = 0  # nothing to pass over: not a resumed file
     src.blocks = lambda: iter(blocks)
     src.close = lambda: None
     return src

@@ -85,7 +85,9 @@ class AlarmBook:
         self.stale: dict[str, int] = {}  # channel -> unfinished staleness alarm
         self.next_id = 1
         self.playback: set[float] = set()  # times of the playback rows of the block being applied
-        self._columns_cache: dict[tuple[str, ...], np.ndarray] = {}
+        # Keyed by the tuple's id, the tuple kept with its columns (so the id is not reused): hashing
+        # and comparing 100,000 names per tick cost milliseconds; a source reuses one tuple.
+        self._columns_cache: dict[int, tuple[tuple[str, ...], np.ndarray]] = {}
 
     # --- channels -----------------------------------------------------------------------------------
     def add_channels(self, names: Sequence[str]) -> None:
@@ -99,11 +101,14 @@ class AlarmBook:
 
     def columns(self, channels: tuple[str, ...]) -> np.ndarray:
         """The run-array columns of a block's channels (added if new)."""
-        idx = self._columns_cache.get(channels)
-        if idx is None:
-            self.add_channels(list(channels))
-            idx = np.array([self.runs.index[c] for c in channels], dtype=np.int64)
-            self._columns_cache[channels] = idx
+        hit = self._columns_cache.get(id(channels))
+        if hit is not None and hit[0] is channels:
+            return hit[1]
+        self.add_channels(list(channels))
+        idx = np.array([self.runs.index[c] for c in channels], dtype=np.int64)
+        if len(self._columns_cache) >= 16:  # a source making a new tuple per block: keep the cache small
+            self._columns_cache.clear()
+        self._columns_cache[id(channels)] = (channels, idx)
         return idx
 
     # --- samples ------------------------------------------------------------------------------------

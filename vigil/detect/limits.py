@@ -87,26 +87,14 @@ class LimitCheck(Detector):
     def score(self, block: TelemetryBlock) -> Scores:
         self._check_channels(block)
         out = Scores.empty(block.n_samples, block.n_channels, self.name)
-        _limit_kernel(block.values, self.low_, self.high_, self.min_violations, self.run_, out.level, out.score)
-        band = _innermost_band(self.low_, self.high_)
-        out.low[:] = band[0]
-        out.high[:] = band[1]
+        _limit_kernel(block.values, self.low_, self.high_, self.min_violations, self.run_, out.level, out.score,
+                      out.low, out.high)  # fmt: skip
         return out
 
 
-def _innermost_band(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel, the tightest defined bound on each side (the lowest severity's)."""
-
-    def first_finite(a: np.ndarray) -> np.ndarray:
-        ok = np.isfinite(a)
-        idx = np.argmax(ok, axis=1)
-        return np.where(ok.any(axis=1), a[np.arange(a.shape[0]), idx], np.nan)
-
-    return first_finite(low), first_finite(high)
-
-
 @numba.njit(cache=True)
-def _limit_kernel(values, low, high, min_violations, run, level_out, score_out):  # pragma: no cover - numba
+def _limit_kernel(values, low, high, min_violations, run, level_out, score_out, low_out, high_out):  # pragma: no cover
+    # The band of every row: per channel, the tightest defined bound on each side (the lowest severity's).
     n, c = values.shape
     n_sev = low.shape[1]
     for j in range(c):
@@ -121,6 +109,8 @@ def _limit_kernel(values, low, high, min_violations, run, level_out, score_out):
         half = (hi_in - lo_in) / 2.0 if not (np.isnan(lo_in) or np.isnan(hi_in)) else np.nan
         r = run[j]
         for i in range(n):
+            low_out[i, j] = lo_in
+            high_out[i, j] = hi_in
             x = values[i, j]
             if not np.isfinite(x):
                 continue
