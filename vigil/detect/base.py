@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vigil.errors import DataError
-from vigil.model import TelemetryBlock
+from vigil.model import TelemetryBlock, same_channels
 
 #: Yamcs' severity levels, lowest first. A ``level`` array holds 0 (nominal) or 1..5 (this tuple's index + 1).
 SEVERITIES: tuple[str, ...] = ("watch", "warning", "distress", "critical", "severe")
@@ -163,7 +163,7 @@ class Detector(ABC):
         fitted = getattr(self, "channels_", None)
         if fitted is None:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
-        if block.channels != fitted:
+        if not same_channels(block.channels, fitted):
             raise DataError(
                 f"channels {list(block.channels)[:5]}... do not match the fitted channels "
                 f"{list(fitted)[:5]}... (same names in the same order are required; use block.select())",

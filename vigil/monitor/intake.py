@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from vigil.ingest.records import BadRecord, Record
-from vigil.model import TelemetryBlock
+from vigil.model import TelemetryBlock, same_channels
 
 #: Most distinct unknown channel names tracked; the rest are counted together.
 MAX_UNKNOWN = 1_000
@@ -105,27 +105,6 @@ def aligned(
             values[:, j] = block.values[:, k]
             present[j] = 1
     return values, present
-
-
-#: Pairs of channel tuples found equal, by id, both tuples kept (so neither id is reused while here).
-_EQUAL: dict[tuple[int, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-
-
-def same_channels(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """``a == b``, compared name by name once per pair of tuple objects: a source sends its blocks
-    with one tuple, and 100,000 names compared on every tick cost milliseconds.
-
-    >>> same_channels(("a", "b"), tuple("ab")), same_channels(("a",), ("b",))
-    (True, False)
-    """
-    if a is b or (id(a), id(b)) in _EQUAL:
-        return True
-    if a != b:
-        return False
-    if len(_EQUAL) >= 8:  # a source making a new tuple per block: keep few alive
-        _EQUAL.clear()
-    _EQUAL[(id(a), id(b))] = (a, b)
-    return True
 
 
 def count_unknown(counter: Counter, channel: str, n: int = 1) -> None:
