@@ -17,6 +17,24 @@ T0 = 10_000.0
 N_ROWS = 600
 CHANNELS = ("S1", "S2", "T", "V", "U")
 
+
+class StoppedAfter:
+    """A source, stopped (as by SIGTERM) after ``n`` batches: the ``stop`` event is set as the n-th is given."""
+
+    def __init__(self, source, stop, n: int = 1) -> None:
+        self.source, self.stop, self.n = source, stop, n
+        self.name, self.speed = source.name, source.speed
+
+    def batches(self):
+        for k, batch in enumerate(self.source.batches()):
+            if k + 1 >= self.n:
+                self.stop.set()
+            yield batch
+
+    def close(self) -> None:
+        self.source.close()
+
+
 CONFIG = """
 incident_window_s = 30.0
 [channels.S1]

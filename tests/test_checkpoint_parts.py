@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from restart_scenario import outcome, write_inputs
+from restart_scenario import StoppedAfter, outcome, write_inputs
 
 from vigil.ingest.records import FileSource
 from vigil.monitor import checkpoint
@@ -134,23 +134,6 @@ def test_a_rolled_back_checkpoint_makes_the_next_one_write_everything(tmp_path, 
         assert _same(checkpoint.assemble(store.load_stream_state("m")), tree)
 
 
-class _Batches:
-    """The file source, stopped (as by SIGTERM) after ``n`` batches."""
-
-    def __init__(self, source: FileSource, stop: threading.Event, n: int) -> None:
-        self.source, self.stop, self.n = source, stop, n
-        self.name, self.speed = source.name, source.speed
-
-    def batches(self):
-        for k, batch in enumerate(self.source.batches()):
-            if k + 1 >= self.n:
-                self.stop.set()
-            yield batch
-
-    def close(self) -> None:
-        self.source.close()
-
-
 def test_restarts_from_pieces_with_patches_are_the_uninterrupted_run(tmp_path, small_pieces, monkeypatch):
     cfg, nominal, stream = write_inputs(tmp_path)
 
@@ -161,7 +144,9 @@ def test_restarts_from_pieces_with_patches_are_the_uninterrupted_run(tmp_path, s
             src = FileSource(stream, speed=None, batch_size=batch)
             resume(session, src)
             stop = threading.Event()
-            run(session, src if batches is None else _Batches(src, stop, batches), echo=lambda line: None, stop=stop)
+            run(
+                session, src if batches is None else StoppedAfter(src, stop, batches), echo=lambda line: None, stop=stop
+            )
             return not stop.is_set()
         finally:
             session.store.close()

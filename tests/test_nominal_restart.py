@@ -8,7 +8,7 @@ import random
 import threading
 
 import numpy as np
-from restart_scenario import outcome
+from restart_scenario import StoppedAfter, outcome
 from test_nominal import FIRST, INVERTED, LARGER, T0, baseline, live_stream
 
 from vigil.detect.nominal import episode_pattern
@@ -49,30 +49,13 @@ def marked_pattern(tmp, cfg, nominal, stream) -> dict:
     return pattern
 
 
-class _Batches:
-    """The file source, stopped (as by SIGTERM) after ``n`` batches."""
-
-    def __init__(self, source: FileSource, stop: threading.Event, n: int) -> None:
-        self.source, self.stop, self.n = source, stop, n
-        self.name, self.speed = source.name, source.speed
-
-    def batches(self):
-        for k, batch in enumerate(self.source.batches()):
-            if k + 1 >= self.n:
-                self.stop.set()
-            yield batch
-
-    def close(self) -> None:
-        self.source.close()
-
-
 def _run(cfg, nominal, stream, store, batch: int, batches: int | None) -> bool:
     session = build_session(cfg, fit_path=nominal, store_path=store)
     try:
         src = FileSource(stream, speed=None, batch_size=batch)
         resume(session, src)
         stop = threading.Event()
-        run(session, src if batches is None else _Batches(src, stop, batches), echo=lambda line: None, stop=stop)
+        run(session, src if batches is None else StoppedAfter(src, stop, batches), echo=lambda line: None, stop=stop)
         return not stop.is_set()
     finally:
         session.store.close()

@@ -12,27 +12,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from restart_scenario import outcome, write_inputs
+from restart_scenario import StoppedAfter, outcome, write_inputs
 
 from vigil.ingest.records import FileSource
 from vigil.monitor.runner import build_session, resume, run
-
-
-class _OneBatch:
-    """The file source, stopped (as by SIGTERM) after ``n`` batches."""
-
-    def __init__(self, source: FileSource, stop: threading.Event, n: int = 1) -> None:
-        self.source, self.stop, self.n = source, stop, n
-        self.name, self.speed = source.name, source.speed
-
-    def batches(self):
-        for k, batch in enumerate(self.source.batches()):
-            if k + 1 >= self.n:
-                self.stop.set()
-            yield batch
-
-    def close(self) -> None:
-        self.source.close()
 
 
 def _run(cfg: Path, nominal: Path, stream: Path, store: Path, batch: int, batches: int | None) -> bool:
@@ -42,7 +25,7 @@ def _run(cfg: Path, nominal: Path, stream: Path, store: Path, batch: int, batche
         src = FileSource(stream, speed=None, batch_size=batch)
         resume(session, src)
         stop = threading.Event()
-        run(session, src if batches is None else _OneBatch(src, stop, batches), echo=lambda line: None, stop=stop)
+        run(session, src if batches is None else StoppedAfter(src, stop, batches), echo=lambda line: None, stop=stop)
         return not stop.is_set()
     finally:
         session.store.close()
