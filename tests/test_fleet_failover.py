@@ -54,7 +54,7 @@ def _http(url: str, token: str | None = None, body: dict | None = None, key: str
         return None, None
 
 
-@pytest.mark.timeout(330)
+@pytest.mark.timeout(450)
 def test_three_workers_under_kills_stalls_and_leader_loss_match_the_reference(tmp_path):
     fs.need_nats()
     from vigil.config import load_config
@@ -154,9 +154,10 @@ def test_three_workers_under_kills_stalls_and_leader_loss_match_the_reference(tm
         # W1 is killed in its third batch, which may come before its first (time-based) checkpoint:
         # it need not have committed. W2 dies right after a checkpoint, so it always has.
         assert {"W2", "W3", "W1b", "W2b"} <= {r["owner"] for r in rows}
-        # W3's stale writes were refused (its lease renewal, its lease check or a fenced write).
-        assert re.search(r"lease taken over by another worker|lease not renewed in time|written by another owner",
-                         (tmp_path / "W3.log").read_text())  # fmt: skip
+        # W3's stale writes were refused (its lease renewal, its lease check or a fenced write). Resumed
+        # late, it may still be retrying a request when the stream already matches: wait for it to notice.
+        fenced = re.compile(r"lease taken over by another worker|lease not renewed in time|written by another owner")
+        fs.wait_for(lambda: fenced.search((tmp_path / "W3.log").read_text()), 120, "W3 noticing it was fenced")
     finally:
         for p in procs.values():
             if p.poll() is None:
