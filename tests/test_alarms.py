@@ -255,7 +255,10 @@ def test_the_alarm_explains_itself_with_the_limit_crossed():
     assert (a.trigger_value, a.trigger_time) == (1.0, 2.0)
     assert (a.low, a.high, a.direction) == (10.0, 100.0, "low")
     assert a.peak_score == pytest.approx(54 / 45)  # |1 - 55| / 45: distance from the band's centre in half-widths
-    assert a.explanation == "P (hyd): critical by limits since t=1: at t=2 value 1 psi below the critical limit 5 psi; ongoing"
+    assert (
+        a.explanation
+        == "P (hyd): critical by limits since t=1: at t=2 value 1 psi below the critical limit 5 psi; ongoing"
+    )
 
 
 def test_chunked_updates_give_the_same_alarms_as_one_update():

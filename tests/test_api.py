@@ -108,7 +108,13 @@ def test_history_with_limits_and_alarm_periods(setup):
     assert body["limits"] == {"warning": [0.0, 10.0], "critical": [-5.0, 15.0]}
     assert body["alarms"] == [
         {"id": 1, "severity": "critical", "state": "rtn_unacknowledged", "start": 102.0, "end": 105.0},
-        {"id": 2, "severity": "warning", "state": "active", "start": 112.0, "end": None},  # stale at last sample + limit
+        {
+            "id": 2,
+            "severity": "warning",
+            "state": "active",
+            "start": 112.0,
+            "end": None,
+        },  # stale at last sample + limit
     ]
 
 

@@ -71,6 +71,20 @@ class RecordBatch:
         """Records ``a:b`` (in arrival order) with no bad lines."""
         return RecordBatch(self.time[a:b], self.code[a:b], self.names, self.value[a:b], self.lines[a:b])
 
+    def drop_first(self, records: int, bad: int) -> tuple[RecordBatch, int, int]:
+        """The batch without its first ``records`` records and ``bad`` bad lines (at most what it
+        has), and how many of each it dropped: a resumed replay passes over what a checkpoint covers.
+
+        >>> b = RecordBatch(np.arange(3.0), np.zeros(3, np.int64), ["x"], np.ones(3), np.arange(3))
+        >>> rest, n, m = b.drop_first(2, 5)
+        >>> rest.time.tolist(), n, m
+        ([2.0], 2, 0)
+        """
+        n, m = min(records, self.size), min(bad, len(self.bad))
+        rest = self.take(n, self.size)
+        rest.bad = self.bad[m:]
+        return rest, n, m
+
     def select(self, keep: np.ndarray) -> RecordBatch:
         """The records where ``keep`` is true, with this batch's bad lines."""
         return RecordBatch(self.time[keep], self.code[keep], self.names, self.value[keep], self.lines[keep], self.bad)

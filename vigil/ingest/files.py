@@ -127,11 +127,12 @@ class FileSource:
 
     def _skip(self, batch):
         if self.skip_records or self.skip_bad:
-            n, b = min(self.skip_records, batch.size), min(self.skip_bad, len(batch.bad))
-            self.skip_records, self.skip_bad, self.skipped = self.skip_records - n, self.skip_bad - b, self.skipped + n + b
-            rest = batch.take(n, batch.size)
-            rest.bad = batch.bad[b:]
-            batch = rest
+            batch, n, b = batch.drop_first(self.skip_records, self.skip_bad)
+            self.skip_records, self.skip_bad, self.skipped = (
+                self.skip_records - n,
+                self.skip_bad - b,
+                self.skipped + n + b,
+            )
         if self.skip_until is None or not batch.size:
             return batch
         keep = batch.time > self.skip_until

@@ -181,10 +181,8 @@ class PacketSource:
         decodes to the same batches every time, so a position in them is exact)."""
         if not (self.skip_records or self.skip_bad):
             return batch
-        n, b = min(self.skip_records, batch.size), min(self.skip_bad, len(batch.bad))
+        rest, n, b = batch.drop_first(self.skip_records, self.skip_bad)
         self.skip_records, self.skip_bad, self.skipped = self.skip_records - n, self.skip_bad - b, self.skipped + n + b
-        rest = batch.take(n, batch.size)
-        rest.bad = batch.bad[b:]
         return rest
 
     def _new_problems(self, seen: dict[tuple[int | str, str], int]) -> list[BadRecord]:
