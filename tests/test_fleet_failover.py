@@ -92,6 +92,7 @@ def test_three_workers_under_kills_stalls_and_leader_loss_match_the_reference(tm
         expected_commits = N_SPACECRAFT * DURATION_S / BATCH
         accepted: dict[str, tuple[str, int]] = {}  # request -> (spacecraft, alarm) of every 202
         steps = {"w1": False, "w2": False, "stop": None, "stopped": False, "leader": None, "restarted": False}
+        resumed_at = 0  # W3's log length when it was resumed
         deadline = time.monotonic() + 200
         while not (all(v for k, v in steps.items() if k not in ("stop", "leader")) and len(accepted) >= 12):
             assert time.monotonic() < deadline, f"chaos script stuck at {steps}, {len(accepted)} verbs"
@@ -116,6 +117,7 @@ def test_three_workers_under_kills_stalls_and_leader_loss_match_the_reference(tm
                 if any(r["sc"] in mine and r["owner"] != "W3" for r in rows[n:]) or (
                     time.monotonic() - since > 8 * LEASE_S
                 ):
+                    resumed_at = len((tmp_path / "W3.log").read_text())  # what W3 logs from here on
                     procs["W3"].send_signal(signal.SIGCONT)
                     steps["stopped"] = True
             if steps["leader"] is None and len(rows) > 0.35 * expected_commits:
@@ -154,10 +156,15 @@ def test_three_workers_under_kills_stalls_and_leader_loss_match_the_reference(tm
         # W1 is killed in its third batch, which may come before its first (time-based) checkpoint:
         # it need not have committed. W2 dies right after a checkpoint, so it always has.
         assert {"W2", "W3", "W1b", "W2b"} <= {r["owner"] for r in rows}
-        # W3's stale writes were refused (its lease renewal, its lease check or a fenced write). Resumed
-        # late, it may still be retrying a request when the stream already matches: wait for it to notice.
-        fenced = re.compile(r"lease taken over by another worker|lease not renewed in time|written by another owner")
-        fs.wait_for(lambda: fenced.search((tmp_path / "W3.log").read_text()), 120, "W3 noticing it was fenced")
+        # Resumed past its lease, W3 gave its spacecraft up: its stale writes were refused (its lease
+        # renewal, its lease check or a fenced write), or, with a renewal that could not reach the
+        # stream (the leader was being killed), it handed them over to their new owners. It may still
+        # be retrying a request when the stream already matches: wait for it (bounded).
+        noticed = re.compile(
+            r"lease taken over by another worker|lease not renewed in time|written by another owner|handed over"
+        )
+        fs.wait_for(lambda: noticed.search((tmp_path / "W3.log").read_text()[resumed_at:]), 120,
+                    "W3, resumed, giving up its spacecraft")  # fmt: skip
     finally:
         for p in procs.values():
             if p.poll() is None:
