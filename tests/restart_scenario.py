@@ -35,6 +35,28 @@ class StoppedAfter:
         self.source.close()
 
 
+def run_monitor(cfg, nominal, stream, store, batch: int, batches: int | None, setup=None) -> bool:
+    """One monitor 'process' over the stream file in batches of ``batch`` rows, resumed from ``store``
+    and stopped after ``batches`` batches (``None``: to the end); True when the source ended.
+    ``setup(session)`` runs before it resumes."""
+    import threading
+
+    from vigil.ingest.records import FileSource
+    from vigil.monitor.runner import build_session, resume, run
+
+    session = build_session(cfg, fit_path=nominal, store_path=store)
+    try:
+        if setup is not None:
+            setup(session)
+        src = FileSource(stream, speed=None, batch_size=batch)
+        resume(session, src)
+        stop = threading.Event()
+        run(session, src if batches is None else StoppedAfter(src, stop, batches), echo=lambda line: None, stop=stop)
+        return not stop.is_set()
+    finally:
+        session.store.close()
+
+
 CONFIG = """
 incident_window_s = 30.0
 [channels.S1]

@@ -4,15 +4,12 @@ the monitor had (bit for bit), while each checkpoint writes only what changed.""
 from __future__ import annotations
 
 import random
-import threading
 
 import numpy as np
 import pytest
-from restart_scenario import StoppedAfter, outcome, write_inputs
+from restart_scenario import outcome, run_monitor, write_inputs
 
-from vigil.ingest.records import FileSource
 from vigil.monitor import checkpoint
-from vigil.monitor.runner import build_session, resume, run
 from vigil.store.sqlite import SqliteStore
 from vigil.store.stream_parts import StoredState
 
@@ -138,18 +135,10 @@ def test_restarts_from_pieces_with_patches_are_the_uninterrupted_run(tmp_path, s
     cfg, nominal, stream = write_inputs(tmp_path)
 
     def session_run(store, batch: int, batches: int | None) -> bool:
-        session = build_session(cfg, fit_path=nominal, store_path=store)
-        session.monitor.checkpoint_every_s = 0.0  # every row: many deltas per session
-        try:
-            src = FileSource(stream, speed=None, batch_size=batch)
-            resume(session, src)
-            stop = threading.Event()
-            run(
-                session, src if batches is None else StoppedAfter(src, stop, batches), echo=lambda line: None, stop=stop
-            )
-            return not stop.is_set()
-        finally:
-            session.store.close()
+        def every_row(session) -> None:
+            session.monitor.checkpoint_every_s = 0.0  # every row: many deltas per session
+
+        return run_monitor(cfg, nominal, stream, store, batch, batches, setup=every_row)
 
     session_run(tmp_path / "ref.sqlite", 10_000, None)
     (tmp_path / "cut.sqlite.model").write_bytes((tmp_path / "ref.sqlite.model").read_bytes())

@@ -5,15 +5,12 @@ episodes from the checkpoint (sessions built as ``vigil monitor`` builds them)."
 from __future__ import annotations
 
 import random
-import threading
 
 import numpy as np
-from restart_scenario import StoppedAfter, outcome
+from restart_scenario import outcome, run_monitor
 from test_nominal import FIRST, INVERTED, LARGER, T0, baseline, live_stream
 
 from vigil.detect.nominal import episode_pattern
-from vigil.ingest.records import FileSource
-from vigil.monitor.runner import build_session, resume, run
 from vigil.store.sqlite import SqliteStore
 
 CONFIG = """
@@ -38,7 +35,7 @@ def write_inputs(tmp):
 
 def marked_pattern(tmp, cfg, nominal, stream) -> dict:
     """The pattern the API makes when the first alarm (the heater bump) is marked nominal."""
-    _run(cfg, nominal, stream, tmp / "plain.sqlite", batch=10_000, batches=None)
+    run_monitor(cfg, nominal, stream, tmp / "plain.sqlite", batch=10_000, batches=None)
     with SqliteStore(tmp / "plain.sqlite") as store:
         first = min(store.load_alarms(), key=lambda a: a.id)
         end = next(e.time for e in store.audit(alarm_id=first.id) if e.action == "rtn")  # as marked then
@@ -49,25 +46,13 @@ def marked_pattern(tmp, cfg, nominal, stream) -> dict:
     return pattern
 
 
-def _run(cfg, nominal, stream, store, batch: int, batches: int | None) -> bool:
-    session = build_session(cfg, fit_path=nominal, store_path=store)
-    try:
-        src = FileSource(stream, speed=None, batch_size=batch)
-        resume(session, src)
-        stop = threading.Event()
-        run(session, src if batches is None else StoppedAfter(src, stop, batches), echo=lambda line: None, stop=stop)
-        return not stop.is_set()
-    finally:
-        session.store.close()
-
-
 def test_restarts_with_a_nominal_pattern_are_the_uninterrupted_run(tmp_path):
     cfg, nominal, stream = write_inputs(tmp_path)
     pattern = marked_pattern(tmp_path, cfg, nominal, stream)
     for name in ("ref.sqlite", "cut.sqlite"):
         with SqliteStore(tmp_path / name) as store:
             store.add_nominal_pattern("HTR_T", 1, pattern)
-    _run(cfg, nominal, stream, tmp_path / "ref.sqlite", batch=10_000, batches=None)
+    run_monitor(cfg, nominal, stream, tmp_path / "ref.sqlite", batch=10_000, batches=None)
     ref = outcome(tmp_path / "ref.sqlite")
     starts = [e["time"] - T0 for e in ref["audit"] if e["action"] in ("raised", "reactivated")]
     assert not [s for s in starts if FIRST <= s < INVERTED]  # the marked episode and its recurrence: nominal
@@ -76,7 +61,7 @@ def test_restarts_with_a_nominal_pattern_are_the_uninterrupted_run(tmp_path):
     (tmp_path / "cut.sqlite.model").write_bytes((tmp_path / "ref.sqlite.model").read_bytes())
     rng = random.Random(3)
     runs = 0
-    while not _run(cfg, nominal, stream, tmp_path / "cut.sqlite", batch=rng.randint(100, 900), batches=1):
+    while not run_monitor(cfg, nominal, stream, tmp_path / "cut.sqlite", batch=rng.randint(100, 900), batches=1):
         runs += 1
     assert runs >= 8
     assert outcome(tmp_path / "cut.sqlite") == ref

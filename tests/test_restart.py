@@ -8,34 +8,15 @@ after one batch, as SIGTERM does.
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
-
 import pytest
-from restart_scenario import StoppedAfter, outcome, write_inputs
-
-from vigil.ingest.records import FileSource
-from vigil.monitor.runner import build_session, resume, run
-
-
-def _run(cfg: Path, nominal: Path, stream: Path, store: Path, batch: int, batches: int | None) -> bool:
-    """One monitor 'process': True when the source ended."""
-    session = build_session(cfg, fit_path=nominal, store_path=store)
-    try:
-        src = FileSource(stream, speed=None, batch_size=batch)
-        resume(session, src)
-        stop = threading.Event()
-        run(session, src if batches is None else StoppedAfter(src, stop, batches), echo=lambda line: None, stop=stop)
-        return not stop.is_set()
-    finally:
-        session.store.close()
+from restart_scenario import outcome, run_monitor, write_inputs
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("restart")
     cfg, nominal, stream = write_inputs(tmp)
-    _run(cfg, nominal, stream, tmp / "ref.sqlite", batch=10_000, batches=None)
+    run_monitor(cfg, nominal, stream, tmp / "ref.sqlite", batch=10_000, batches=None)
     ref = outcome(tmp / "ref.sqlite")
     # The scenario exercises what a restart must carry: learned-detector, limit (after 3 in a row),
     # staleness and limits-only alarms, returns to normal after 2 nominal samples.
@@ -50,7 +31,7 @@ def test_a_restart_after_every_row_is_the_uninterrupted_run(reference):
     store = tmp / "every-row.sqlite"
     (tmp / "every-row.sqlite.model").write_bytes((tmp / "ref.sqlite.model").read_bytes())  # no refit each time
     restarts = 0
-    while not _run(cfg, nominal, stream, store, batch=5, batches=1):  # 5 records: about one row
+    while not run_monitor(cfg, nominal, stream, store, batch=5, batches=1):  # 5 records: about one row
         restarts += 1
     assert restarts >= 590
     assert outcome(store) == ref
@@ -62,6 +43,6 @@ def test_restarts_at_random_batch_sizes_are_the_uninterrupted_run(reference):
     tmp, cfg, nominal, stream, ref = reference
     store = tmp / "random.sqlite"
     rng = random.Random(3)
-    while not _run(cfg, nominal, stream, store, batch=rng.randint(1, 97), batches=rng.randint(1, 4)):
+    while not run_monitor(cfg, nominal, stream, store, batch=rng.randint(1, 97), batches=rng.randint(1, 4)):
         pass
     assert outcome(store) == ref
