@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -79,50 +80,58 @@ def _wait(condition, timeout_s: float):
     raise TimeoutError(f"not reached in {timeout_s} s")
 
 
-def throughput(c: Constellation, workers: int, servers: int, lease_s: float, batch: int, kill: bool = False) -> dict:
-    """One run: publish, process with ``workers`` workers; optionally SIGKILL one mid-run."""
-    replicas = 3 if servers >= 3 else 1
+@contextmanager
+def _bench_cluster(c: Constellation, servers: int):
+    """A temporary folder with the constellation's configuration and a running NATS cluster; yields
+    ``(folder, cluster, procs)``: the worker processes put in ``procs`` are killed at the end."""
     with tempfile.TemporaryDirectory(prefix="vigil-bench-fleet-") as tmp:
         folder = Path(tmp)
         (folder / "config.toml").write_text(c.config_toml())
         cluster = LocalCluster(servers, folder=folder / "nats").start()
-        procs = []
+        procs: list = []
         try:
             cluster.wait_ready()
-            publish_s = asyncio.run(_publish(cluster.urls, c, replicas))
-            procs = [_worker(cluster.urls, folder / "config.toml", folder, f"w{i}", lease_s, batch, replicas)
-                     for i in range(workers)]  # fmt: skip
-            total = len(c.names) * c.duration_s
-            last: dict[str, int] = {}
-            out: dict = {"workers": workers, "publish_s": round(publish_s, 2)}
-            if kill:
-                _wait(lambda: len(_commits(folder)) > 0.3 * total / batch, 300)
-                victim = procs[0]
-                mine = {r["sc"] for r in _commits(folder) if r["owner"] == "w0"}
-                killed_at = time.monotonic()
-                victim.send_signal(signal.SIGKILL)
-                taken = _wait(lambda: [r for r in _commits(folder) if r["sc"] in mine and r["owner"] != "w0"
-                                       and r["mono"] > killed_at], 300)  # fmt: skip
-                out["failover_s"] = round(min(r["mono"] for r in taken) - killed_at, 2)
-
-            def done():  # spacecraft k's messages were published k-th: its last is (k + 1) x duration
-                rows = _commits(folder)
-                for r in rows:
-                    last[r["sc"]] = max(last.get(r["sc"], 0), r["last"])
-                ends = [(k + 1) * c.duration_s for k in range(len(c.names))]
-                return all(last.get(sc, 0) >= end for sc, end in zip(c.names, ends)) and rows
-
-            rows = _wait(done, 900)
-            span = max(r["mono"] for r in rows) - min(r["mono"] for r in rows)
-            samples = int(sum(np.isfinite(c.values(sc)).sum() for sc in c.names))
-            out.update(samples=samples, seconds=round(span, 2), samples_per_s=round(samples / span))
-            return out
+            yield folder, cluster, procs
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
                 p.wait()
             cluster.stop()
+
+
+def throughput(c: Constellation, workers: int, servers: int, lease_s: float, batch: int, kill: bool = False) -> dict:
+    """One run: publish, process with ``workers`` workers; optionally SIGKILL one mid-run."""
+    replicas = 3 if servers >= 3 else 1
+    with _bench_cluster(c, servers) as (folder, cluster, procs):
+        publish_s = asyncio.run(_publish(cluster.urls, c, replicas))
+        procs += [_worker(cluster.urls, folder / "config.toml", folder, f"w{i}", lease_s, batch, replicas)
+                  for i in range(workers)]  # fmt: skip
+        total = len(c.names) * c.duration_s
+        last: dict[str, int] = {}
+        out: dict = {"workers": workers, "publish_s": round(publish_s, 2)}
+        if kill:
+            _wait(lambda: len(_commits(folder)) > 0.3 * total / batch, 300)
+            victim = procs[0]
+            mine = {r["sc"] for r in _commits(folder) if r["owner"] == "w0"}
+            killed_at = time.monotonic()
+            victim.send_signal(signal.SIGKILL)
+            taken = _wait(lambda: [r for r in _commits(folder) if r["sc"] in mine and r["owner"] != "w0"
+                                   and r["mono"] > killed_at], 300)  # fmt: skip
+            out["failover_s"] = round(min(r["mono"] for r in taken) - killed_at, 2)
+
+        def done():  # spacecraft k's messages were published k-th: its last is (k + 1) x duration
+            rows = _commits(folder)
+            for r in rows:
+                last[r["sc"]] = max(last.get(r["sc"], 0), r["last"])
+            ends = [(k + 1) * c.duration_s for k in range(len(c.names))]
+            return all(last.get(sc, 0) >= end for sc, end in zip(c.names, ends)) and rows
+
+        rows = _wait(done, 900)
+        span = max(r["mono"] for r in rows) - min(r["mono"] for r in rows)
+        samples = int(sum(np.isfinite(c.values(sc)).sum() for sc in c.names))
+        out.update(samples=samples, seconds=round(span, 2), samples_per_s=round(samples / span))
+        return out
 
 
 async def _live(urls, c: Constellation, seconds: int, replicas: int, inject: bool = True) -> list[float]:
@@ -176,34 +185,22 @@ async def _live(urls, c: Constellation, seconds: int, replicas: int, inject: boo
 def latency(c: Constellation, servers: int, seconds: int = 40) -> dict:
     """Alarm latency with 2 workers on live 1 Hz frames (see the module docstring)."""
     replicas = 3 if servers >= 3 else 1
-    with tempfile.TemporaryDirectory(prefix="vigil-bench-fleet-") as tmp:
-        folder = Path(tmp)
-        (folder / "config.toml").write_text(c.config_toml())
-        cluster = LocalCluster(servers, folder=folder / "nats").start()
-        procs = []
-        try:
-            cluster.wait_ready()
-            procs = [_worker(cluster.urls, folder / "config.toml", folder, f"w{i}", 5.0, 100, replicas)
-                     for i in range(2)]  # fmt: skip
-            for attempt in range(3):  # warm up: the workers own every spacecraft (a new cluster may time out)
-                try:
-                    asyncio.run(_live(cluster.urls, c, 10, replicas, inject=False))
-                    break
-                except Exception:  # noqa: BLE001 - tried again; the third failure is raised
-                    if attempt == 2:
-                        raise
-            _wait(lambda: len({r["sc"] for r in _commits(folder)}) == len(c.names), 300)
-            lat = np.array(asyncio.run(_live(cluster.urls, c, seconds, replicas)))
-            return {"alarms": int(lat.size), "expected": seconds,
-                    "p50_s": round(float(np.median(lat)), 3) if lat.size else None,
-                    "p99_s": round(float(np.quantile(lat, 0.99)), 3) if lat.size else None,
-                    "max_s": round(float(lat.max()), 3) if lat.size else None}  # fmt: skip
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                p.wait()
-            cluster.stop()
+    with _bench_cluster(c, servers) as (folder, cluster, procs):
+        procs += [_worker(cluster.urls, folder / "config.toml", folder, f"w{i}", 5.0, 100, replicas)
+                  for i in range(2)]  # fmt: skip
+        for attempt in range(3):  # warm up: the workers own every spacecraft (a new cluster may time out)
+            try:
+                asyncio.run(_live(cluster.urls, c, 10, replicas, inject=False))
+                break
+            except Exception:  # noqa: BLE001 - tried again; the third failure is raised
+                if attempt == 2:
+                    raise
+        _wait(lambda: len({r["sc"] for r in _commits(folder)}) == len(c.names), 300)
+        lat = np.array(asyncio.run(_live(cluster.urls, c, seconds, replicas)))
+        return {"alarms": int(lat.size), "expected": seconds,
+                "p50_s": round(float(np.median(lat)), 3) if lat.size else None,
+                "p99_s": round(float(np.quantile(lat, 0.99)), 3) if lat.size else None,
+                "max_s": round(float(lat.max()), 3) if lat.size else None}  # fmt: skip
 
 
 def run_benchmark(out: Path, spacecraft: int = 16, channels: int = 200, duration_s: int = 300,
