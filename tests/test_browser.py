@@ -10,11 +10,10 @@ from __future__ import annotations
 import io
 import re
 import shutil
-import socket
-import threading
 import time
 
 import pytest
+from server_support import served
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -34,31 +33,14 @@ if shutil.which("chromium") is None:
     pytest.skip("chromium is not installed (run scripts/install-test-deps.sh as root)", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def console():
-    import uvicorn
-
     from vigil.serve.demo import build_demo
 
     demo = build_demo(TOKEN, speed=150.0)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(demo.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield demo, f"http://127.0.0.1:{port}"
-    demo.replay.stop()
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(demo.app) as url:
+        yield demo, url
+        demo.replay.stop()
     demo.store.close()
 
 
@@ -146,23 +128,15 @@ def _assert_not_blank(png: bytes) -> None:
 
 def test_ten_thousand_channels_stay_responsive(page):
     """10,000 channels: the list is virtualised (a screenful of rows in the DOM), filtering is quick."""
-    import uvicorn
-
     from vigil.serve.app import create_app
     from vigil.serve.loadtest import big_stack
 
     monitor, manager = big_stack(10_000)
     app = create_app(monitor, manager, None, TOKEN)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
+    with served(app) as url:
         big = page.context.browser.new_page(viewport={"width": 1600, "height": 900})
         try:
-            big.goto(f"http://127.0.0.1:{port}/")
+            big.goto(f"{url}/")
             big.locator("#chan-foot", has_text=re.compile(r"^10000 of 10000 channels$")).wait_for()
             assert big.locator("#chanlist .row").count() < 100
             # The 100 channels pushed out of limits (every 100th, by +5 V: past critical 6 V within 60
@@ -176,6 +150,3 @@ def test_ten_thousand_channels_stay_responsive(page):
             big.locator("#chan-foot", has_text=re.compile(r"^100 of 10000 channels$")).wait_for()
         finally:
             big.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

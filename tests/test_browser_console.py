@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import threading
 import time
 
 import numpy as np
 import pytest
+from server_support import served
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 if shutil.which("chromium") is None:
@@ -103,24 +103,11 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    import uvicorn
-
     stack = Stack(tmp_path_factory.mktemp("console"))
     stack.feed_to(1500)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(stack.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    stack.url = f"http://127.0.0.1:{port}/"
-    yield stack
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(stack.app) as url:
+        stack.url = f"{url}/"
+        yield stack
     stack.extras.close()
     stack.store.close()
 

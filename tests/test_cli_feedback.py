@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
+from server_support import served
 from test_nominal import FIRST, T0, TOKEN, block, live_stream, make_console
 from typer.testing import CliRunner
 
@@ -17,22 +14,10 @@ run = CliRunner().invoke
 
 @pytest.fixture
 def server(tmp_path):
-    import uvicorn
-
     api, monitor, manager = make_console(tmp_path / "s.sqlite")
     monitor.feed_block(block(live_stream(), 0, 2000))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", monitor, manager
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with served(api) as url:
+        yield url, monitor, manager
     manager.store.close()
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
 import threading
-import time
 
 import numpy as np
 import pytest
+from server_support import served
 from typer.testing import CliRunner
 
 from vigil.alarms import AlarmManager
@@ -97,26 +96,14 @@ def test_alarm_verbs_on_a_store_and_export(tmp_path):
 
 @pytest.fixture
 def server(tmp_path):
-    import uvicorn
-
     from vigil.monitor import Monitor
     from vigil.serve.app import create_app
 
     cfg, store, manager = _store_with_alarm(tmp_path / "s.sqlite")
     det = LimitCheck(cfg.limits()).fit(TelemetryBlock.from_arrays([0.0], [[0.0]], ["P"]))
     api = create_app(Monitor(cfg, det, manager), manager, store, TOKEN)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", manager
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with served(api) as url:
+        yield url, manager
     store.close()
 
 
